@@ -1,0 +1,395 @@
+//! Runtime state, one lock per agent, per routing target and per interaction.
+//!
+//! There is no global lock. Each agent, each *routing target* (a queue at one relaxation
+//! level) and each live interaction has its own mutex, always taken in the order
+//! **target → interaction → agent**, and never two targets (or two agents) at once.
+//! The agent lock is the authority on capacity: a reservation happens only under it, so
+//! capacity can never be exceeded however many threads route at once. A target's agent
+//! index is a *hint* kept fresh by re-indexing after every change of an agent; a stale
+//! entry is re-checked under the agent lock before anything is reserved.
+
+use crate::InteractionId;
+use crate::capacity::{ChannelIdx, CompiledProfile, Usage};
+use crate::model::{
+    AssignmentPolicy, InteractionState, MAX_CHANNELS, NewInteraction, Presence, TimeMs,
+};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// An agent's position in a target's index: smaller ranks first. The meaning of the four
+/// words depends on the target's policy (see `Rank::compute`); the agent index breaks
+/// ties, so the order is total and deterministic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Rank {
+    pub words: [u64; 4],
+    pub agent: u32,
+}
+
+/// An agent's standing in one target, fixed by configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub target: u32,
+    pub queue: u32,
+    /// Proficiency sum over the target's required skills and (while preferred) optional
+    /// skills.
+    pub proficiency_sum: u32,
+    /// How many of the target's optional skills the agent holds at the minimum.
+    pub optional_matched: u16,
+}
+
+/// Lifecycle of one piece of work in an agent's hands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkPhase {
+    Offered,
+    Assigned,
+    WrapUp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Work {
+    pub interaction: InteractionId,
+    pub channel: ChannelIdx,
+    pub units: u16,
+    pub phase: WorkPhase,
+}
+
+pub(crate) struct AgentState {
+    pub deleted: bool,
+    pub presence: Presence,
+    pub profile: Arc<CompiledProfile>,
+    pub skills: Vec<(u16, u8)>,
+    pub memberships: Arc<[Membership]>,
+    pub usage: Usage,
+    /// Work in hand in offer order (offers, assigned, wrap-up).
+    pub work: Vec<Work>,
+    pub last_work_ended_ms: TimeMs,
+    pub consecutive_misses: u32,
+    /// Per queue: the round-robin stamp of the last offer from it.
+    pub round_robin: Vec<(u32, u64)>,
+    pub offers_received: u64,
+}
+
+impl AgentState {
+    pub fn is_available(&self) -> bool {
+        !self.deleted && self.presence == Presence::Available
+    }
+
+    pub fn round_robin_stamp(&self, queue: u32) -> u64 {
+        self.round_robin
+            .iter()
+            .find(|(q, _)| *q == queue)
+            .map_or(0, |(_, s)| *s)
+    }
+
+    pub fn stamp_round_robin(&mut self, queue: u32, stamp: u64) {
+        match self.round_robin.iter_mut().find(|(q, _)| *q == queue) {
+            Some(entry) => entry.1 = stamp,
+            None => self.round_robin.push((queue, stamp)),
+        }
+    }
+
+    pub fn work_index(&self, interaction: InteractionId) -> Option<usize> {
+        self.work.iter().position(|w| w.interaction == interaction)
+    }
+
+    /// Releases the capacity of one piece of work and forgets it.
+    pub fn release(&mut self, interaction: InteractionId) -> Option<Work> {
+        let index = self.work_index(interaction)?;
+        let work = self.work.remove(index);
+        self.usage.release(work.channel, work.units);
+        Some(work)
+    }
+}
+
+pub(crate) struct AgentCell {
+    pub idx: u32,
+    pub id: Arc<str>,
+    pub state: Mutex<AgentState>,
+}
+
+/// A queue at one relaxation level, as routing sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TargetSpec {
+    pub queue: u32,
+    pub level: u8,
+    pub required: Vec<(u16, u8)>,
+    pub optional: Vec<(u16, u8)>,
+    pub prefer_optional: bool,
+    pub policy: AssignmentPolicy,
+    pub channel_mask: u64,
+    pub aging_millipoints_per_second: u32,
+}
+
+impl TargetSpec {
+    /// Whether an agent with these skills qualifies, and its membership if so.
+    pub fn membership(&self, target: u32, skills: &[(u16, u8)]) -> Option<Membership> {
+        let level_of = |skill: u16| {
+            skills
+                .binary_search_by_key(&skill, |(s, _)| *s)
+                .ok()
+                .map(|i| skills[i].1)
+        };
+        let mut sum = 0u32;
+        for (skill, min) in &self.required {
+            let level = level_of(*skill)?;
+            if level < *min {
+                return None;
+            }
+            sum += u32::from(level);
+        }
+        let mut matched = 0u16;
+        for (skill, min) in &self.optional {
+            if let Some(level) = level_of(*skill).filter(|l| l >= min) {
+                matched += 1;
+                sum += u32::from(level);
+            }
+        }
+        Some(Membership {
+            target,
+            queue: self.queue,
+            proficiency_sum: sum,
+            optional_matched: matched,
+        })
+    }
+}
+
+/// One channel of a target: the agents who could take work on it now, ordered by rank,
+/// and the interactions waiting on it, ordered by effective priority then age then id.
+pub(crate) struct Lane {
+    pub channel: ChannelIdx,
+    pub agents: BTreeSet<Rank>,
+    pub waiting: BTreeMap<WaitKey, WaitMeta>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Member {
+    pub rank: Rank,
+    /// Lanes (by channel bit) whose index holds this agent.
+    pub lanes_mask: u64,
+    pub logged_in: bool,
+}
+
+pub(crate) struct TargetState {
+    pub retired: bool,
+    pub members: HashMap<u32, Member>,
+    pub logged_in_members: u32,
+    pub lanes: Vec<Lane>,
+    pub lane_of: [u8; MAX_CHANNELS],
+}
+
+impl TargetState {
+    pub fn lane_index(&self, channel: ChannelIdx) -> Option<usize> {
+        match self.lane_of[channel as usize] {
+            u8::MAX => None,
+            lane => Some(lane as usize),
+        }
+    }
+
+    /// Whether an agent who declined may be offered again: only when no logged-in
+    /// member who has not declined exists.
+    pub fn others_exist(&self, declined: &[u32]) -> bool {
+        let declined_logged_in = declined
+            .iter()
+            .filter(|a| self.members.get(a).is_some_and(|m| m.logged_in))
+            .count() as u32;
+        self.logged_in_members > declined_logged_in
+    }
+}
+
+pub(crate) struct TargetCell {
+    pub idx: u32,
+    pub spec: TargetSpec,
+    pub state: Mutex<TargetState>,
+}
+
+impl TargetCell {
+    pub fn new(idx: u32, spec: TargetSpec) -> Self {
+        let mut lanes = Vec::new();
+        let mut lane_of = [u8::MAX; MAX_CHANNELS];
+        let mut rest = spec.channel_mask;
+        while rest != 0 {
+            let channel = rest.trailing_zeros() as ChannelIdx;
+            rest &= rest - 1;
+            lane_of[channel as usize] = lanes.len() as u8;
+            lanes.push(Lane {
+                channel,
+                agents: BTreeSet::new(),
+                waiting: BTreeMap::new(),
+            });
+        }
+        TargetCell {
+            idx,
+            spec,
+            state: Mutex::new(TargetState {
+                retired: false,
+                members: HashMap::new(),
+                logged_in_members: 0,
+                lanes,
+                lane_of,
+            }),
+        }
+    }
+}
+
+/// Order of waiting work within a target: `order` ascending is effective priority
+/// descending (see `wait_order`), then original enqueue time, then id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct WaitKey {
+    pub order: i128,
+    pub enqueued_ms: TimeMs,
+    pub id: InteractionId,
+}
+
+/// `base_priority + aging × waited` is `static + aging × now`, so sorting by
+/// `-(base × 1000 × 1000 − aging × enqueued_ms)` orders by effective priority at every
+/// instant without re-sorting. Units: milli-points × ms.
+pub(crate) fn wait_order(
+    priority: i32,
+    aging_millipoints_per_second: u32,
+    enqueued_ms: u64,
+) -> i128 {
+    let static_part = i128::from(priority) * 1_000_000
+        - i128::from(aging_millipoints_per_second) * i128::from(enqueued_ms);
+    -static_part
+}
+
+/// Effective priority × 10⁶ at `now_ms`, for comparing heads of different targets.
+pub(crate) fn effective_priority(
+    order: i128,
+    aging_millipoints_per_second: u32,
+    now_ms: u64,
+) -> i128 {
+    -order + i128::from(aging_millipoints_per_second) * i128::from(now_ms)
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct WaitMeta {
+    pub epoch: u64,
+    pub preferred: Option<(u32, TimeMs)>,
+    pub declined: Vec<u32>,
+}
+
+/// One step of an interaction's routing history.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HistoryEntry {
+    /// Created and routed to a queue.
+    Created {
+        /// When.
+        at_ms: TimeMs,
+        /// The queue.
+        queue: Arc<str>,
+        /// The routing rule that matched, if any.
+        rule: Option<Arc<str>>,
+    },
+    /// Offered to an agent.
+    Offered {
+        /// When.
+        at_ms: TimeMs,
+        /// The agent.
+        agent: Arc<str>,
+        /// The agent's rank words under the queue's policy when it won (see
+        /// `docs/ROUTING.md`); absent for a transfer to a named agent.
+        rank: Option<[u64; 4]>,
+    },
+    /// Accepted.
+    Accepted {
+        /// When.
+        at_ms: TimeMs,
+        /// The agent.
+        agent: Arc<str>,
+    },
+    /// Rejected, timed out or rescinded.
+    OfferEnded {
+        /// When.
+        at_ms: TimeMs,
+        /// The agent.
+        agent: Arc<str>,
+        /// `rejected`, `timed_out`, `agent_offline`, `customer_left`.
+        how: Arc<str>,
+    },
+    /// A relaxation step applied.
+    Relaxed {
+        /// When.
+        at_ms: TimeMs,
+        /// Step number (0-based).
+        step: u16,
+    },
+    /// The preferred agent's time ran out.
+    PreferredFallback {
+        /// When.
+        at_ms: TimeMs,
+    },
+    /// Moved to a queue or agent.
+    Transferred {
+        /// When.
+        at_ms: TimeMs,
+        /// From this agent.
+        from_agent: Option<Arc<str>>,
+        /// `queue:<id>` or `agent:<id>`.
+        to: Arc<str>,
+    },
+    /// Completed by an agent.
+    Completed {
+        /// When.
+        at_ms: TimeMs,
+        /// The agent.
+        agent: Arc<str>,
+        /// Wrap-up code.
+        wrap_up_code: Option<String>,
+    },
+    /// Wrap-up over, capacity freed.
+    WrapUpEnded {
+        /// When.
+        at_ms: TimeMs,
+    },
+    /// The customer left.
+    Abandoned {
+        /// When.
+        at_ms: TimeMs,
+    },
+    /// `max_offers` reached.
+    OfferLimitReached {
+        /// When.
+        at_ms: TimeMs,
+        /// Offers made.
+        offers: u32,
+    },
+}
+
+pub(crate) struct Interaction {
+    pub id: InteractionId,
+    pub channel: ChannelIdx,
+    pub request: NewInteraction,
+    pub queue: u32,
+    pub priority: i32,
+    pub created_ms: TimeMs,
+    /// Original enqueue time: the age used for ordering, kept across transfers,
+    /// relaxation and re-offers.
+    pub enqueued_ms: TimeMs,
+    /// When it entered its current queue (relaxation steps count from here).
+    pub queue_entered_ms: TimeMs,
+    pub state: InteractionState,
+    pub level: u8,
+    pub next_step: u16,
+    pub overflow_targets: Vec<u32>,
+    pub waiting_in: Vec<u32>,
+    /// Counted in its queue's waiting total.
+    pub counted_waiting: bool,
+    pub epoch: u64,
+    pub preferred: Option<(u32, TimeMs)>,
+    pub declined: Vec<u32>,
+    pub offers_in_queue: u32,
+    pub offer_seq: u32,
+    pub agent: Option<u32>,
+    /// The current offer was a transfer to a named agent (skills not required).
+    pub directed: bool,
+    pub offer_deadline_ms: TimeMs,
+    pub answered_ms: Option<TimeMs>,
+    pub wrap_up_until_ms: Option<TimeMs>,
+    pub wrap_up_code: Option<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+pub(crate) type InteractionRef = Arc<Mutex<Interaction>>;

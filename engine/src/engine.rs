@@ -1,0 +1,1594 @@
+//! The dispatcher: every routing operation of the engine.
+//!
+//! Two directions, both event-driven:
+//! * **work arrives** (submit, re-queue after a reject, transfer, relaxation): the target's
+//!   agent index for the interaction's channel is walked from the best rank; the first
+//!   agent that is available and still fits (checked under its own lock) gets the offer
+//!   with its capacity reserved. Nobody fits: the interaction joins the target's waiting
+//!   lane, ordered by effective priority, original enqueue time, id.
+//! * **capacity frees** (accept is not one; wrap-up end, reject, abandon, transfer away,
+//!   presence → available): the agent is re-indexed, then pulls the best head across
+//!   every lane of every target it is a member of, for the channels it fits now, until it
+//!   is full or nothing waits.
+//!
+//! The cost of a decision depends on the agent's own queues and on a walk that stops at
+//! the first fitting agent, never on the number of agents in the center.
+
+use crate::InteractionId;
+use crate::capacity::ChannelIdx;
+use crate::catalog::{Catalog, QueueRt, compile};
+use crate::cells::*;
+use crate::error::{EngineError, Result};
+use crate::events::{Event, RescindReason, Timer, TransferTarget};
+use crate::model::*;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The routing engine. All methods take `&self` and may be called from many threads at
+/// once; driven from one thread with the same inputs it makes the same decisions.
+pub struct Engine {
+    pub(crate) catalog: ArcSwap<Catalog>,
+    /// Serialises configuration changes only; routing never takes it.
+    admin: Mutex<()>,
+    pub(crate) interactions: DashMap<InteractionId, InteractionRef>,
+    next_interaction: AtomicU64,
+    round_robin_clock: AtomicU64,
+}
+
+/// Who routed an offer, for the history.
+#[derive(Clone, Copy)]
+pub(crate) enum OfferReason {
+    Policy(Rank),
+    Transfer,
+}
+
+/// The key parts of an interaction's waiting entries; fixed for its life.
+#[derive(Clone, Copy)]
+struct WaitingRef {
+    id: InteractionId,
+    channel: ChannelIdx,
+    priority: i32,
+    enqueued_ms: TimeMs,
+}
+
+enum Claim {
+    Offered,
+    Retry,
+    AgentDone,
+}
+
+impl Engine {
+    /// Validates `config` and builds an engine. Agents start offline.
+    pub fn new(config: CenterConfig) -> Result<Engine> {
+        let compiled = compile(config, None)?;
+        let node = u64::from(compiled.catalog.settings.node_id) << 48;
+        let engine = Engine {
+            catalog: ArcSwap::from_pointee(compiled.catalog),
+            admin: Mutex::new(()),
+            interactions: DashMap::new(),
+            next_interaction: AtomicU64::new(node + 1),
+            round_robin_clock: AtomicU64::new(0),
+        };
+        let catalog = engine.catalog.load();
+        for update in compiled.agent_updates {
+            let cell = catalog
+                .agent(update.idx)
+                .expect("agent just created")
+                .clone();
+            cell.state.lock().memberships = update.memberships;
+            engine.reindex(&catalog, &cell);
+        }
+        Ok(engine)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> CenterConfig {
+        self.catalog.load().config.clone()
+    }
+
+    /// Replaces the configuration. Validation happens first: on error nothing changes.
+    /// Agents, queues and interactions that the change does not touch keep their state;
+    /// interactions waiting in a queue whose routing changed are re-routed with their
+    /// original age. Removing a queue that still holds live work, an agent with work in
+    /// hand, or a channel in use is refused.
+    pub fn reconfigure(
+        &self,
+        config: CenterConfig,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let _admin = self.admin.lock();
+        let old = self.catalog.load_full();
+        let compiled = compile(config, Some(&old))?;
+        for q in &compiled.removed_queues {
+            let id = &old.queue(*q).id;
+            if let Some(live) = self.interactions.iter().find(|e| {
+                let i = e.value().lock();
+                i.queue == *q && !i.state.is_terminal()
+            }) {
+                return Err(EngineError::InUse {
+                    what: format!("queue `{id}`"),
+                    by: format!("interaction {}", live.key()),
+                });
+            }
+            if compiled.catalog.rules.iter().any(|r| r.queue == *q) {
+                return Err(EngineError::InUse {
+                    what: format!("queue `{id}`"),
+                    by: "a routing rule".to_string(),
+                });
+            }
+        }
+        for a in &compiled.removed_agents {
+            let cell = old.agent(*a).expect("removed agent existed");
+            if !cell.state.lock().work.is_empty() {
+                return Err(EngineError::InUse {
+                    what: format!("agent `{}`", cell.id),
+                    by: "work in hand".to_string(),
+                });
+            }
+        }
+        for (idx, channel) in compiled.catalog.channels.iter().enumerate() {
+            if channel.removed && !old.channels[idx].removed {
+                if let Some(live) = self.interactions.iter().find(|e| {
+                    let i = e.value().lock();
+                    i.channel as usize == idx && !i.state.is_terminal()
+                }) {
+                    return Err(EngineError::InUse {
+                        what: format!("channel `{}`", channel.name),
+                        by: format!("interaction {}", live.key()),
+                    });
+                }
+            }
+        }
+
+        self.catalog.store(Arc::new(compiled.catalog));
+        let catalog = self.catalog.load_full();
+        // Removed agents: out of every index.
+        for a in &compiled.removed_agents {
+            let cell = old.agent(*a).expect("removed agent existed").clone();
+            let memberships = {
+                let mut s = cell.state.lock();
+                s.deleted = true;
+                std::mem::replace(&mut s.memberships, Arc::from(Vec::new()))
+            };
+            for m in memberships.iter() {
+                remove_member(&mut catalog.target(m.target).state.lock(), cell.idx);
+            }
+        }
+        // Retire targets that no longer exist and collect what waited in them.
+        let mut to_reroute = Vec::new();
+        for t in &compiled.retired_targets {
+            let mut ts = catalog.target(*t).state.lock();
+            ts.retired = true;
+            for lane in &mut ts.lanes {
+                to_reroute.extend(std::mem::take(&mut lane.waiting).into_keys().map(|k| k.id));
+                lane.agents.clear();
+            }
+            ts.members.clear();
+        }
+        // Agents: new profile, skills and memberships, then re-index.
+        for update in compiled.agent_updates {
+            let cell = catalog.agent(update.idx).expect("agent in catalog").clone();
+            let dropped: Vec<u32> = {
+                let mut s = cell.state.lock();
+                let dropped = s
+                    .memberships
+                    .iter()
+                    .map(|m| m.target)
+                    .filter(|t| !update.memberships.iter().any(|m| m.target == *t))
+                    .collect();
+                s.profile = update.profile;
+                s.skills = update.skills;
+                s.memberships = update.memberships;
+                dropped
+            };
+            for t in dropped {
+                remove_member(&mut catalog.target(t).state.lock(), cell.idx);
+            }
+            self.reindex(&catalog, &cell);
+        }
+        // Interactions of changed queues route again, keeping their age.
+        to_reroute.sort_unstable();
+        to_reroute.dedup();
+        for id in to_reroute {
+            let Some(ic) = self.interaction_ref(id) else {
+                continue;
+            };
+            let stale = {
+                let mut i = ic.lock();
+                if i.state != InteractionState::Queued {
+                    continue;
+                }
+                // Levels may have changed shape: restart relaxation in the new queue
+                // definition but keep the steps already passed.
+                let queue = catalog.queue(i.queue);
+                let max_level = queue.targets.len() as u8 - 1;
+                i.level = i.level.min(max_level);
+                i.next_step = i.next_step.min(queue.def.relaxation.len() as u16);
+                i.overflow_targets
+                    .retain(|t| !compiled.retired_targets.contains(t));
+                i.epoch += 1;
+                std::mem::take(&mut i.waiting_in)
+            };
+            let waiting = waiting_ref(&ic.lock());
+            self.remove_waiting(&catalog, &stale, waiting);
+            self.route(&catalog, &ic, now_ms, out);
+        }
+        // Agents pull whatever the change made reachable.
+        for cell in catalog.agents.iter().flatten() {
+            self.pull(&catalog, cell, now_ms, out);
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------- channel side
+
+    /// Submits a new interaction: routing rules (or `request.queue`) pick the queue and
+    /// priority; it is offered at once to the best eligible agent with free capacity, or
+    /// waits. Fails with `QueueFull` when the queue holds `max_waiting` interactions.
+    pub fn submit(
+        &self,
+        request: NewInteraction,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<InteractionId> {
+        let catalog = self.catalog.load();
+        let channel = catalog
+            .channel_by_name
+            .get(&request.channel)
+            .copied()
+            .filter(|c| !catalog.channels[*c as usize].removed)
+            .ok_or_else(|| EngineError::UnknownChannel {
+                channel: request.channel.clone(),
+                context: "submit".to_string(),
+            })?;
+        let (queue_idx, rule_priority, rule) = match &request.queue {
+            Some(q) => (
+                *catalog
+                    .queue_by_id
+                    .get(q)
+                    .ok_or_else(|| EngineError::UnknownQueue(q.clone()))?,
+                None,
+                None,
+            ),
+            None => catalog
+                .route(channel, &request)
+                .ok_or_else(|| EngineError::NoRoute {
+                    channel: request.channel.clone(),
+                })?,
+        };
+        let queue = catalog.queue(queue_idx).clone();
+        if queue.channel_mask & (1u64 << channel) == 0 {
+            return Err(EngineError::ChannelNotAccepted {
+                queue: queue.id.to_string(),
+                channel: request.channel.clone(),
+            });
+        }
+        let preferred = match &request.preferred_agent {
+            Some(agent) => {
+                let idx = *catalog
+                    .agent_by_id
+                    .get(agent)
+                    .ok_or_else(|| EngineError::UnknownAgent(agent.clone()))?;
+                (request.preferred_fallback_ms > 0)
+                    .then(|| (idx, now_ms.saturating_add(request.preferred_fallback_ms)))
+            }
+            None => None,
+        };
+        admit(&queue)?;
+        let id = InteractionId(self.next_interaction.fetch_add(1, Ordering::Relaxed));
+        let priority = request
+            .priority
+            .or(rule_priority)
+            .unwrap_or(queue.def.base_priority);
+        let mut history = Vec::with_capacity(8);
+        history.push(HistoryEntry::Created {
+            at_ms: now_ms,
+            queue: queue.id.clone(),
+            rule,
+        });
+        let interaction = Interaction {
+            id,
+            channel,
+            request,
+            queue: queue_idx,
+            priority,
+            created_ms: now_ms,
+            enqueued_ms: now_ms,
+            queue_entered_ms: now_ms,
+            state: InteractionState::Queued,
+            level: 0,
+            next_step: 0,
+            overflow_targets: Vec::new(),
+            waiting_in: Vec::new(),
+            counted_waiting: true,
+            epoch: 0,
+            preferred,
+            declined: Vec::new(),
+            offers_in_queue: 0,
+            offer_seq: 0,
+            agent: None,
+            directed: false,
+            offer_deadline_ms: 0,
+            answered_ms: None,
+            wrap_up_until_ms: None,
+            wrap_up_code: None,
+            history,
+        };
+        let ic = Arc::new(Mutex::new(interaction));
+        self.interactions.insert(id, ic.clone());
+        self.route(&catalog, &ic, now_ms, out);
+        Ok(id)
+    }
+
+    /// The customer left. Queued: removed from its queue. Offered: the offer is
+    /// rescinded and the agent's capacity freed. Later states are refused.
+    pub fn abandon(
+        &self,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let ic = self.existing(interaction)?;
+        let mut freed = None;
+        let (stale, waiting) = {
+            let mut i = ic.lock();
+            let previous_state = i.state;
+            let queue = catalog.queue(i.queue).clone();
+            match i.state {
+                InteractionState::Queued => {}
+                InteractionState::Offered => {
+                    let agent = i.agent.expect("offered interaction has an agent");
+                    let cell = catalog.agent(agent).expect("offered agent exists").clone();
+                    cell.state.lock().release(interaction);
+                    out.push(Event::OfferRescinded {
+                        interaction,
+                        agent: cell.id.clone(),
+                        reason: RescindReason::CustomerLeft,
+                    });
+                    i.history.push(HistoryEntry::OfferEnded {
+                        at_ms: now_ms,
+                        agent: cell.id.clone(),
+                        how: Arc::from("customer_left"),
+                    });
+                    i.agent = None;
+                    freed = Some(cell);
+                }
+                state => {
+                    return Err(EngineError::InvalidState {
+                        interaction,
+                        state,
+                        operation: "abandon (the customer left after being served; complete it instead)",
+                    });
+                }
+            }
+            uncount_waiting(&queue, &mut i);
+            i.state = InteractionState::Abandoned;
+            i.epoch += 1;
+            i.history.push(HistoryEntry::Abandoned { at_ms: now_ms });
+            out.push(Event::Abandoned {
+                interaction,
+                queue: queue.id.clone(),
+                previous_state,
+            });
+            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+        };
+        self.remove_waiting(&catalog, &stale, waiting);
+        if let Some(cell) = freed {
+            self.reindex(&catalog, &cell);
+            self.pull(&catalog, &cell, now_ms, out);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------- agent side
+
+    /// Sets an agent's presence. Available: the agent pulls waiting work at once.
+    /// Offline: outstanding offers are rescinded and re-routed (assigned work stays).
+    pub fn set_presence(
+        &self,
+        agent: &str,
+        presence: Presence,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        let offers: Vec<InteractionId> = {
+            let mut s = cell.state.lock();
+            if s.presence == presence {
+                return Ok(());
+            }
+            if presence == Presence::Available {
+                s.consecutive_misses = 0;
+            }
+            s.presence = presence.clone();
+            if presence == Presence::Offline {
+                s.work
+                    .iter()
+                    .filter(|w| w.phase == WorkPhase::Offered)
+                    .map(|w| w.interaction)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        out.push(Event::PresenceChanged {
+            agent: cell.id.clone(),
+            presence: presence.clone(),
+        });
+        self.reindex(&catalog, &cell);
+        for interaction in offers {
+            self.end_offer(
+                &catalog,
+                &cell,
+                interaction,
+                None,
+                OfferEnd::Rescinded,
+                now_ms,
+                out,
+            )
+            .ok();
+        }
+        if presence == Presence::Available {
+            self.pull(&catalog, &cell, now_ms, out);
+        }
+        Ok(())
+    }
+
+    /// The agent accepts its offer: the interaction is assigned.
+    pub fn accept(
+        &self,
+        agent: &str,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        let ic = self.existing(interaction)?;
+        let mut i = ic.lock();
+        if i.state != InteractionState::Offered || i.agent != Some(cell.idx) {
+            return Err(EngineError::NotOfferedToAgent {
+                interaction,
+                agent: agent.to_string(),
+            });
+        }
+        let mut s = cell.state.lock();
+        accept_locked(&cell, &mut s, &mut i, now_ms, out);
+        Ok(())
+    }
+
+    /// The agent rejects its offer: it goes to the next best agent (not this one again
+    /// while another logged-in eligible agent exists).
+    pub fn reject(
+        &self,
+        agent: &str,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        self.end_offer(
+            &catalog,
+            &cell,
+            interaction,
+            None,
+            OfferEnd::Rejected,
+            now_ms,
+            out,
+        )
+    }
+
+    /// The agent completes its assigned interaction with a wrap-up code (checked against
+    /// the queue's list when it has one). With a wrap-up time the capacity stays held
+    /// until the `WrapUpEnd` timer.
+    pub fn complete(
+        &self,
+        agent: &str,
+        interaction: InteractionId,
+        wrap_up_code: Option<&str>,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        let ic = self.existing(interaction)?;
+        let freed = {
+            let mut i = ic.lock();
+            if i.state != InteractionState::Assigned || i.agent != Some(cell.idx) {
+                if i.state == InteractionState::Assigned || i.agent != Some(cell.idx) {
+                    return Err(EngineError::NotAssignedToAgent {
+                        interaction,
+                        agent: agent.to_string(),
+                    });
+                }
+                return Err(EngineError::InvalidState {
+                    interaction,
+                    state: i.state,
+                    operation: "complete",
+                });
+            }
+            let queue = catalog.queue(i.queue).clone();
+            let codes = &queue.def.wrap_up_codes;
+            if !codes.is_empty() {
+                match wrap_up_code {
+                    None => {
+                        return Err(EngineError::WrapUpCodeRequired {
+                            queue: queue.id.to_string(),
+                            allowed: codes.join(", "),
+                        });
+                    }
+                    Some(code) if !codes.iter().any(|c| c == code) => {
+                        return Err(EngineError::InvalidWrapUpCode {
+                            code: code.to_string(),
+                            queue: queue.id.to_string(),
+                            allowed: codes.join(", "),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            let mut s = cell.state.lock();
+            let code = wrap_up_code.map(str::to_string);
+            i.wrap_up_code = code.clone();
+            i.history.push(HistoryEntry::Completed {
+                at_ms: now_ms,
+                agent: cell.id.clone(),
+                wrap_up_code: code.clone(),
+            });
+            let wrap = queue.def.wrap_up_ms;
+            if wrap > 0 {
+                let until = now_ms.saturating_add(wrap);
+                let index = s.work_index(interaction).expect("assigned work is in hand");
+                s.work[index].phase = WorkPhase::WrapUp;
+                i.state = InteractionState::WrapUp;
+                i.wrap_up_until_ms = Some(until);
+                out.push(Event::Completed {
+                    interaction,
+                    agent: cell.id.clone(),
+                    wrap_up_code: code,
+                    wrap_up_until_ms: Some(until),
+                });
+                false
+            } else {
+                s.release(interaction).expect("assigned work is in hand");
+                s.last_work_ended_ms = now_ms;
+                i.state = InteractionState::Completed;
+                out.push(Event::Completed {
+                    interaction,
+                    agent: cell.id.clone(),
+                    wrap_up_code: code,
+                    wrap_up_until_ms: None,
+                });
+                true
+            }
+        };
+        if freed {
+            self.reindex(&catalog, &cell);
+            self.pull(&catalog, &cell, now_ms, out);
+        }
+        Ok(())
+    }
+
+    /// Transfers an assigned interaction to another agent (offered to them directly;
+    /// they must be available with capacity) or to a queue (routed there keeping its
+    /// original age). Id and history are kept; the transferring agent's capacity frees.
+    pub fn transfer(
+        &self,
+        agent: &str,
+        interaction: InteractionId,
+        to: TransferTarget,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        let ic = self.existing(interaction)?;
+        let mut reroute = false;
+        let mut target_cell = None;
+        {
+            let mut i = ic.lock();
+            if i.state != InteractionState::Assigned || i.agent != Some(cell.idx) {
+                return Err(EngineError::NotAssignedToAgent {
+                    interaction,
+                    agent: agent.to_string(),
+                });
+            }
+            match &to {
+                TransferTarget::Queue(q) => {
+                    let q_idx = *catalog
+                        .queue_by_id
+                        .get(q)
+                        .ok_or_else(|| EngineError::UnknownQueue(q.clone()))?;
+                    let queue = catalog.queue(q_idx).clone();
+                    if queue.channel_mask & (1u64 << i.channel) == 0 {
+                        return Err(EngineError::ChannelNotAccepted {
+                            queue: q.clone(),
+                            channel: catalog.channel_name(i.channel).to_string(),
+                        });
+                    }
+                    admit(&queue)?;
+                    release_agent(&cell, interaction, now_ms);
+                    i.counted_waiting = true;
+                    i.queue = q_idx;
+                    i.level = 0;
+                    i.next_step = 0;
+                    i.overflow_targets.clear();
+                    i.queue_entered_ms = now_ms;
+                    i.declined.clear();
+                    i.offers_in_queue = 0;
+                    i.preferred = None;
+                    i.agent = None;
+                    i.state = InteractionState::Queued;
+                    i.epoch += 1;
+                    reroute = true;
+                }
+                TransferTarget::Agent(b) => {
+                    let other = agent_cell(&catalog, b)?;
+                    if other.idx == cell.idx {
+                        return Err(EngineError::AgentUnavailable {
+                            agent: b.clone(),
+                            interaction,
+                            reason: "it is already assigned to this agent".to_string(),
+                        });
+                    }
+                    // Two agent locks at once only here, always in index order.
+                    let (mut from, mut o) = if cell.idx < other.idx {
+                        let from = cell.state.lock();
+                        (from, other.state.lock())
+                    } else {
+                        let o = other.state.lock();
+                        (cell.state.lock(), o)
+                    };
+                    if !o.is_available() {
+                        return Err(EngineError::AgentUnavailable {
+                            agent: b.clone(),
+                            interaction,
+                            reason: format!("presence is {:?}", o.presence),
+                        });
+                    }
+                    let units = o.usage.fits(&o.profile, i.channel).map_err(|why| {
+                        EngineError::AgentUnavailable {
+                            agent: b.clone(),
+                            interaction,
+                            reason: format!("no capacity: {why:?}"),
+                        }
+                    })?;
+                    from.release(interaction).expect("assigned work is in hand");
+                    from.last_work_ended_ms = now_ms;
+                    drop(from);
+                    out.push(Event::Transferred {
+                        interaction,
+                        from_agent: Some(cell.id.clone()),
+                        to: to.clone(),
+                    });
+                    i.history.push(HistoryEntry::Transferred {
+                        at_ms: now_ms,
+                        from_agent: Some(cell.id.clone()),
+                        to: Arc::from(format!("agent:{b}")),
+                    });
+                    let queue = i.queue;
+                    self.offer_locked(
+                        &catalog,
+                        queue,
+                        &other,
+                        &mut o,
+                        &mut i,
+                        units,
+                        OfferReason::Transfer,
+                        now_ms,
+                        out,
+                    );
+                    i.directed = true;
+                    target_cell = Some(other.clone());
+                }
+            }
+            if reroute {
+                out.push(Event::Transferred {
+                    interaction,
+                    from_agent: Some(cell.id.clone()),
+                    to: to.clone(),
+                });
+                if let TransferTarget::Queue(q) = &to {
+                    i.history.push(HistoryEntry::Transferred {
+                        at_ms: now_ms,
+                        from_agent: Some(cell.id.clone()),
+                        to: Arc::from(format!("queue:{q}")),
+                    });
+                }
+            }
+        }
+        if reroute {
+            self.route(&catalog, &ic, now_ms, out);
+        }
+        if let Some(other) = target_cell {
+            self.reindex(&catalog, &other);
+        }
+        self.reindex(&catalog, &cell);
+        self.pull(&catalog, &cell, now_ms, out);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------ timers
+
+    /// Fires a timer the engine asked for. Stale timers (the state moved on) do nothing
+    /// and return `false`.
+    pub fn on_timer(&self, timer: Timer, now_ms: TimeMs, out: &mut Vec<Event>) -> bool {
+        let catalog = self.catalog.load();
+        match timer {
+            Timer::OfferTimeout {
+                interaction,
+                offer_seq,
+            } => {
+                let Some(agent) = self.interaction_ref(interaction).and_then(|ic| {
+                    let i = ic.lock();
+                    (i.state == InteractionState::Offered && i.offer_seq == offer_seq)
+                        .then_some(i.agent)
+                        .flatten()
+                }) else {
+                    return false;
+                };
+                let cell = catalog.agent(agent).expect("offered agent exists").clone();
+                self.end_offer(
+                    &catalog,
+                    &cell,
+                    interaction,
+                    Some(offer_seq),
+                    OfferEnd::TimedOut,
+                    now_ms,
+                    out,
+                )
+                .is_ok()
+            }
+            Timer::WrapUpEnd { interaction } => {
+                self.end_wrap_up(&catalog, interaction, now_ms, out)
+            }
+            Timer::Relaxation { interaction, step } => {
+                self.relax(&catalog, interaction, step, now_ms, out)
+            }
+            Timer::PreferredFallback { interaction } => {
+                self.preferred_fallback(&catalog, interaction, now_ms, out)
+            }
+        }
+    }
+
+    fn end_wrap_up(
+        &self,
+        catalog: &Catalog,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let Some(ic) = self.interaction_ref(interaction) else {
+            return false;
+        };
+        let cell = {
+            let mut i = ic.lock();
+            if i.state != InteractionState::WrapUp || i.wrap_up_until_ms.is_none_or(|u| u > now_ms)
+            {
+                return false;
+            }
+            let agent = i.agent.expect("wrap-up has an agent");
+            let cell = catalog.agent(agent).expect("wrap-up agent exists").clone();
+            release_agent(&cell, interaction, now_ms);
+            i.state = InteractionState::Completed;
+            i.history.push(HistoryEntry::WrapUpEnded { at_ms: now_ms });
+            out.push(Event::WrapUpEnded {
+                interaction,
+                agent: cell.id.clone(),
+            });
+            cell
+        };
+        self.reindex(catalog, &cell);
+        self.pull(catalog, &cell, now_ms, out);
+        true
+    }
+
+    fn relax(
+        &self,
+        catalog: &Catalog,
+        interaction: InteractionId,
+        step: u16,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let Some(ic) = self.interaction_ref(interaction) else {
+            return false;
+        };
+        let (stale, waiting) = {
+            let mut i = ic.lock();
+            let queue = catalog.queue(i.queue).clone();
+            if i.state != InteractionState::Queued
+                || i.next_step != step
+                || queue
+                    .step_due_ms(step, i.queue_entered_ms)
+                    .is_none_or(|due| due > now_ms)
+            {
+                return false;
+            }
+            i.next_step += 1;
+            i.level = queue.step_level[step as usize];
+            if let Some(overflow) = queue.step_overflow[step as usize] {
+                let t = catalog.queue(overflow).targets[0];
+                if !i.overflow_targets.contains(&t) {
+                    i.overflow_targets.push(t);
+                }
+            }
+            i.epoch += 1;
+            i.history.push(HistoryEntry::Relaxed {
+                at_ms: now_ms,
+                step,
+            });
+            out.push(Event::Relaxed {
+                interaction,
+                queue: queue.id.clone(),
+                step,
+            });
+            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+        };
+        self.remove_waiting(catalog, &stale, waiting);
+        self.route(catalog, &ic, now_ms, out);
+        true
+    }
+
+    fn preferred_fallback(
+        &self,
+        catalog: &Catalog,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let Some(ic) = self.interaction_ref(interaction) else {
+            return false;
+        };
+        let (stale, waiting) = {
+            let mut i = ic.lock();
+            if i.preferred.is_none_or(|(_, fallback)| fallback > now_ms) {
+                return false;
+            }
+            i.preferred = None;
+            if i.state != InteractionState::Queued {
+                return true;
+            }
+            i.epoch += 1;
+            i.history
+                .push(HistoryEntry::PreferredFallback { at_ms: now_ms });
+            out.push(Event::PreferredFallback { interaction });
+            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+        };
+        self.remove_waiting(catalog, &stale, waiting);
+        self.route(catalog, &ic, now_ms, out);
+        true
+    }
+
+    // -------------------------------------------------------------------- internals
+
+    pub(crate) fn interaction_ref(&self, id: InteractionId) -> Option<InteractionRef> {
+        self.interactions.get(&id).map(|e| e.value().clone())
+    }
+
+    fn existing(&self, id: InteractionId) -> Result<InteractionRef> {
+        self.interaction_ref(id)
+            .ok_or(EngineError::UnknownInteraction(id))
+    }
+
+    /// Ends an offer by reject, timeout or rescind, and re-routes the interaction.
+    #[allow(clippy::too_many_arguments)]
+    fn end_offer(
+        &self,
+        catalog: &Catalog,
+        cell: &Arc<AgentCell>,
+        interaction: InteractionId,
+        offer_seq: Option<u32>,
+        how: OfferEnd,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let ic = self.existing(interaction)?;
+        let mut transfer_to = None;
+        {
+            let mut i = ic.lock();
+            if i.state != InteractionState::Offered
+                || i.agent != Some(cell.idx)
+                || offer_seq.is_some_and(|seq| seq != i.offer_seq)
+            {
+                return Err(EngineError::NotOfferedToAgent {
+                    interaction,
+                    agent: cell.id.to_string(),
+                });
+            }
+            let queue = catalog.queue(i.queue).clone();
+            {
+                let mut s = cell.state.lock();
+                s.release(interaction).expect("offered work is in hand");
+                if how != OfferEnd::Rescinded {
+                    s.consecutive_misses += 1;
+                    let limit = catalog.settings.max_consecutive_misses;
+                    if limit > 0
+                        && s.consecutive_misses >= limit
+                        && s.presence == Presence::Available
+                    {
+                        let away = Presence::Away {
+                            reason: "missed offers".to_string(),
+                        };
+                        s.presence = away.clone();
+                        out.push(Event::PresenceChanged {
+                            agent: cell.id.clone(),
+                            presence: away,
+                        });
+                    }
+                }
+            }
+            let how_name = match how {
+                OfferEnd::Rejected => {
+                    out.push(Event::Rejected {
+                        interaction,
+                        agent: cell.id.clone(),
+                    });
+                    "rejected"
+                }
+                OfferEnd::TimedOut => {
+                    out.push(Event::OfferTimedOut {
+                        interaction,
+                        agent: cell.id.clone(),
+                    });
+                    "timed_out"
+                }
+                OfferEnd::Rescinded => {
+                    out.push(Event::OfferRescinded {
+                        interaction,
+                        agent: cell.id.clone(),
+                        reason: RescindReason::AgentOffline,
+                    });
+                    "agent_offline"
+                }
+            };
+            i.history.push(HistoryEntry::OfferEnded {
+                at_ms: now_ms,
+                agent: cell.id.clone(),
+                how: Arc::from(how_name),
+            });
+            i.agent = None;
+            i.directed = false;
+            i.state = InteractionState::Queued;
+            i.epoch += 1;
+            if how != OfferEnd::Rescinded && !i.declined.contains(&cell.idx) {
+                i.declined.push(cell.idx);
+            }
+            i.counted_waiting = true;
+            queue.counters.waiting.fetch_add(1, Ordering::Relaxed);
+            if queue.def.max_offers > 0 && i.offers_in_queue >= queue.def.max_offers {
+                out.push(Event::OfferLimitReached {
+                    interaction,
+                    queue: queue.id.clone(),
+                    offers: i.offers_in_queue,
+                });
+                let offers = i.offers_in_queue;
+                i.history.push(HistoryEntry::OfferLimitReached {
+                    at_ms: now_ms,
+                    offers,
+                });
+                i.declined.clear();
+                i.offers_in_queue = 0;
+                if let Some(q) = queue.offer_limit_queue {
+                    transfer_to = Some(q);
+                    let target = catalog.queue(q).clone();
+                    uncount_waiting(&queue, &mut i);
+                    i.counted_waiting = true;
+                    target.counters.waiting.fetch_add(1, Ordering::Relaxed);
+                    i.queue = q;
+                    i.level = 0;
+                    i.next_step = 0;
+                    i.overflow_targets.clear();
+                    i.queue_entered_ms = now_ms;
+                    i.history.push(HistoryEntry::Transferred {
+                        at_ms: now_ms,
+                        from_agent: None,
+                        to: Arc::from(format!("queue:{}", target.id)),
+                    });
+                }
+            }
+        }
+        if let Some(q) = transfer_to {
+            out.push(Event::Transferred {
+                interaction,
+                from_agent: None,
+                to: TransferTarget::Queue(catalog.queue(q).id.to_string()),
+            });
+        }
+        self.route(catalog, &ic, now_ms, out);
+        self.reindex(catalog, cell);
+        self.pull(catalog, cell, now_ms, out);
+        Ok(())
+    }
+
+    /// Routes an interaction that is queued and in no waiting lane: offer to the best
+    /// fitting agent of its targets, or wait in each of them.
+    pub(crate) fn route(
+        &self,
+        catalog: &Catalog,
+        ic: &InteractionRef,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) {
+        let (primary, overflow, channel, epoch, waiting) = {
+            let i = ic.lock();
+            if i.state != InteractionState::Queued || !i.waiting_in.is_empty() {
+                return;
+            }
+            let queue = catalog.queue(i.queue);
+            (
+                queue.targets[i.level as usize],
+                i.overflow_targets.clone(),
+                i.channel,
+                i.epoch,
+                waiting_ref(&i),
+            )
+        };
+        let mut offered_to = None;
+        let mut retired = false;
+        for t in std::iter::once(primary).chain(overflow) {
+            let tc = catalog.target(t);
+            let mut ts = tc.state.lock();
+            if ts.retired {
+                retired = true;
+                break;
+            }
+            let mut i = ic.lock();
+            if i.state != InteractionState::Queued || i.epoch != epoch {
+                return;
+            }
+            let Some(lane) = ts.lane_index(channel) else {
+                continue;
+            };
+            if let Some(agent) = self.select_agent(catalog, tc, &ts, lane, &mut i, now_ms, out) {
+                offered_to = Some(agent);
+                break;
+            }
+            let key = WaitKey {
+                order: wait_order(
+                    i.priority,
+                    tc.spec.aging_millipoints_per_second,
+                    i.enqueued_ms,
+                ),
+                enqueued_ms: i.enqueued_ms,
+                id: i.id,
+            };
+            let meta = WaitMeta {
+                epoch,
+                preferred: i.preferred,
+                declined: i.declined.clone(),
+            };
+            ts.lanes[lane].waiting.insert(key, meta);
+            i.waiting_in.push(t);
+        }
+        if retired {
+            // A configuration change retired this target after we loaded the catalog:
+            // undo and route with the new one.
+            let stale = std::mem::take(&mut ic.lock().waiting_in);
+            self.remove_waiting(catalog, &stale, waiting);
+            let fresh = self.catalog.load_full();
+            return self.route(&fresh, ic, now_ms, out);
+        }
+        if let Some(agent) = offered_to {
+            let stale = std::mem::take(&mut ic.lock().waiting_in);
+            self.remove_waiting(catalog, &stale, waiting);
+            let cell = catalog.agent(agent).expect("offered agent exists").clone();
+            self.reindex(catalog, &cell);
+            return;
+        }
+        let i = ic.lock();
+        if i.state == InteractionState::Queued && i.epoch == epoch && !i.waiting_in.is_empty() {
+            let queue = catalog.queue(i.queue);
+            out.push(Event::Queued {
+                interaction: i.id,
+                queue: queue.id.clone(),
+                next_relaxation: queue
+                    .step_due_ms(i.next_step, i.queue_entered_ms)
+                    .map(|due| (i.next_step, due)),
+                preferred_fallback_ms: i.preferred.map(|(_, fallback)| fallback),
+            });
+        }
+    }
+
+    /// Walks a lane's agent index from the best rank; offers to the first agent that is
+    /// available and fits (under its lock). Agents who declined this interaction are
+    /// skipped while another logged-in member exists.
+    #[allow(clippy::too_many_arguments)]
+    fn select_agent(
+        &self,
+        catalog: &Catalog,
+        tc: &TargetCell,
+        ts: &TargetState,
+        lane: usize,
+        i: &mut Interaction,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Option<u32> {
+        if let Some((preferred, fallback)) = i.preferred {
+            if now_ms < fallback {
+                let rank = ts.members.get(&preferred)?.rank;
+                return self
+                    .try_offer(catalog, tc, rank, i, now_ms, out)
+                    .then_some(preferred);
+            }
+        }
+        let mut skipped_declined = false;
+        for rank in ts.lanes[lane].agents.iter() {
+            if i.declined.contains(&rank.agent) {
+                skipped_declined = true;
+                continue;
+            }
+            if self.try_offer(catalog, tc, *rank, i, now_ms, out) {
+                return Some(rank.agent);
+            }
+        }
+        if skipped_declined && !ts.others_exist(&i.declined) {
+            for rank in ts.lanes[lane].agents.iter() {
+                if i.declined.contains(&rank.agent)
+                    && self.try_offer(catalog, tc, *rank, i, now_ms, out)
+                {
+                    return Some(rank.agent);
+                }
+            }
+        }
+        None
+    }
+
+    fn try_offer(
+        &self,
+        catalog: &Catalog,
+        tc: &TargetCell,
+        rank: Rank,
+        i: &mut Interaction,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let Some(cell) = catalog.agent(rank.agent) else {
+            return false;
+        };
+        let mut s = cell.state.lock();
+        if !s.is_available() {
+            return false;
+        }
+        let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
+            return false;
+        };
+        self.offer_locked(
+            catalog,
+            tc.spec.queue,
+            cell,
+            &mut s,
+            i,
+            units,
+            OfferReason::Policy(rank),
+            now_ms,
+            out,
+        );
+        true
+    }
+
+    /// Reserves capacity and offers; both the interaction and the agent are locked.
+    #[allow(clippy::too_many_arguments)]
+    fn offer_locked(
+        &self,
+        catalog: &Catalog,
+        routed_by_queue: u32,
+        cell: &AgentCell,
+        s: &mut AgentState,
+        i: &mut Interaction,
+        units: u16,
+        reason: OfferReason,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) {
+        debug_assert!(s.usage.fits(&s.profile, i.channel).is_ok());
+        s.usage.reserve(i.channel, units);
+        assert!(
+            s.usage.used_units <= s.profile.total_units,
+            "capacity exceeded for agent {}",
+            cell.id
+        );
+        s.work.push(Work {
+            interaction: i.id,
+            channel: i.channel,
+            units,
+            phase: WorkPhase::Offered,
+        });
+        s.offers_received += 1;
+        let stamp = self.round_robin_clock.fetch_add(1, Ordering::Relaxed) + 1;
+        s.stamp_round_robin(routed_by_queue, stamp);
+        let queue = catalog.queue(i.queue).clone();
+        uncount_waiting(&queue, i);
+        i.state = InteractionState::Offered;
+        i.agent = Some(cell.idx);
+        i.directed = false;
+        i.offer_seq += 1;
+        i.offers_in_queue += 1;
+        i.offer_deadline_ms = now_ms.saturating_add(queue.def.offer_timeout_ms);
+        i.epoch += 1;
+        i.history.push(HistoryEntry::Offered {
+            at_ms: now_ms,
+            agent: cell.id.clone(),
+            rank: match reason {
+                OfferReason::Policy(rank) => Some(rank.words),
+                OfferReason::Transfer => None,
+            },
+        });
+        let channel = &catalog.channels[i.channel as usize];
+        out.push(Event::Offered {
+            interaction: i.id,
+            agent: cell.id.clone(),
+            queue: queue.id.clone(),
+            channel: channel.name.clone(),
+            offer_seq: i.offer_seq,
+            deadline_ms: i.offer_deadline_ms,
+            auto_accepted: channel.auto_accept,
+        });
+        if channel.auto_accept {
+            accept_locked(cell, s, i, now_ms, out);
+        }
+    }
+
+    /// Removes an interaction's entries from the given targets' waiting lanes.
+    fn remove_waiting(&self, catalog: &Catalog, targets: &[u32], waiting: WaitingRef) {
+        for t in targets {
+            let tc = catalog.target(*t);
+            let mut ts = tc.state.lock();
+            if let Some(lane) = ts.lane_index(waiting.channel) {
+                let key = WaitKey {
+                    order: wait_order(
+                        waiting.priority,
+                        tc.spec.aging_millipoints_per_second,
+                        waiting.enqueued_ms,
+                    ),
+                    enqueued_ms: waiting.enqueued_ms,
+                    id: waiting.id,
+                };
+                ts.lanes[lane].waiting.remove(&key);
+            }
+        }
+    }
+
+    /// Refreshes the agent's entries in every target it belongs to: rank, the lanes it
+    /// fits now, logged-in status.
+    pub(crate) fn reindex(&self, catalog: &Catalog, cell: &AgentCell) {
+        let memberships = cell.state.lock().memberships.clone();
+        for m in memberships.iter() {
+            let tc = catalog.target(m.target);
+            let mut ts = tc.state.lock();
+            if ts.retired {
+                continue;
+            }
+            let (rank, lanes_mask, logged_in) = {
+                let s = cell.state.lock();
+                let lanes_mask = if s.is_available() {
+                    s.usage.fit_mask(&s.profile, tc.spec.channel_mask)
+                } else {
+                    0
+                };
+                (
+                    compute_rank(&tc.spec, m, &s, cell.idx),
+                    lanes_mask,
+                    !s.deleted && s.presence != Presence::Offline,
+                )
+            };
+            update_member(&mut ts, cell.idx, rank, lanes_mask, logged_in);
+        }
+    }
+
+    /// The agent takes the best waiting work across its targets, for the channels it
+    /// fits, until it is full or nothing eligible waits.
+    pub(crate) fn pull(
+        &self,
+        catalog: &Catalog,
+        cell: &Arc<AgentCell>,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) {
+        let mut took_any = false;
+        loop {
+            let (memberships, fit_mask) = {
+                let s = cell.state.lock();
+                if !s.is_available() {
+                    break;
+                }
+                (
+                    s.memberships.clone(),
+                    s.usage.fit_mask(&s.profile, u64::MAX),
+                )
+            };
+            if fit_mask == 0 {
+                break;
+            }
+            let mut best: Option<(Reverse<i128>, TimeMs, InteractionId, u32, usize, WaitKey)> =
+                None;
+            for m in memberships.iter() {
+                let tc = catalog.target(m.target);
+                let ts = tc.state.lock();
+                if ts.retired {
+                    continue;
+                }
+                for (lane_idx, lane) in ts.lanes.iter().enumerate() {
+                    if fit_mask & (1u64 << lane.channel) == 0 {
+                        continue;
+                    }
+                    if let Some(key) = first_eligible(&ts, lane, cell.idx, now_ms) {
+                        let effective = effective_priority(
+                            key.order,
+                            tc.spec.aging_millipoints_per_second,
+                            now_ms,
+                        );
+                        let candidate = (
+                            Reverse(effective),
+                            key.enqueued_ms,
+                            key.id,
+                            m.target,
+                            lane_idx,
+                            key,
+                        );
+                        if best.as_ref().is_none_or(|b| {
+                            (candidate.0, candidate.1, candidate.2) < (b.0, b.1, b.2)
+                        }) {
+                            best = Some(candidate);
+                        }
+                    }
+                }
+            }
+            let Some((_, _, _, target, lane, key)) = best else {
+                break;
+            };
+            match self.claim(catalog, cell, target, lane, key, now_ms, out) {
+                Claim::Offered => took_any = true,
+                Claim::Retry => {}
+                Claim::AgentDone => break,
+            }
+        }
+        if took_any {
+            self.reindex(catalog, cell);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn claim(
+        &self,
+        catalog: &Catalog,
+        cell: &Arc<AgentCell>,
+        target: u32,
+        lane: usize,
+        key: WaitKey,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Claim {
+        let tc = catalog.target(target);
+        let mut ts = tc.state.lock();
+        if ts.retired {
+            return Claim::Retry;
+        }
+        let Some(meta) = ts.lanes[lane].waiting.get(&key) else {
+            return Claim::Retry;
+        };
+        let epoch = meta.epoch;
+        let Some(ic) = self.interaction_ref(key.id) else {
+            ts.lanes[lane].waiting.remove(&key);
+            return Claim::Retry;
+        };
+        let mut i = ic.lock();
+        if i.state != InteractionState::Queued || i.epoch != epoch {
+            ts.lanes[lane].waiting.remove(&key);
+            return Claim::Retry;
+        }
+        let mut s = cell.state.lock();
+        if !s.is_available() {
+            return Claim::AgentDone;
+        }
+        let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
+            return Claim::Retry;
+        };
+        let rank = ts.members.get(&cell.idx).map_or(
+            Rank {
+                words: [0; 4],
+                agent: cell.idx,
+            },
+            |m| m.rank,
+        );
+        self.offer_locked(
+            catalog,
+            tc.spec.queue,
+            cell,
+            &mut s,
+            &mut i,
+            units,
+            OfferReason::Policy(rank),
+            now_ms,
+            out,
+        );
+        drop(s);
+        ts.lanes[lane].waiting.remove(&key);
+        i.waiting_in.retain(|t| *t != target);
+        let stale = std::mem::take(&mut i.waiting_in);
+        let waiting = waiting_ref(&i);
+        drop(i);
+        drop(ts);
+        self.remove_waiting(catalog, &stale, waiting);
+        Claim::Offered
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OfferEnd {
+    Rejected,
+    TimedOut,
+    Rescinded,
+}
+
+fn waiting_ref(i: &Interaction) -> WaitingRef {
+    WaitingRef {
+        id: i.id,
+        channel: i.channel,
+        priority: i.priority,
+        enqueued_ms: i.enqueued_ms,
+    }
+}
+
+fn agent_cell(catalog: &Catalog, agent: &str) -> Result<Arc<AgentCell>> {
+    catalog
+        .agent_by_id
+        .get(agent)
+        .and_then(|i| catalog.agent(*i))
+        .cloned()
+        .ok_or_else(|| EngineError::UnknownAgent(agent.to_string()))
+}
+
+/// Counts one more waiting interaction in the queue, unless it is full.
+fn admit(queue: &QueueRt) -> Result<()> {
+    let max = queue.def.max_waiting;
+    queue
+        .counters
+        .waiting
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .map(|_| ())
+        .map_err(|_| EngineError::QueueFull {
+            queue: queue.id.to_string(),
+            max_waiting: max,
+        })
+}
+
+fn uncount_waiting(queue: &QueueRt, i: &mut Interaction) {
+    if i.counted_waiting {
+        queue.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+        i.counted_waiting = false;
+    }
+}
+
+fn accept_locked(
+    cell: &AgentCell,
+    s: &mut AgentState,
+    i: &mut Interaction,
+    now_ms: TimeMs,
+    out: &mut Vec<Event>,
+) {
+    let index = s.work_index(i.id).expect("offered work is in hand");
+    s.work[index].phase = WorkPhase::Assigned;
+    s.consecutive_misses = 0;
+    i.state = InteractionState::Assigned;
+    i.answered_ms.get_or_insert(now_ms);
+    i.history.push(HistoryEntry::Accepted {
+        at_ms: now_ms,
+        agent: cell.id.clone(),
+    });
+    out.push(Event::Accepted {
+        interaction: i.id,
+        agent: cell.id.clone(),
+    });
+}
+
+fn release_agent(cell: &AgentCell, interaction: InteractionId, now_ms: TimeMs) {
+    let mut s = cell.state.lock();
+    s.release(interaction)
+        .expect("work is in the agent's hands");
+    s.last_work_ended_ms = now_ms;
+}
+
+/// The first waiting entry of a lane this agent may take now.
+fn first_eligible(ts: &TargetState, lane: &Lane, agent: u32, now_ms: TimeMs) -> Option<WaitKey> {
+    lane.waiting
+        .iter()
+        .find(|(_, meta)| {
+            if let Some((preferred, fallback)) = meta.preferred {
+                if preferred != agent && now_ms < fallback {
+                    return false;
+                }
+            }
+            !(meta.declined.contains(&agent) && ts.others_exist(&meta.declined))
+        })
+        .map(|(key, _)| *key)
+}
+
+/// Occupancy as a fixed-point fraction that orders exactly like `used / total` for
+/// totals up to 65,535.
+fn occupancy_key(used: u16, total: u16) -> u64 {
+    (u64::from(used) << 32) / u64::from(total.max(1))
+}
+
+pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, agent: u32) -> Rank {
+    let preference = if spec.prefer_optional {
+        u64::from(u16::MAX - m.optional_matched)
+    } else {
+        0
+    };
+    let in_hand = s.work.len() as u64;
+    let idle_since = s.last_work_ended_ms;
+    let words = match spec.policy {
+        AssignmentPolicy::LongestIdle => [preference, in_hand, idle_since, 0],
+        AssignmentPolicy::MostSkilled => [
+            u64::MAX - u64::from(m.proficiency_sum),
+            in_hand,
+            idle_since,
+            0,
+        ],
+        AssignmentPolicy::LeastOccupied => [
+            preference,
+            occupancy_key(s.usage.used_units, s.profile.total_units),
+            idle_since,
+            0,
+        ],
+        AssignmentPolicy::RoundRobin => [preference, s.round_robin_stamp(spec.queue), 0, 0],
+    };
+    Rank { words, agent }
+}
+
+fn update_member(ts: &mut TargetState, agent: u32, rank: Rank, lanes_mask: u64, logged_in: bool) {
+    let old = ts.members.get(&agent).copied();
+    if let Some(old) = old {
+        if old.rank == rank && old.lanes_mask == lanes_mask && old.logged_in == logged_in {
+            return;
+        }
+        for lane in ts.lanes.iter_mut() {
+            if old.lanes_mask & (1u64 << lane.channel) != 0 {
+                lane.agents.remove(&old.rank);
+            }
+        }
+        if old.logged_in {
+            ts.logged_in_members -= 1;
+        }
+    }
+    for lane in ts.lanes.iter_mut() {
+        if lanes_mask & (1u64 << lane.channel) != 0 {
+            lane.agents.insert(rank);
+        }
+    }
+    if logged_in {
+        ts.logged_in_members += 1;
+    }
+    ts.members.insert(
+        agent,
+        Member {
+            rank,
+            lanes_mask,
+            logged_in,
+        },
+    );
+}
+
+fn remove_member(ts: &mut TargetState, agent: u32) {
+    if let Some(old) = ts.members.remove(&agent) {
+        for lane in ts.lanes.iter_mut() {
+            if old.lanes_mask & (1u64 << lane.channel) != 0 {
+                lane.agents.remove(&old.rank);
+            }
+        }
+        if old.logged_in {
+            ts.logged_in_members -= 1;
+        }
+    }
+}

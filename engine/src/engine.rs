@@ -438,7 +438,59 @@ impl Engine {
         if presence == Presence::Available {
             self.pull(&catalog, &cell, now_ms, out);
         }
+        if presence == Presence::Offline {
+            self.recheck_declined(&catalog, &cell, now_ms, out);
+        }
         Ok(())
+    }
+
+    /// After an agent logs out, interactions it was the last "other" for may now go back
+    /// to an agent who declined them: route those again.
+    fn recheck_declined(
+        &self,
+        catalog: &Catalog,
+        cell: &AgentCell,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) {
+        let memberships = cell.state.lock().memberships.clone();
+        let mut ids = Vec::new();
+        for m in memberships.iter() {
+            let ts = catalog.target(m.target).state.lock();
+            for lane in &ts.lanes {
+                ids.extend(
+                    lane.waiting
+                        .iter()
+                        .filter(|(_, meta)| {
+                            !meta.declined.is_empty() && !ts.others_exist(&meta.declined)
+                        })
+                        .map(|(key, _)| key.id),
+                );
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.reroute(catalog, id, now_ms, out);
+        }
+    }
+
+    /// Takes a queued interaction out of its lanes and routes it again (same key, so
+    /// the same position if it has to wait).
+    fn reroute(&self, catalog: &Catalog, id: InteractionId, now_ms: TimeMs, out: &mut Vec<Event>) {
+        let Some(ic) = self.interaction_ref(id) else {
+            return;
+        };
+        let (stale, waiting) = {
+            let mut i = ic.lock();
+            if i.state != InteractionState::Queued {
+                return;
+            }
+            i.epoch += 1;
+            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+        };
+        self.remove_waiting(catalog, &stale, waiting);
+        self.route(catalog, &ic, now_ms, out);
     }
 
     /// The agent accepts its offer: the interaction is assigned.

@@ -1,0 +1,562 @@
+//! Property tests: long random sequences of operations against random small centers.
+//!
+//! After every operation the engine's own full check (`check_invariants`: capacity,
+//! one offer/assignment per interaction, index consistency, work-conserving) must pass,
+//! and the event stream is checked from outside: offers only to available agents holding
+//! the required skills, at most one live offer and one assignment per interaction, and
+//! every pull takes the best waiting interaction the agent could take. Running the same
+//! sequence twice must give the same events (determinism).
+//!
+//! `PROPTEST_CASES=1000 cargo test -p omniroute-engine --test invariants` for a longer run.
+
+mod common;
+
+use common::*;
+use omniroute_engine::*;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const CHANNELS: [&str; 3] = ["voice", "chat", "email"];
+const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Presence {
+        agent: usize,
+        kind: u8,
+    },
+    Submit {
+        channel: usize,
+        queue: usize,
+        priority: i8,
+    },
+    Accept {
+        agent: usize,
+        pick: usize,
+    },
+    Reject {
+        agent: usize,
+        pick: usize,
+    },
+    Complete {
+        agent: usize,
+        pick: usize,
+        code: usize,
+    },
+    Abandon {
+        pick: usize,
+    },
+    TransferQueue {
+        agent: usize,
+        pick: usize,
+        queue: usize,
+    },
+    TransferAgent {
+        agent: usize,
+        pick: usize,
+        to: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn op_strategy(agents: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..agents, 0u8..4).prop_map(|(agent, kind)| Op::Presence { agent, kind }),
+        5 => (0..3usize, 0..3usize, -2i8..5).prop_map(|(channel, queue, priority)| Op::Submit { channel, queue, priority }),
+        4 => (0..agents, 0..4usize).prop_map(|(agent, pick)| Op::Accept { agent, pick }),
+        1 => (0..agents, 0..4usize).prop_map(|(agent, pick)| Op::Reject { agent, pick }),
+        3 => (0..agents, 0..4usize, 0..3usize).prop_map(|(agent, pick, code)| Op::Complete { agent, pick, code }),
+        1 => (0..64usize).prop_map(|pick| Op::Abandon { pick }),
+        1 => (0..agents, 0..4usize, 0..3usize).prop_map(|(agent, pick, queue)| Op::TransferQueue { agent, pick, queue }),
+        1 => (0..agents, 0..4usize, 0..agents).prop_map(|(agent, pick, to)| Op::TransferAgent { agent, pick, to }),
+        3 => (1u64..8_000).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Shape {
+    agent_skills: Vec<[u8; 3]>,
+    agent_profiles: Vec<u8>,
+    policies: [u8; 3],
+    min_q0: u8,
+    wrap_up_ms: u64,
+    aging: u32,
+    email_auto_accept: bool,
+    max_offers_q2: u32,
+}
+
+fn shape_strategy() -> impl Strategy<Value = Shape> {
+    (
+        prop::collection::vec(prop::array::uniform3(0u8..=10), 3..6),
+        prop::collection::vec(0u8..4, 6),
+        prop::array::uniform3(0u8..4),
+        2u8..=9,
+        prop_oneof![Just(0u64), Just(2_000u64)],
+        prop_oneof![Just(0u32), Just(500u32)],
+        any::<bool>(),
+        prop_oneof![Just(0u32), Just(2u32)],
+    )
+        .prop_map(
+            |(
+                agent_skills,
+                agent_profiles,
+                policies,
+                min_q0,
+                wrap_up_ms,
+                aging,
+                email_auto_accept,
+                max_offers_q2,
+            )| Shape {
+                agent_skills,
+                agent_profiles,
+                policies,
+                min_q0,
+                wrap_up_ms,
+                aging,
+                email_auto_accept,
+                max_offers_q2,
+            },
+        )
+}
+
+fn policy(n: u8) -> AssignmentPolicy {
+    [
+        AssignmentPolicy::LongestIdle,
+        AssignmentPolicy::MostSkilled,
+        AssignmentPolicy::LeastOccupied,
+        AssignmentPolicy::RoundRobin,
+    ][n as usize % 4]
+}
+
+fn profile(kind: u8) -> CapacityProfile {
+    match kind {
+        0 => CapacityProfile::simple(10, &["voice", "chat", "email"]),
+        1 => {
+            let mut p = CapacityProfile::simple(12, &["voice", "chat", "email"]);
+            p.channels[0].units = Some(6);
+            p.channels[1].max_concurrent = Some(2);
+            p.blocking = vec![ChannelBlock {
+                while_on: "voice".into(),
+                blocks: vec!["chat".into(), "email".into()],
+            }];
+            p
+        }
+        2 => CapacityProfile::simple(9, &["chat", "email"]),
+        _ => CapacityProfile::simple(10, &["voice"]),
+    }
+}
+
+fn build(shape: &Shape) -> CenterConfig {
+    let skills = ["s0", "s1", "s2"];
+    let agents = shape
+        .agent_skills
+        .iter()
+        .enumerate()
+        .map(|(n, levels)| {
+            let held: Vec<(&str, u8)> = skills
+                .iter()
+                .zip(levels)
+                .filter(|(_, l)| **l > 0)
+                .map(|(s, l)| (*s, *l))
+                .collect();
+            agent(&format!("a{n}"), &held, profile(shape.agent_profiles[n]))
+        })
+        .collect();
+    let mut config = CenterConfig {
+        channels: ChannelDef::builtin(),
+        skills: skills.iter().map(|s| skill(s)).collect(),
+        agents,
+        ..Default::default()
+    };
+    config
+        .channels
+        .iter_mut()
+        .find(|c| c.name == "email")
+        .unwrap()
+        .auto_accept = shape.email_auto_accept;
+    let mut q0 = QueueDef::new("q0", &[("s0", shape.min_q0)]);
+    q0.relaxation = vec![RelaxationStep {
+        after_ms: 5_000,
+        action: RelaxationAction::LowerProficiency {
+            skill: "s0".into(),
+            to: 1,
+        },
+    }];
+    q0.offer_timeout_ms = 4_000;
+    let mut q1 = QueueDef::new("q1", &[("s1", 3)]);
+    q1.relaxation = vec![RelaxationStep {
+        after_ms: 10_000,
+        action: RelaxationAction::Overflow { queue: "q0".into() },
+    }];
+    q1.wrap_up_codes = vec!["ok".into(), "ko".into()];
+    q1.offer_timeout_ms = 6_000;
+    let mut q2 = QueueDef::new("q2", &[("s0", 2), ("s2", 2)]);
+    q2.optional_skills = vec![SkillRequirement {
+        skill: "s1".into(),
+        min_proficiency: 5,
+    }];
+    q2.relaxation = vec![RelaxationStep {
+        after_ms: 3_000,
+        action: RelaxationAction::DropOptionalSkills,
+    }];
+    q2.max_offers = shape.max_offers_q2;
+    q2.on_offer_limit = OfferLimitAction::Transfer { queue: "q0".into() };
+    q2.offer_timeout_ms = 3_000;
+    q2.max_waiting = 15;
+    for (n, q) in [&mut q0, &mut q1, &mut q2].into_iter().enumerate() {
+        q.policy = policy(shape.policies[n]);
+        q.wrap_up_ms = shape.wrap_up_ms;
+        q.aging_millipoints_per_second = shape.aging;
+    }
+    config.queues = vec![q0, q1, q2];
+    config.routing.default_queue = Some("q0".into());
+    config.settings.max_consecutive_misses = 3;
+    config
+}
+
+/// Minimum proficiency per skill an agent needs for `queue` after `steps` relaxation
+/// steps, plus the overflow queues reached.
+fn requirement(config: &CenterConfig, queue: &str, steps: u16) -> (Vec<(String, u8)>, Vec<String>) {
+    let q = config.queues.iter().find(|q| q.id == queue).unwrap();
+    let mut required: Vec<(String, u8)> = q
+        .required_skills
+        .iter()
+        .map(|r| (r.skill.clone(), r.min_proficiency))
+        .collect();
+    let mut overflow = Vec::new();
+    for step in q.relaxation.iter().take(steps as usize) {
+        match &step.action {
+            RelaxationAction::LowerProficiency { skill, to } => {
+                required.iter_mut().find(|(s, _)| s == skill).unwrap().1 = *to;
+            }
+            RelaxationAction::Overflow { queue } => overflow.push(queue.clone()),
+            RelaxationAction::DropOptionalSkills => {}
+        }
+    }
+    (required, overflow)
+}
+
+fn qualifies(config: &CenterConfig, agent: &str, required: &[(String, u8)]) -> bool {
+    let a = config.agents.iter().find(|a| a.id == agent).unwrap();
+    required.iter().all(|(skill, min)| {
+        a.skills
+            .iter()
+            .any(|s| &s.skill == skill && s.proficiency >= *min)
+    })
+}
+
+fn eligible(config: &CenterConfig, agent: &str, snapshot: &InteractionSnapshot) -> bool {
+    let (required, overflow) =
+        requirement(config, &snapshot.queue, snapshot.relaxation_steps_applied);
+    qualifies(config, agent, &required)
+        || overflow
+            .iter()
+            .any(|q| qualifies(config, agent, &requirement(config, q, 0).0))
+}
+
+struct Run {
+    h: Harness,
+    config: CenterConfig,
+    presence: BTreeMap<String, Presence>,
+    live_offer: BTreeMap<InteractionId, String>,
+    assigned: BTreeMap<InteractionId, String>,
+    submitted: Vec<InteractionId>,
+}
+
+impl Run {
+    fn new(shape: &Shape) -> Run {
+        let config = build(shape);
+        Run {
+            h: Harness::new(config.clone()),
+            presence: config
+                .agents
+                .iter()
+                .map(|a| (a.id.clone(), Presence::Offline))
+                .collect(),
+            config,
+            live_offer: BTreeMap::new(),
+            assigned: BTreeMap::new(),
+            submitted: Vec::new(),
+        }
+    }
+
+    fn agent_id(&self, n: usize) -> String {
+        self.config.agents[n % self.config.agents.len()].id.clone()
+    }
+
+    fn work(&self, agent: &str, phase: &str, pick: usize) -> Option<InteractionId> {
+        let work: Vec<_> = self
+            .h
+            .engine
+            .agent(agent)
+            .unwrap()
+            .work
+            .into_iter()
+            .filter(|w| w.phase == phase)
+            .collect();
+        (!work.is_empty()).then(|| work[pick % work.len()].interaction)
+    }
+
+    fn waiting(&self) -> Vec<(InteractionSnapshot, i64, TimeMs)> {
+        let mut all = Vec::new();
+        let mut seen = BTreeSet::new();
+        for q in QUEUES {
+            for w in self.h.engine.queue(q, self.h.now).unwrap().waiting {
+                if seen.insert(w.interaction) {
+                    let snapshot = self.h.engine.interaction(w.interaction).unwrap();
+                    all.push((snapshot, w.effective_priority_millipoints, w.enqueued_ms));
+                }
+            }
+        }
+        all
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        if std::env::var_os("OMNIROUTE_TRACE").is_some() {
+            eprintln!("t={} {op:?}", self.h.now);
+        }
+        if let Op::Advance { ms } = op {
+            let to = self.h.now + ms;
+            while let Some((due, timer)) = self.h.scheduler.pop_due(to) {
+                self.h.now = self.h.now.max(due);
+                let before = self.waiting();
+                let (_, events) = self.h.step(|e, now, out| e.on_timer(timer, now, out));
+                self.observe(&before, &events)?;
+            }
+            self.h.now = to;
+            return Ok(());
+        }
+        let before = self.waiting();
+        let (result, events): (Result<()>, Vec<Event>) = match op.clone() {
+            Op::Presence { agent, kind } => {
+                let id = self.agent_id(agent);
+                let presence = match kind {
+                    0 => Presence::Offline,
+                    1 => Presence::Away {
+                        reason: "break".into(),
+                    },
+                    _ => Presence::Available,
+                };
+                self.h
+                    .step(|e, now, out| e.set_presence(&id, presence, now, out))
+            }
+            Op::Submit {
+                channel,
+                queue,
+                priority,
+            } => {
+                let mut request =
+                    NewInteraction::new(CHANNELS[channel], "c").to_queue(QUEUES[queue]);
+                request.priority = Some(i32::from(priority));
+                let (r, ev) = self.h.step(|e, now, out| e.submit(request, now, out));
+                if let Ok(id) = &r {
+                    self.submitted.push(*id);
+                }
+                (r.map(|_| ()), ev)
+            }
+            Op::Accept { agent, pick } => {
+                let id = self.agent_id(agent);
+                let Some(i) = self.work(&id, "offered", pick) else {
+                    return Ok(());
+                };
+                self.h.step(|e, now, out| e.accept(&id, i, now, out))
+            }
+            Op::Reject { agent, pick } => {
+                let id = self.agent_id(agent);
+                let Some(i) = self.work(&id, "offered", pick) else {
+                    return Ok(());
+                };
+                self.h.step(|e, now, out| e.reject(&id, i, now, out))
+            }
+            Op::Complete { agent, pick, code } => {
+                let id = self.agent_id(agent);
+                let Some(i) = self.work(&id, "assigned", pick) else {
+                    return Ok(());
+                };
+                let code = ["ok", "ko", "other"][code];
+                self.h
+                    .step(|e, now, out| e.complete(&id, i, Some(code), now, out))
+            }
+            Op::Abandon { pick } => {
+                if self.submitted.is_empty() {
+                    return Ok(());
+                }
+                let i = self.submitted[pick % self.submitted.len()];
+                self.h.step(|e, now, out| e.abandon(i, now, out))
+            }
+            Op::TransferQueue { agent, pick, queue } => {
+                let id = self.agent_id(agent);
+                let Some(i) = self.work(&id, "assigned", pick) else {
+                    return Ok(());
+                };
+                let to = TransferTarget::Queue(QUEUES[queue].into());
+                self.h.step(|e, now, out| e.transfer(&id, i, to, now, out))
+            }
+            Op::TransferAgent { agent, pick, to } => {
+                let id = self.agent_id(agent);
+                let Some(i) = self.work(&id, "assigned", pick) else {
+                    return Ok(());
+                };
+                let to = TransferTarget::Agent(self.agent_id(to));
+                self.h.step(|e, now, out| e.transfer(&id, i, to, now, out))
+            }
+            Op::Advance { .. } => unreachable!(),
+        };
+        if result.is_err() {
+            prop_assert!(
+                events.is_empty(),
+                "a refused {op:?} emitted events: {events:?}"
+            );
+        }
+        self.observe(&before, &events)
+    }
+
+    /// Checks the events of one operation from outside, then the engine's own check.
+    fn observe(
+        &mut self,
+        before: &[(InteractionSnapshot, i64, TimeMs)],
+        events: &[Event],
+    ) -> Result<(), TestCaseError> {
+        let mut transferred_to_agent = BTreeSet::new();
+        for event in events {
+            match event {
+                Event::PresenceChanged { agent, presence } => {
+                    self.presence.insert(agent.to_string(), presence.clone());
+                }
+                Event::Transferred {
+                    interaction, to, ..
+                } => {
+                    self.assigned.remove(interaction);
+                    if matches!(to, TransferTarget::Agent(_)) {
+                        transferred_to_agent.insert(*interaction);
+                    }
+                }
+                Event::Offered {
+                    interaction, agent, ..
+                } => {
+                    prop_assert!(
+                        !self.live_offer.contains_key(interaction),
+                        "interaction {interaction} offered to {agent} while offered to {:?}",
+                        self.live_offer.get(interaction)
+                    );
+                    prop_assert!(
+                        !self.assigned.contains_key(interaction),
+                        "interaction {interaction} offered while assigned"
+                    );
+                    prop_assert_eq!(
+                        self.presence.get(&**agent),
+                        Some(&Presence::Available),
+                        "offer of {} to {} who is not available",
+                        interaction,
+                        agent
+                    );
+                    if !transferred_to_agent.contains(interaction) {
+                        let snapshot = self.h.engine.interaction(*interaction).unwrap();
+                        prop_assert!(
+                            eligible(&self.config, agent, &snapshot),
+                            "offer of {} to {} who lacks the skills for {}",
+                            interaction,
+                            agent,
+                            snapshot.queue
+                        );
+                        self.check_order(before, *interaction, agent)?;
+                    }
+                    self.live_offer.insert(*interaction, agent.to_string());
+                }
+                Event::Accepted { interaction, agent } => {
+                    let offered = self.live_offer.remove(interaction);
+                    prop_assert_eq!(offered.as_deref(), Some(&**agent));
+                    prop_assert!(
+                        self.assigned
+                            .insert(*interaction, agent.to_string())
+                            .is_none(),
+                        "interaction {} assigned twice",
+                        interaction
+                    );
+                }
+                Event::Rejected { interaction, .. }
+                | Event::OfferTimedOut { interaction, .. }
+                | Event::OfferRescinded { interaction, .. } => {
+                    prop_assert!(self.live_offer.remove(interaction).is_some());
+                }
+                Event::Completed { interaction, .. } => {
+                    prop_assert!(self.assigned.remove(interaction).is_some());
+                }
+                _ => {}
+            }
+        }
+        if std::env::var_os("OMNIROUTE_TRACE").is_some() {
+            for e in events {
+                eprintln!("    {e:?}");
+            }
+        }
+        let violations = self.h.engine.check_invariants(self.h.now);
+        if !violations.is_empty() && std::env::var_os("OMNIROUTE_TRACE").is_some() {
+            for id in self.h.engine.interaction_ids() {
+                eprintln!("{:?}", self.h.engine.interaction(id).unwrap());
+            }
+        }
+        prop_assert!(violations.is_empty(), "after {events:#?}: {violations:#?}");
+        Ok(())
+    }
+
+    /// An agent that pulled `taken` must not have left a better interaction waiting that
+    /// it could take (same channel, eligible, not declined by it).
+    fn check_order(
+        &self,
+        before: &[(InteractionSnapshot, i64, TimeMs)],
+        taken: InteractionId,
+        agent: &str,
+    ) -> Result<(), TestCaseError> {
+        let Some((x, x_priority, x_enqueued)) = before.iter().find(|(s, ..)| s.id == taken) else {
+            return Ok(()); // arrived in this operation
+        };
+        for (y, y_priority, y_enqueued) in before {
+            let better = (std::cmp::Reverse(*y_priority), *y_enqueued, y.id)
+                < (std::cmp::Reverse(*x_priority), *x_enqueued, x.id);
+            if !better || y.channel != x.channel || !eligible(&self.config, agent, y) {
+                continue;
+            }
+            let now = self.h.engine.interaction(y.id).unwrap();
+            if now.state != InteractionState::Queued || now.declined.iter().any(|d| d == agent) {
+                continue;
+            }
+            prop_assert!(
+                false,
+                "agent {} took {} (priority {}, enqueued {}) while better {} (priority {}, enqueued {}) waited",
+                agent,
+                taken,
+                x_priority,
+                x_enqueued,
+                y.id,
+                y_priority,
+                y_enqueued
+            );
+        }
+        Ok(())
+    }
+}
+
+fn run(shape: &Shape, ops: &[Op]) -> Result<Vec<Event>, TestCaseError> {
+    let mut r = Run::new(shape);
+    for op in ops {
+        r.apply(op)?;
+    }
+    Ok(r.h.events)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_operation_sequences(
+        shape in shape_strategy(),
+        ops in prop::collection::vec(op_strategy(6), 150..400),
+    ) {
+        let first = run(&shape, &ops)?;
+        let second = run(&shape, &ops)?;
+        prop_assert_eq!(first, second, "same inputs must give the same decisions");
+    }
+}

@@ -1,1 +1,392 @@
-fn main() {}
+//! Dispatcher benchmarks on a realistic center.
+//!
+//! `cargo bench --bench dispatch` — a center of 10,000 agents, 1,000 queues and 200
+//! skills; agents hold 3–8 skills with proficiencies 1–10 and mixed capacity profiles
+//! (voice-only, voice + chat with voice blocking chat, chat + email + messaging); queues
+//! require one skill at a minimum proficiency with 0–2 optional skills, take one channel
+//! each and use all four policies.
+//!
+//! * `arrival`: time of `submit` when an interaction arrives and is offered (the
+//!   center runs at about 50 % occupancy: each iteration accepts the offer and
+//!   completes the oldest work, untimed).
+//! * `pull`: time of `complete` when an agent's capacity frees and it pulls the best
+//!   waiting interaction across its queues (the center is oversubscribed: every queue
+//!   has work waiting).
+//! * `arrival_scaling/{1000,10000,100000}`: arrival decisions as the center grows.
+//!
+//! Besides criterion's estimates the bench prints per-decision percentiles (p50, p99,
+//! p99.9, from individually timed calls) and the sustained single-core rate.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use omniroute_engine::*;
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const SKILLS: usize = 200;
+const QUEUES: usize = 1_000;
+const CHANNELS: [&str; 3] = ["voice", "chat", "email"];
+
+fn center(agents: usize, seed: u64) -> CenterConfig {
+    let mut rng = Rng(seed);
+    let skills: Vec<SkillDef> = (0..SKILLS)
+        .map(|n| SkillDef {
+            name: format!("s{n}"),
+            is_language: n < 10,
+        })
+        .collect();
+    let policies = [
+        AssignmentPolicy::LongestIdle,
+        AssignmentPolicy::MostSkilled,
+        AssignmentPolicy::LeastOccupied,
+        AssignmentPolicy::RoundRobin,
+    ];
+    let queues: Vec<QueueDef> = (0..QUEUES)
+        .map(|n| {
+            let mut q = QueueDef::new(
+                &format!("q{n}"),
+                &[(&format!("s{}", n % SKILLS), 1 + rng.below(5) as u8)],
+            );
+            for _ in 0..rng.below(3) {
+                let optional = format!("s{}", rng.below(SKILLS));
+                if optional != q.required_skills[0].skill
+                    && !q.optional_skills.iter().any(|o| o.skill == optional)
+                {
+                    q.optional_skills.push(SkillRequirement {
+                        skill: optional,
+                        min_proficiency: 1 + rng.below(8) as u8,
+                    });
+                }
+            }
+            q.channels = vec![CHANNELS[n % 3].to_string()];
+            q.policy = policies[n % 4];
+            q.aging_millipoints_per_second = (n % 3) as u32 * 100;
+            q.max_waiting = 1_000_000;
+            q
+        })
+        .collect();
+    let agents: Vec<AgentDef> = (0..agents)
+        .map(|n| {
+            let count = 3 + rng.below(6);
+            let mut held: Vec<SkillLevel> = Vec::with_capacity(count);
+            while held.len() < count {
+                let skill = format!("s{}", rng.below(SKILLS));
+                if !held.iter().any(|s| s.skill == skill) {
+                    held.push(SkillLevel {
+                        skill,
+                        proficiency: 1 + rng.below(10) as u8,
+                    });
+                }
+            }
+            let capacity = match n % 3 {
+                0 => CapacityProfile::simple(10, &["voice"]),
+                1 => {
+                    let mut p = CapacityProfile::simple(10, &["voice", "chat"]);
+                    p.blocking = vec![ChannelBlock {
+                        while_on: "voice".into(),
+                        blocks: vec!["chat".into()],
+                    }];
+                    p
+                }
+                _ => CapacityProfile::simple(10, &["chat", "email", "whatsapp", "sms"]),
+            };
+            AgentDef {
+                id: format!("a{n}"),
+                name: String::new(),
+                skills: held,
+                capacity,
+            }
+        })
+        .collect();
+    CenterConfig {
+        channels: ChannelDef::builtin(),
+        skills,
+        agents,
+        queues,
+        routing: RoutingConfig::default(),
+        settings: Settings::default(),
+    }
+}
+
+/// An engine with every agent available.
+fn engine(agents: usize) -> Engine {
+    let config = center(agents, 42);
+    let engine = Engine::new(config).expect("valid center");
+    let mut events = Vec::new();
+    for n in 0..agents {
+        engine
+            .set_presence(&format!("a{n}"), Presence::Available, 0, &mut events)
+            .unwrap();
+        events.clear();
+    }
+    engine
+}
+
+/// A request for a random queue on that queue's channel.
+fn request(rng: &mut Rng) -> NewInteraction {
+    let q = rng.below(QUEUES);
+    NewInteraction::new(CHANNELS[q % 3], "customer").to_queue(&format!("q{q}"))
+}
+
+fn offered_agent(events: &[Event]) -> Option<(InteractionId, std::sync::Arc<str>)> {
+    events.iter().find_map(|e| match e {
+        Event::Offered {
+            interaction, agent, ..
+        } => Some((*interaction, agent.clone())),
+        _ => None,
+    })
+}
+
+/// Arrival-side driver at ~50 % occupancy. `step` submits one interaction (timed by the
+/// caller through `timed`) and does the untimed bookkeeping.
+struct ArrivalDriver {
+    engine: Engine,
+    rng: Rng,
+    now: TimeMs,
+    active: VecDeque<(InteractionId, std::sync::Arc<str>)>,
+    requests: Vec<NewInteraction>,
+    events: Vec<Event>,
+    target_active: usize,
+}
+
+impl ArrivalDriver {
+    fn new(agents: usize) -> Self {
+        let mut d = ArrivalDriver {
+            engine: engine(agents),
+            rng: Rng(7),
+            now: 1,
+            active: VecDeque::new(),
+            requests: Vec::new(),
+            events: Vec::with_capacity(64),
+            target_active: agents / 2,
+        };
+        d.refill_requests();
+        while d.active.len() < d.target_active {
+            d.step(|f| f());
+        }
+        d
+    }
+
+    fn refill_requests(&mut self) {
+        // Requests are built ahead of time so the timed call does not include it.
+        while self.requests.len() < 4_096 {
+            let r = request(&mut self.rng);
+            self.requests.push(r);
+        }
+    }
+
+    /// One arrival; `time` wraps the submit call.
+    fn step(&mut self, time: impl FnOnce(&mut dyn FnMut())) {
+        if self.requests.is_empty() {
+            self.refill_requests();
+        }
+        let request = self.requests.pop().unwrap();
+        self.now += 1;
+        self.events.clear();
+        let (engine, now, events) = (&self.engine, self.now, &mut self.events);
+        let mut request = Some(request);
+        time(&mut || {
+            black_box(engine.submit(request.take().unwrap(), now, events).unwrap());
+        });
+        if let Some((id, agent)) = offered_agent(&self.events) {
+            self.engine
+                .accept(&agent, id, now, &mut Vec::new())
+                .unwrap();
+            self.active.push_back((id, agent));
+        }
+        while self.active.len() > self.target_active {
+            let (id, agent) = self.active.pop_front().unwrap();
+            let mut events = Vec::new();
+            self.engine
+                .complete(&agent, id, None, self.now, &mut events)
+                .unwrap();
+            // A completion may pull waiting work: accept it too.
+            for e in &events {
+                if let Event::Offered {
+                    interaction, agent, ..
+                } = e
+                {
+                    self.engine
+                        .accept(agent, *interaction, self.now, &mut Vec::new())
+                        .unwrap();
+                    self.active.push_back((*interaction, agent.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Pull-side driver: all agents busy, work waiting everywhere.
+struct PullDriver {
+    engine: Engine,
+    rng: Rng,
+    now: TimeMs,
+    active: VecDeque<(InteractionId, std::sync::Arc<str>)>,
+    events: Vec<Event>,
+}
+
+impl PullDriver {
+    fn new(agents: usize) -> Self {
+        let mut d = PullDriver {
+            engine: engine(agents),
+            rng: Rng(11),
+            now: 1,
+            active: VecDeque::new(),
+            events: Vec::with_capacity(64),
+        };
+        // Submit until every queue has a backlog: 4 interactions per agent.
+        for _ in 0..agents * 4 {
+            let r = request(&mut d.rng);
+            d.submit(r);
+        }
+        d
+    }
+
+    fn submit(&mut self, r: NewInteraction) {
+        let mut events = Vec::new();
+        self.engine.submit(r, self.now, &mut events).unwrap();
+        self.accept_offers(&events);
+    }
+
+    fn accept_offers(&mut self, events: &[Event]) {
+        for e in events {
+            if let Event::Offered {
+                interaction, agent, ..
+            } = e
+            {
+                self.engine
+                    .accept(agent, *interaction, self.now, &mut Vec::new())
+                    .unwrap();
+                self.active.push_back((*interaction, agent.clone()));
+            }
+        }
+    }
+
+    fn step(&mut self, time: impl FnOnce(&mut dyn FnMut())) {
+        let (id, agent) = self.active.pop_front().expect("work in hand");
+        self.now += 1;
+        self.events.clear();
+        let (engine, now, events) = (&self.engine, self.now, &mut self.events);
+        time(&mut || engine.complete(&agent, id, None, now, events).unwrap());
+        let events = std::mem::take(&mut self.events);
+        self.accept_offers(&events);
+        self.events = events;
+        // Restock the queues.
+        let r = request(&mut self.rng);
+        self.submit(r);
+    }
+}
+
+fn percentiles(label: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{label}: n={} p50={:?} p90={:?} p99={:?} p99.9={:?} max={:?} mean={:?} (≈{:.0} decisions/s on one core)",
+        samples.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        samples[samples.len() - 1],
+        mean,
+        1.0 / mean.as_secs_f64()
+    );
+}
+
+fn timed_samples(
+    n: usize,
+    mut step: impl FnMut(&mut dyn FnMut(&mut dyn FnMut())),
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        step(&mut |f| {
+            let start = Instant::now();
+            f();
+            samples.push(start.elapsed());
+        });
+    }
+    samples
+}
+
+fn bench_arrival(c: &mut Criterion) {
+    let mut driver = ArrivalDriver::new(10_000);
+    let samples = timed_samples(200_000, |t| driver.step(|f| t(f)));
+    percentiles("arrival decision, 10,000 agents", samples);
+    c.bench_function("arrival", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                driver.step(|f| {
+                    let start = Instant::now();
+                    f();
+                    total += start.elapsed();
+                });
+            }
+            total
+        })
+    });
+}
+
+fn bench_pull(c: &mut Criterion) {
+    let mut driver = PullDriver::new(10_000);
+    let samples = timed_samples(100_000, |t| driver.step(|f| t(f)));
+    percentiles("pull decision (complete → offer), 10,000 agents", samples);
+    c.bench_function("pull", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                driver.step(|f| {
+                    let start = Instant::now();
+                    f();
+                    total += start.elapsed();
+                });
+            }
+            total
+        })
+    });
+}
+
+fn bench_scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("arrival_scaling");
+    for agents in [1_000usize, 10_000, 100_000] {
+        let mut driver = ArrivalDriver::new(agents);
+        let samples = timed_samples(50_000, |t| driver.step(|f| t(f)));
+        percentiles(&format!("arrival decision, {agents} agents"), samples);
+        group.bench_with_input(BenchmarkId::from_parameter(agents), &agents, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    driver.step(|f| {
+                        let start = Instant::now();
+                        f();
+                        total += start.elapsed();
+                    });
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = bench_arrival, bench_pull, bench_scaling
+}
+criterion_main!(benches);

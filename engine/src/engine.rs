@@ -760,9 +760,8 @@ impl Engine {
         if reroute {
             self.route(&catalog, &ic, now_ms, out);
         }
-        if let Some(other) = target_cell {
-            self.reindex(&catalog, &other);
-        }
+        // The transfer target's entries became too good: refreshed lazily.
+        drop(target_cell);
         self.reindex(&catalog, &cell);
         self.pull(&catalog, &cell, now_ms, out);
         Ok(())
@@ -1100,7 +1099,8 @@ impl Engine {
             let Some(lane) = ts.lane_index(channel) else {
                 continue;
             };
-            if let Some(agent) = self.select_agent(catalog, tc, &ts, lane, &mut i, now_ms, out) {
+            if let Some(agent) = self.select_agent(catalog, tc, &mut ts, lane, &mut i, now_ms, out)
+            {
                 offered_to = Some(agent);
                 break;
             }
@@ -1129,11 +1129,11 @@ impl Engine {
             let fresh = self.catalog.load_full();
             return self.route(&fresh, ic, now_ms, out);
         }
-        if let Some(agent) = offered_to {
+        if offered_to.is_some() {
+            // The agent's index entries elsewhere are now too good; they are refreshed
+            // lazily by the next walk that meets them (see `select_agent`).
             let stale = std::mem::take(&mut ic.lock().waiting_in);
             self.remove_waiting(catalog, &stale, waiting);
-            let cell = catalog.agent(agent).expect("offered agent exists").clone();
-            self.reindex(catalog, &cell);
             return;
         }
         let i = ic.lock();
@@ -1153,12 +1153,18 @@ impl Engine {
     /// Walks a lane's agent index from the best rank; offers to the first agent that is
     /// available and fits (under its lock). Agents who declined this interaction are
     /// skipped while another logged-in member exists.
+    ///
+    /// Index entries are refreshed eagerly when an agent's rank improves (work ends,
+    /// presence) but lazily when it worsens (an offer): an entry may rank an agent better
+    /// than it is now, never worse. The walk re-checks each entry under the agent's lock
+    /// and moves a stale one to its true place, later in the walk, so the first entry
+    /// that is current and fits is the true best.
     #[allow(clippy::too_many_arguments)]
     fn select_agent(
         &self,
         catalog: &Catalog,
         tc: &TargetCell,
-        ts: &TargetState,
+        ts: &mut TargetState,
         lane: usize,
         i: &mut Interaction,
         now_ms: TimeMs,
@@ -1168,24 +1174,28 @@ impl Engine {
             if now_ms < fallback {
                 let rank = ts.members.get(&preferred)?.rank;
                 return self
-                    .try_offer(catalog, tc, rank, i, now_ms, out)
+                    .try_offer(catalog, tc, ts, rank, i, true, now_ms, out)
                     .then_some(preferred);
             }
         }
         let mut skipped_declined = false;
-        for rank in ts.lanes[lane].agents.iter() {
+        let mut cursor: Option<Rank> = None;
+        while let Some(rank) = next_in_lane(ts, lane, cursor) {
+            cursor = Some(rank);
             if i.declined.contains(&rank.agent) {
                 skipped_declined = true;
                 continue;
             }
-            if self.try_offer(catalog, tc, *rank, i, now_ms, out) {
+            if self.try_offer(catalog, tc, ts, rank, i, false, now_ms, out) {
                 return Some(rank.agent);
             }
         }
         if skipped_declined && !ts.others_exist(&i.declined) {
-            for rank in ts.lanes[lane].agents.iter() {
+            let mut cursor: Option<Rank> = None;
+            while let Some(rank) = next_in_lane(ts, lane, cursor) {
+                cursor = Some(rank);
                 if i.declined.contains(&rank.agent)
-                    && self.try_offer(catalog, tc, *rank, i, now_ms, out)
+                    && self.try_offer(catalog, tc, ts, rank, i, false, now_ms, out)
                 {
                     return Some(rank.agent);
                 }
@@ -1194,37 +1204,64 @@ impl Engine {
         None
     }
 
+    /// Offers to the agent of an index entry if the entry is current and the agent fits;
+    /// otherwise refreshes the entry and declines. `any_rank` skips the currency check
+    /// (a preferred agent is wanted whatever its rank).
+    #[allow(clippy::too_many_arguments)]
     fn try_offer(
         &self,
         catalog: &Catalog,
         tc: &TargetCell,
-        rank: Rank,
+        ts: &mut TargetState,
+        entry: Rank,
         i: &mut Interaction,
+        any_rank: bool,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) -> bool {
-        let Some(cell) = catalog.agent(rank.agent) else {
+        let Some(cell) = catalog.agent(entry.agent) else {
             return false;
         };
         let mut s = cell.state.lock();
-        if !s.is_available() {
-            return false;
-        }
-        let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
+        let Some(m) = membership_of(&s, tc.idx) else {
             return false;
         };
-        self.offer_locked(
-            catalog,
-            tc.spec.queue,
-            cell,
-            &mut s,
-            i,
-            units,
-            OfferReason::Policy(rank),
-            now_ms,
-            out,
-        );
-        true
+        let actual = compute_rank(&tc.spec, &m, &s, cell.idx);
+        let fits = if s.is_available() {
+            s.usage.fits(&s.profile, i.channel).ok()
+        } else {
+            None
+        };
+        match fits {
+            // Better than its entry: it freed capacity and its re-index has not reached this
+            // target yet (another thread); everything before the cursor was ineligible, so
+            // it is the best.
+            Some(units) if actual <= entry || any_rank => {
+                self.offer_locked(
+                    catalog,
+                    tc.spec.queue,
+                    cell,
+                    &mut s,
+                    i,
+                    units,
+                    OfferReason::Policy(actual),
+                    now_ms,
+                    out,
+                );
+                true
+            }
+            _ => {
+                let lanes_mask = if s.is_available() {
+                    s.usage.fit_mask(&s.profile, tc.spec.channel_mask)
+                } else {
+                    0
+                };
+                let logged_in = !s.deleted && s.presence != Presence::Offline;
+                drop(s);
+                update_member(ts, entry.agent, actual, lanes_mask, logged_in);
+                false
+            }
+        }
     }
 
     /// Reserves capacity and offers; both the interaction and the agent are locked.
@@ -1345,7 +1382,6 @@ impl Engine {
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) {
-        let mut took_any = false;
         loop {
             let (memberships, fit_mask) = {
                 let s = cell.state.lock();
@@ -1398,13 +1434,9 @@ impl Engine {
                 break;
             };
             match self.claim(catalog, cell, target, lane, key, now_ms, out) {
-                Claim::Offered => took_any = true,
-                Claim::Retry => {}
+                Claim::Offered | Claim::Retry => {}
                 Claim::AgentDone => break,
             }
-        }
-        if took_any {
-            self.reindex(catalog, cell);
         }
     }
 
@@ -1564,6 +1596,25 @@ fn first_eligible(ts: &TargetState, lane: &Lane, agent: u32, now_ms: TimeMs) -> 
             !(meta.declined.contains(&agent) && ts.others_exist(&meta.declined))
         })
         .map(|(key, _)| *key)
+}
+
+/// The next index entry after `cursor` in a lane (re-read each step: the walk may move
+/// entries).
+fn next_in_lane(ts: &TargetState, lane: usize, cursor: Option<Rank>) -> Option<Rank> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    let agents = &ts.lanes[lane].agents;
+    match cursor {
+        None => agents.first().copied(),
+        Some(c) => agents.range((Excluded(c), Unbounded)).next().copied(),
+    }
+}
+
+/// The agent's membership of a target (memberships are sorted by target).
+pub(crate) fn membership_of(s: &AgentState, target: u32) -> Option<Membership> {
+    s.memberships
+        .binary_search_by_key(&target, |m| m.target)
+        .ok()
+        .map(|i| s.memberships[i])
 }
 
 /// Occupancy as a fixed-point fraction that orders exactly like `used / total` for

@@ -689,11 +689,24 @@ fn check_targets(
             } else {
                 0
             };
-            if fit != member.lanes_mask || compute_rank(&tc.spec, m, &s, cell.idx) != member.rank {
+            // Entries may be too good (refreshed lazily after an offer), never too bad,
+            // and every lane the agent fits now must list it.
+            if fit & !member.lanes_mask != 0
+                || compute_rank(&tc.spec, m, &s, cell.idx) < member.rank
+            {
                 violations.push(format!(
-                    "target {}: stale index entry for agent {}",
-                    tc.idx, cell.id
+                    "target {}: index misses or under-ranks agent {} (fits lanes {fit:#b}, listed in {:#b})",
+                    tc.idx, cell.id, member.lanes_mask
                 ));
+            }
+            for lane in &ts.lanes {
+                let listed = lane.agents.contains(&member.rank);
+                if listed != (member.lanes_mask & (1u64 << lane.channel) != 0) {
+                    violations.push(format!(
+                        "target {}: lane index and member record disagree for agent {}",
+                        tc.idx, cell.id
+                    ));
+                }
             }
             if member.logged_in {
                 logged_in += 1;

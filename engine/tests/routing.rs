@@ -767,3 +767,26 @@ fn removing_things_in_use_is_refused() {
     assert!(matches!(r, Err(EngineError::InUse { .. })), "{r:?}");
     h.assert_invariants();
 }
+
+#[test]
+fn an_agent_busy_from_another_queue_ranks_behind_an_idle_one() {
+    // ana's offer from billing leaves her tech index entry stale (refreshed lazily):
+    // the next tech chat must still go to ben, who has nothing in hand.
+    let mut h = Harness::new(center(vec![
+        voice_chat_agent("ana", &[("billing", 5), ("tech", 5)]),
+        voice_chat_agent("ben", &[("billing", 5), ("tech", 5)]),
+    ]));
+    h.available("ana");
+    h.available("ben");
+    let (first, ev) = h.submit(NewInteraction::new("chat", "c1").to_queue("billing"));
+    assert_eq!(offered_to(&ev, first).as_deref(), Some("ana"));
+    let (second, ev) = h.submit(NewInteraction::new("chat", "c2").to_queue("tech"));
+    assert_eq!(offered_to(&ev, second).as_deref(), Some("ben"));
+    let (third, ev) = h.submit(NewInteraction::new("chat", "c3").to_queue("tech"));
+    assert_eq!(
+        offered_to(&ev, third).as_deref(),
+        Some("ana"),
+        "1 in hand each: ana by order"
+    );
+    h.assert_invariants();
+}

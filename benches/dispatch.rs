@@ -214,6 +214,8 @@ impl ArrivalDriver {
             self.engine
                 .complete(&agent, id, None, self.now, &mut events)
                 .unwrap();
+            // The actor layer forgets finished work (its history is in the log).
+            self.engine.forget(id).unwrap();
             // A completion may pull waiting work: accept it too.
             for e in &events {
                 if let Event::Offered {
@@ -282,6 +284,7 @@ impl PullDriver {
         self.events.clear();
         let (engine, now, events) = (&self.engine, self.now, &mut self.events);
         time(&mut || engine.complete(&agent, id, None, now, events).unwrap());
+        self.engine.forget(id).unwrap();
         let events = std::mem::take(&mut self.events);
         self.accept_offers(&events);
         self.events = events;

@@ -8,7 +8,8 @@ use crate::cells::{AgentCell, AgentState, Membership, TargetCell, TargetSpec};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
@@ -674,7 +675,7 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
             });
         }
     }
-    let mut by_first_skill: HashMap<u16, Vec<u32>> = HashMap::new();
+    let mut by_first_skill: HashMap<u16, Vec<u32>> = HashMap::default();
     let mut no_requirement: Vec<u32> = Vec::new();
     for t in &used_targets {
         let spec = &targets[*t as usize].spec;
@@ -685,7 +686,8 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
     }
     let mut agents: Vec<Option<Arc<AgentCell>>> =
         previous.map(|p| p.agents.clone()).unwrap_or_default();
-    let mut agent_by_id = HashMap::with_capacity(config.agents.len());
+    let mut agent_by_id =
+        HashMap::with_capacity_and_hasher(config.agents.len(), Default::default());
     let mut agent_updates = Vec::with_capacity(config.agents.len());
     for a in &config.agents {
         let profile = Arc::new(compile_profile(&resolver, a)?);
@@ -720,6 +722,7 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
                         profile: profile.clone(),
                         skills: skills.clone(),
                         memberships: Arc::from(Vec::new()),
+                        index: Vec::new(),
                         usage: Default::default(),
                         work: Vec::with_capacity(4),
                         last_work_ended_ms: 0,

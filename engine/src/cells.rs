@@ -14,7 +14,7 @@ use crate::model::{
     AssignmentPolicy, InteractionState, MAX_CHANNELS, NewInteraction, Presence, TimeMs,
 };
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// An agent's position in a target's index: smaller ranks first. The meaning of the four
@@ -60,6 +60,9 @@ pub(crate) struct AgentState {
     pub profile: Arc<CompiledProfile>,
     pub skills: Vec<(u16, u8)>,
     pub memberships: Arc<[Membership]>,
+    /// This agent's entry in each membership's target index (same order as
+    /// `memberships`), written only under that target's lock.
+    pub index: Vec<Option<Member>>,
     pub usage: Usage,
     /// Work in hand in offer order (offers, assigned, wrap-up).
     pub work: Vec<Work>,
@@ -172,7 +175,7 @@ pub(crate) struct Member {
 
 pub(crate) struct TargetState {
     pub retired: bool,
-    pub members: HashMap<u32, Member>,
+    /// Members not offline, by their index records.
     pub logged_in_members: u32,
     pub lanes: Vec<Lane>,
     pub lane_of: [u8; MAX_CHANNELS],
@@ -184,16 +187,6 @@ impl TargetState {
             u8::MAX => None,
             lane => Some(lane as usize),
         }
-    }
-
-    /// Whether an agent who declined may be offered again: only when no logged-in
-    /// member who has not declined exists.
-    pub fn others_exist(&self, declined: &[u32]) -> bool {
-        let declined_logged_in = declined
-            .iter()
-            .filter(|a| self.members.get(a).is_some_and(|m| m.logged_in))
-            .count() as u32;
-        self.logged_in_members > declined_logged_in
     }
 }
 
@@ -223,7 +216,6 @@ impl TargetCell {
             spec,
             state: Mutex::new(TargetState {
                 retired: false,
-                members: HashMap::new(),
                 logged_in_members: 0,
                 lanes,
                 lane_of,

@@ -34,7 +34,7 @@ pub struct Engine {
     pub(crate) catalog: ArcSwap<Catalog>,
     /// Serialises configuration changes only; routing never takes it.
     admin: Mutex<()>,
-    pub(crate) interactions: DashMap<InteractionId, InteractionRef>,
+    pub(crate) interactions: DashMap<InteractionId, InteractionRef, rustc_hash::FxBuildHasher>,
     next_interaction: AtomicU64,
     round_robin_clock: AtomicU64,
 }
@@ -69,7 +69,7 @@ impl Engine {
         let engine = Engine {
             catalog: ArcSwap::from_pointee(compiled.catalog),
             admin: Mutex::new(()),
-            interactions: DashMap::new(),
+            interactions: DashMap::with_hasher(rustc_hash::FxBuildHasher),
             next_interaction: AtomicU64::new(node + 1),
             round_robin_clock: AtomicU64::new(0),
         };
@@ -79,7 +79,10 @@ impl Engine {
                 .agent(update.idx)
                 .expect("agent just created")
                 .clone();
-            cell.state.lock().memberships = update.memberships;
+            let mut s = cell.state.lock();
+            s.index = vec![None; update.memberships.len()];
+            s.memberships = update.memberships;
+            drop(s);
             engine.reindex(&catalog, &cell);
         }
         Ok(engine)
@@ -150,13 +153,16 @@ impl Engine {
         // Removed agents: out of every index.
         for a in &compiled.removed_agents {
             let cell = old.agent(*a).expect("removed agent existed").clone();
-            let memberships = {
+            let (memberships, index) = {
                 let mut s = cell.state.lock();
                 s.deleted = true;
-                std::mem::replace(&mut s.memberships, Arc::from(Vec::new()))
+                (
+                    std::mem::replace(&mut s.memberships, Arc::from(Vec::new())),
+                    std::mem::take(&mut s.index),
+                )
             };
-            for m in memberships.iter() {
-                remove_member(&mut catalog.target(m.target).state.lock(), cell.idx);
+            for (m, record) in memberships.iter().zip(index) {
+                remove_member(&mut catalog.target(m.target).state.lock(), record);
             }
         }
         // Retire targets that no longer exist and collect what waited in them.
@@ -168,26 +174,39 @@ impl Engine {
                 to_reroute.extend(std::mem::take(&mut lane.waiting).into_keys().map(|k| k.id));
                 lane.agents.clear();
             }
-            ts.members.clear();
+            ts.logged_in_members = 0;
         }
         // Agents: new profile, skills and memberships, then re-index.
         for update in compiled.agent_updates {
             let cell = catalog.agent(update.idx).expect("agent in catalog").clone();
-            let dropped: Vec<u32> = {
+            let dropped: Vec<(u32, Option<Member>)> = {
                 let mut s = cell.state.lock();
-                let dropped = s
+                let old_memberships = s.memberships.clone();
+                let mut old_index = std::mem::take(&mut s.index);
+                // Kept targets keep their index records; dropped ones are removed below.
+                s.index = update
                     .memberships
                     .iter()
-                    .map(|m| m.target)
-                    .filter(|t| !update.memberships.iter().any(|m| m.target == *t))
+                    .map(|m| {
+                        old_memberships
+                            .iter()
+                            .position(|o| o.target == m.target)
+                            .and_then(|p| old_index[p].take())
+                    })
+                    .collect();
+                let dropped = old_memberships
+                    .iter()
+                    .zip(old_index)
+                    .filter(|(m, _)| !update.memberships.iter().any(|n| n.target == m.target))
+                    .map(|(m, record)| (m.target, record))
                     .collect();
                 s.profile = update.profile;
                 s.skills = update.skills;
                 s.memberships = update.memberships;
                 dropped
             };
-            for t in dropped {
-                remove_member(&mut catalog.target(t).state.lock(), cell.idx);
+            for (t, record) in dropped {
+                remove_member(&mut catalog.target(t).state.lock(), record);
             }
             self.reindex(&catalog, &cell);
         }
@@ -462,7 +481,8 @@ impl Engine {
                     lane.waiting
                         .iter()
                         .filter(|(_, meta)| {
-                            !meta.declined.is_empty() && !ts.others_exist(&meta.declined)
+                            !meta.declined.is_empty()
+                                && !others_exist(catalog, &ts, m.target, &meta.declined)
                         })
                         .map(|(key, _)| key.id),
                 );
@@ -1172,7 +1192,12 @@ impl Engine {
     ) -> Option<u32> {
         if let Some((preferred, fallback)) = i.preferred {
             if now_ms < fallback {
-                let rank = ts.members.get(&preferred)?.rank;
+                let cell = catalog.agent(preferred)?;
+                let rank = {
+                    let s = cell.state.lock();
+                    let position = membership_position(&s, tc.idx)?;
+                    compute_rank(&tc.spec, &s.memberships[position], &s, preferred)
+                };
                 return self
                     .try_offer(catalog, tc, ts, rank, i, true, now_ms, out)
                     .then_some(preferred);
@@ -1190,7 +1215,7 @@ impl Engine {
                 return Some(rank.agent);
             }
         }
-        if skipped_declined && !ts.others_exist(&i.declined) {
+        if skipped_declined && !others_exist(catalog, ts, tc.idx, &i.declined) {
             let mut cursor: Option<Rank> = None;
             while let Some(rank) = next_in_lane(ts, lane, cursor) {
                 cursor = Some(rank);
@@ -1223,10 +1248,10 @@ impl Engine {
             return false;
         };
         let mut s = cell.state.lock();
-        let Some(m) = membership_of(&s, tc.idx) else {
+        let Some(position) = membership_position(&s, tc.idx) else {
             return false;
         };
-        let actual = compute_rank(&tc.spec, &m, &s, cell.idx);
+        let actual = compute_rank(&tc.spec, &s.memberships[position], &s, cell.idx);
         let fits = if s.is_available() {
             s.usage.fits(&s.profile, i.channel).ok()
         } else {
@@ -1251,14 +1276,7 @@ impl Engine {
                 true
             }
             _ => {
-                let lanes_mask = if s.is_available() {
-                    s.usage.fit_mask(&s.profile, tc.spec.channel_mask)
-                } else {
-                    0
-                };
-                let logged_in = !s.deleted && s.presence != Presence::Offline;
-                drop(s);
-                update_member(ts, entry.agent, actual, lanes_mask, logged_in);
+                refresh_entry(ts, &tc.spec, &mut s, position, cell.idx);
                 false
             }
         }
@@ -1350,26 +1368,17 @@ impl Engine {
     /// fits now, logged-in status.
     pub(crate) fn reindex(&self, catalog: &Catalog, cell: &AgentCell) {
         let memberships = cell.state.lock().memberships.clone();
-        for m in memberships.iter() {
+        for (position, m) in memberships.iter().enumerate() {
             let tc = catalog.target(m.target);
             let mut ts = tc.state.lock();
             if ts.retired {
                 continue;
             }
-            let (rank, lanes_mask, logged_in) = {
-                let s = cell.state.lock();
-                let lanes_mask = if s.is_available() {
-                    s.usage.fit_mask(&s.profile, tc.spec.channel_mask)
-                } else {
-                    0
-                };
-                (
-                    compute_rank(&tc.spec, m, &s, cell.idx),
-                    lanes_mask,
-                    !s.deleted && s.presence != Presence::Offline,
-                )
-            };
-            update_member(&mut ts, cell.idx, rank, lanes_mask, logged_in);
+            let mut s = cell.state.lock();
+            if !Arc::ptr_eq(&s.memberships, &memberships) {
+                return; // reconfigured meanwhile; the reconfiguration re-indexes
+            }
+            refresh_entry(&mut ts, &tc.spec, &mut s, position, cell.idx);
         }
     }
 
@@ -1408,7 +1417,9 @@ impl Engine {
                     if fit_mask & (1u64 << lane.channel) == 0 {
                         continue;
                     }
-                    if let Some(key) = first_eligible(&ts, lane, cell.idx, now_ms) {
+                    if let Some(key) =
+                        first_eligible(catalog, &ts, m.target, lane, cell.idx, now_ms)
+                    {
                         let effective = effective_priority(
                             key.order,
                             tc.spec.aging_millipoints_per_second,
@@ -1476,12 +1487,12 @@ impl Engine {
         let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
             return Claim::Retry;
         };
-        let rank = ts.members.get(&cell.idx).map_or(
+        let rank = membership_of(&s, tc.idx).map_or(
             Rank {
                 words: [0; 4],
                 agent: cell.idx,
             },
-            |m| m.rank,
+            |m| compute_rank(&tc.spec, &m, &s, cell.idx),
         );
         self.offer_locked(
             catalog,
@@ -1584,7 +1595,14 @@ fn release_agent(cell: &AgentCell, interaction: InteractionId, now_ms: TimeMs) {
 }
 
 /// The first waiting entry of a lane this agent may take now.
-fn first_eligible(ts: &TargetState, lane: &Lane, agent: u32, now_ms: TimeMs) -> Option<WaitKey> {
+fn first_eligible(
+    catalog: &Catalog,
+    ts: &TargetState,
+    target: u32,
+    lane: &Lane,
+    agent: u32,
+    now_ms: TimeMs,
+) -> Option<WaitKey> {
     lane.waiting
         .iter()
         .find(|(_, meta)| {
@@ -1593,7 +1611,7 @@ fn first_eligible(ts: &TargetState, lane: &Lane, agent: u32, now_ms: TimeMs) -> 
                     return false;
                 }
             }
-            !(meta.declined.contains(&agent) && ts.others_exist(&meta.declined))
+            !(meta.declined.contains(&agent) && others_exist(catalog, ts, target, &meta.declined))
         })
         .map(|(key, _)| *key)
 }
@@ -1609,12 +1627,16 @@ fn next_in_lane(ts: &TargetState, lane: usize, cursor: Option<Rank>) -> Option<R
     }
 }
 
-/// The agent's membership of a target (memberships are sorted by target).
-pub(crate) fn membership_of(s: &AgentState, target: u32) -> Option<Membership> {
+/// Where a target is in the agent's memberships (sorted by target).
+pub(crate) fn membership_position(s: &AgentState, target: u32) -> Option<usize> {
     s.memberships
         .binary_search_by_key(&target, |m| m.target)
         .ok()
-        .map(|i| s.memberships[i])
+}
+
+/// The agent's membership of a target.
+pub(crate) fn membership_of(s: &AgentState, target: u32) -> Option<Membership> {
+    membership_position(s, target).map(|i| s.memberships[i])
 }
 
 /// Occupancy as a fixed-point fraction that orders exactly like `used / total` for
@@ -1650,21 +1672,37 @@ pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, ag
     Rank { words, agent }
 }
 
-fn update_member(ts: &mut TargetState, agent: u32, rank: Rank, lanes_mask: u64, logged_in: bool) {
-    let old = ts.members.get(&agent).copied();
-    if let Some(old) = old {
+/// Recomputes one agent's entry in one target (target and agent both locked).
+fn refresh_entry(
+    ts: &mut TargetState,
+    spec: &TargetSpec,
+    s: &mut AgentState,
+    position: usize,
+    agent: u32,
+) {
+    let lanes_mask = if s.is_available() {
+        s.usage.fit_mask(&s.profile, spec.channel_mask)
+    } else {
+        0
+    };
+    let rank = compute_rank(spec, &s.memberships[position], s, agent);
+    let logged_in = !s.deleted && s.presence != Presence::Offline;
+    update_member(ts, &mut s.index[position], rank, lanes_mask, logged_in);
+}
+
+fn update_member(
+    ts: &mut TargetState,
+    slot: &mut Option<Member>,
+    rank: Rank,
+    lanes_mask: u64,
+    logged_in: bool,
+) {
+    if let Some(old) = *slot {
         if old.rank == rank && old.lanes_mask == lanes_mask && old.logged_in == logged_in {
             return;
         }
-        for lane in ts.lanes.iter_mut() {
-            if old.lanes_mask & (1u64 << lane.channel) != 0 {
-                lane.agents.remove(&old.rank);
-            }
-        }
-        if old.logged_in {
-            ts.logged_in_members -= 1;
-        }
     }
+    remove_member(ts, slot.take());
     for lane in ts.lanes.iter_mut() {
         if lanes_mask & (1u64 << lane.channel) != 0 {
             lane.agents.insert(rank);
@@ -1673,18 +1711,15 @@ fn update_member(ts: &mut TargetState, agent: u32, rank: Rank, lanes_mask: u64, 
     if logged_in {
         ts.logged_in_members += 1;
     }
-    ts.members.insert(
-        agent,
-        Member {
-            rank,
-            lanes_mask,
-            logged_in,
-        },
-    );
+    *slot = Some(Member {
+        rank,
+        lanes_mask,
+        logged_in,
+    });
 }
 
-fn remove_member(ts: &mut TargetState, agent: u32) {
-    if let Some(old) = ts.members.remove(&agent) {
+fn remove_member(ts: &mut TargetState, record: Option<Member>) {
+    if let Some(old) = record {
         for lane in ts.lanes.iter_mut() {
             if old.lanes_mask & (1u64 << lane.channel) != 0 {
                 lane.agents.remove(&old.rank);
@@ -1694,4 +1729,26 @@ fn remove_member(ts: &mut TargetState, agent: u32) {
             ts.logged_in_members -= 1;
         }
     }
+}
+
+/// Whether an agent who declined may be offered again: only when no logged-in member
+/// of the target who has not declined exists. Target locked; takes the declined
+/// agents' locks (target → agent order).
+pub(crate) fn others_exist(
+    catalog: &Catalog,
+    ts: &TargetState,
+    target: u32,
+    declined: &[u32],
+) -> bool {
+    let declined_logged_in = declined
+        .iter()
+        .filter(|a| {
+            catalog.agent(**a).is_some_and(|cell| {
+                let s = cell.state.lock();
+                membership_position(&s, target)
+                    .is_some_and(|p| s.index[p].is_some_and(|m| m.logged_in))
+            })
+        })
+        .count() as u32;
+    ts.logged_in_members > declined_logged_in
 }

@@ -9,7 +9,7 @@ use crate::InteractionId;
 use crate::capacity::{CapacityShortfall, Usage};
 use crate::catalog::Catalog;
 use crate::cells::*;
-use crate::engine::{Engine, compute_rank};
+use crate::engine::{Engine, compute_rank, membership_of, membership_position, others_exist};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
@@ -253,8 +253,25 @@ impl Engine {
         ids
     }
 
-    /// Forgets finished interactions that ended before `before_ms` (completed or
-    /// abandoned); returns how many. Their history lives on in the event log.
+    /// Forgets one finished interaction (completed or abandoned); its history lives on
+    /// in the event log. Live interactions are refused.
+    pub fn forget(&self, id: InteractionId) -> Result<()> {
+        let ic = self
+            .interaction_ref(id)
+            .ok_or(EngineError::UnknownInteraction(id))?;
+        let state = ic.lock().state;
+        if !state.is_terminal() {
+            return Err(EngineError::InvalidState {
+                interaction: id,
+                state,
+                operation: "forget (it is still live)",
+            });
+        }
+        self.interactions.remove(&id);
+        Ok(())
+    }
+
+    /// Forgets every finished interaction (completed or abandoned); returns how many.
     pub fn purge_finished(&self) -> usize {
         let before = self.interactions.len();
         self.interactions
@@ -385,15 +402,15 @@ impl Engine {
         };
         let queue = catalog.queue(queue_idx);
         let tc = catalog.target(queue.targets[level as usize]);
-        let (members, others_exist) = {
+        let others_exist = {
             let ts = tc.state.lock();
-            (ts.members.clone(), ts.others_exist(&declined))
+            others_exist(&catalog, &ts, tc.idx, &declined)
         };
         let mut eligible = Vec::new();
         let mut excluded = Vec::new();
         for cell in catalog.agents.iter().flatten() {
             let s = cell.state.lock();
-            let exclusion = match members.get(&cell.idx) {
+            let exclusion = match membership_of(&s, tc.idx) {
                 None => Some(skill_exclusion(&catalog, &tc.spec, &s.skills)),
                 Some(_) if s.profile.entry(channel).is_none() => Some(Exclusion::Capacity {
                     shortfall: CapacityShortfall::ChannelNotHandled,
@@ -426,12 +443,8 @@ impl Engine {
                     excluded: Some(e),
                 }),
                 None => {
-                    let m = s
-                        .memberships
-                        .iter()
-                        .find(|m| m.target == tc.idx)
-                        .expect("member has a membership");
-                    let rank = compute_rank(&tc.spec, m, &s, cell.idx);
+                    let m = membership_of(&s, tc.idx).expect("member has a membership");
+                    let rank = compute_rank(&tc.spec, &m, &s, cell.idx);
                     eligible.push((rank, cell.id.to_string()));
                 }
             }
@@ -671,15 +684,16 @@ fn check_targets(
             continue;
         }
         let mut logged_in = 0;
-        for (agent, member) in &ts.members {
-            let Some(cell) = catalog.agent(*agent) else {
-                violations.push(format!("target {} holds removed agent #{agent}", tc.idx));
+        let mut listed = 0;
+        for cell in catalog.agents.iter().flatten() {
+            let s = cell.state.lock();
+            let Some(position) = membership_position(&s, tc.idx) else {
                 continue;
             };
-            let s = cell.state.lock();
-            let Some(m) = s.memberships.iter().find(|m| m.target == tc.idx) else {
+            let m = &s.memberships[position];
+            let Some(member) = s.index[position] else {
                 violations.push(format!(
-                    "target {} lists agent {} who is not a member",
+                    "target {}: agent {} is a member but was never indexed",
                     tc.idx, cell.id
                 ));
                 continue;
@@ -699,9 +713,10 @@ fn check_targets(
                     tc.idx, cell.id, member.lanes_mask
                 ));
             }
+            listed += member.lanes_mask.count_ones() as usize;
             for lane in &ts.lanes {
-                let listed = lane.agents.contains(&member.rank);
-                if listed != (member.lanes_mask & (1u64 << lane.channel) != 0) {
+                let in_lane = lane.agents.contains(&member.rank);
+                if in_lane != (member.lanes_mask & (1u64 << lane.channel) != 0) {
                     violations.push(format!(
                         "target {}: lane index and member record disagree for agent {}",
                         tc.idx, cell.id
@@ -714,6 +729,13 @@ fn check_targets(
         }
         if logged_in != ts.logged_in_members {
             violations.push(format!("target {}: logged-in count off", tc.idx));
+        }
+        let entries: usize = ts.lanes.iter().map(|l| l.agents.len()).sum();
+        if entries != listed {
+            violations.push(format!(
+                "target {}: {entries} lane entries for {listed} member records",
+                tc.idx
+            ));
         }
         for lane in &ts.lanes {
             for (key, meta) in &lane.waiting {
@@ -742,8 +764,8 @@ fn check_targets(
                     let preferred_block = meta
                         .preferred
                         .is_some_and(|(p, fallback)| p != rank.agent && now_ms < fallback);
-                    let declined_block =
-                        meta.declined.contains(&rank.agent) && ts.others_exist(&meta.declined);
+                    let declined_block = meta.declined.contains(&rank.agent)
+                        && others_exist(catalog, &ts, tc.idx, &meta.declined);
                     if preferred_block || declined_block {
                         continue;
                     }

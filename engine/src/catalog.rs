@@ -71,6 +71,8 @@ pub(crate) struct Catalog {
     pub default_queue: Option<u32>,
     pub settings: Settings,
     pub config: CenterConfig,
+    /// Bumped by every configuration change.
+    pub generation: u64,
 }
 
 /// An agent's compiled configuration, applied to its cell after the swap.
@@ -272,13 +274,17 @@ fn compile_agent_skills(resolver: &Resolver<'_>, agent: &AgentDef) -> Result<Vec
     Ok(skills)
 }
 
+/// A queue's target specs (one per relaxation level), and per step the level after it
+/// and the overflow queue it adds.
+type QueueLevels = (Vec<TargetSpec>, Vec<u8>, Vec<Option<u32>>);
+
 /// The target specs of a queue, one per relaxation level, and the step → level map.
 fn queue_levels(
     resolver: &Resolver<'_>,
     queue: &QueueDef,
     idx: u32,
     channel_mask: u64,
-) -> Result<(Vec<TargetSpec>, Vec<u8>, Vec<Option<u32>>)> {
+) -> Result<QueueLevels> {
     let context = format!("queue `{}`", queue.id);
     let required = resolver.requirements(
         &queue.required_skills,
@@ -769,6 +775,7 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
         default_queue,
         settings: config.settings.clone(),
         config,
+        generation: previous.map_or(0, |p| p.generation + 1),
     };
     Ok(Compiled {
         catalog,

@@ -377,6 +377,8 @@ pub(crate) struct Interaction {
     pub agent: Option<u32>,
     /// The current offer was a transfer to a named agent (skills not required).
     pub directed: bool,
+    /// Catalog generation the current offer was made under.
+    pub offered_generation: u64,
     pub offer_deadline_ms: TimeMs,
     pub answered_ms: Option<TimeMs>,
     pub wrap_up_until_ms: Option<TimeMs>,

@@ -118,12 +118,6 @@ impl Engine {
                     by: format!("interaction {}", live.key()),
                 });
             }
-            if compiled.catalog.rules.iter().any(|r| r.queue == *q) {
-                return Err(EngineError::InUse {
-                    what: format!("queue `{id}`"),
-                    by: "a routing rule".to_string(),
-                });
-            }
         }
         for a in &compiled.removed_agents {
             let cell = old.agent(*a).expect("removed agent existed");
@@ -135,16 +129,17 @@ impl Engine {
             }
         }
         for (idx, channel) in compiled.catalog.channels.iter().enumerate() {
-            if channel.removed && !old.channels[idx].removed {
-                if let Some(live) = self.interactions.iter().find(|e| {
+            if channel.removed
+                && !old.channels[idx].removed
+                && let Some(live) = self.interactions.iter().find(|e| {
                     let i = e.value().lock();
                     i.channel as usize == idx && !i.state.is_terminal()
-                }) {
-                    return Err(EngineError::InUse {
-                        what: format!("channel `{}`", channel.name),
-                        by: format!("interaction {}", live.key()),
-                    });
-                }
+                })
+            {
+                return Err(EngineError::InUse {
+                    what: format!("channel `{}`", channel.name),
+                    by: format!("interaction {}", live.key()),
+                });
             }
         }
 
@@ -210,31 +205,66 @@ impl Engine {
             }
             self.reindex(&catalog, &cell);
         }
-        // Interactions of changed queues route again, keeping their age.
+        // Finished interactions of removed queues are forgotten (live ones were refused).
+        if !compiled.removed_queues.is_empty() {
+            self.interactions
+                .retain(|_, ic| !compiled.removed_queues.contains(&ic.lock().queue));
+        }
+        // Every live interaction of a changed queue has its relaxation state repaired
+        // against the new definition; queued ones route again keeping their age (which
+        // also re-arms their relaxation timers).
+        let changed_queues: Vec<u32> = catalog
+            .queues
+            .iter()
+            .flatten()
+            .filter(|q| {
+                old.queues
+                    .get(q.idx as usize)
+                    .and_then(|o| o.as_ref())
+                    .is_none_or(|o| o.def != q.def || o.targets != q.targets)
+            })
+            .map(|q| q.idx)
+            .collect();
         to_reroute.sort_unstable();
         to_reroute.dedup();
-        for id in to_reroute {
-            let Some(ic) = self.interaction_ref(id) else {
-                continue;
-            };
-            let stale = {
+        let live: Vec<InteractionRef> = self
+            .interactions
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        // First take every affected queued interaction out of its lanes, then route them
+        // best first, so the change cannot let a younger one overtake an older one.
+        let mut again = Vec::new();
+        for ic in live {
+            let (stale, waiting, order) = {
                 let mut i = ic.lock();
+                let affected = changed_queues.contains(&i.queue)
+                    || i.overflow_targets
+                        .iter()
+                        .any(|t| compiled.retired_targets.contains(t))
+                    || to_reroute.binary_search(&i.id).is_ok();
+                if i.state.is_terminal() || !affected {
+                    continue;
+                }
+                repair_relaxation(&catalog, &mut i);
                 if i.state != InteractionState::Queued {
                     continue;
                 }
-                // Levels may have changed shape: restart relaxation in the new queue
-                // definition but keep the steps already passed.
-                let queue = catalog.queue(i.queue);
-                let max_level = queue.targets.len() as u8 - 1;
-                i.level = i.level.min(max_level);
-                i.next_step = i.next_step.min(queue.def.relaxation.len() as u16);
-                i.overflow_targets
-                    .retain(|t| !compiled.retired_targets.contains(t));
                 i.epoch += 1;
-                std::mem::take(&mut i.waiting_in)
+                let aging = catalog.queue(i.queue).def.aging_millipoints_per_second;
+                let effective =
+                    effective_priority(wait_order(i.priority, aging, i.enqueued_ms), aging, now_ms);
+                (
+                    std::mem::take(&mut i.waiting_in),
+                    waiting_ref(&i),
+                    (Reverse(effective), i.enqueued_ms, i.id),
+                )
             };
-            let waiting = waiting_ref(&ic.lock());
             self.remove_waiting(&catalog, &stale, waiting);
+            again.push((order, ic));
+        }
+        again.sort_by_key(|(order, _)| *order);
+        for (_, ic) in again {
             self.route(&catalog, &ic, now_ms, out);
         }
         // Agents pull whatever the change made reachable.
@@ -332,6 +362,7 @@ impl Engine {
             offer_seq: 0,
             agent: None,
             directed: false,
+            offered_generation: 0,
             offer_deadline_ms: 0,
             answered_ms: None,
             wrap_up_until_ms: None,
@@ -1030,6 +1061,10 @@ impl Engine {
             i.directed = false;
             i.state = InteractionState::Queued;
             i.epoch += 1;
+            // The preferred agent declined: the preference is spent.
+            if how != OfferEnd::Rescinded && i.preferred.is_some_and(|(p, _)| p == cell.idx) {
+                i.preferred = None;
+            }
             if how != OfferEnd::Rescinded && !i.declined.contains(&cell.idx) {
                 i.declined.push(cell.idx);
             }
@@ -1048,7 +1083,10 @@ impl Engine {
                 });
                 i.declined.clear();
                 i.offers_in_queue = 0;
-                if let Some(q) = queue.offer_limit_queue {
+                // A transfer target that does not take this channel is skipped: the
+                // interaction stays and keeps routing here rather than strand.
+                let accepts = |q: &u32| catalog.queue(*q).channel_mask & (1u64 << i.channel) != 0;
+                if let Some(q) = queue.offer_limit_queue.filter(accepts) {
                     transfer_to = Some(q);
                     let target = catalog.queue(q).clone();
                     uncount_waiting(&queue, &mut i);
@@ -1190,18 +1228,18 @@ impl Engine {
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) -> Option<u32> {
-        if let Some((preferred, fallback)) = i.preferred {
-            if now_ms < fallback {
-                let cell = catalog.agent(preferred)?;
-                let rank = {
-                    let s = cell.state.lock();
-                    let position = membership_position(&s, tc.idx)?;
-                    compute_rank(&tc.spec, &s.memberships[position], &s, preferred)
-                };
-                return self
-                    .try_offer(catalog, tc, ts, rank, i, true, now_ms, out)
-                    .then_some(preferred);
-            }
+        if let Some((preferred, fallback)) = i.preferred
+            && now_ms < fallback
+        {
+            let cell = catalog.agent(preferred)?;
+            let rank = {
+                let s = cell.state.lock();
+                let position = membership_position(&s, tc.idx)?;
+                compute_rank(&tc.spec, &s.memberships[position], &s, preferred)
+            };
+            return self
+                .try_offer(catalog, tc, ts, rank, i, true, now_ms, out)
+                .then_some(preferred);
         }
         let mut skipped_declined = false;
         let mut cursor: Option<Rank> = None;
@@ -1320,6 +1358,7 @@ impl Engine {
         i.offer_seq += 1;
         i.offers_in_queue += 1;
         i.offer_deadline_ms = now_ms.saturating_add(queue.def.offer_timeout_ms);
+        i.offered_generation = catalog.generation;
         i.epoch += 1;
         i.history.push(HistoryEntry::Offered {
             at_ms: now_ms,
@@ -1524,6 +1563,26 @@ enum OfferEnd {
     Rescinded,
 }
 
+/// Re-derives an interaction's relaxation level and overflow targets from the steps it
+/// has passed, under its queue's current definition.
+fn repair_relaxation(catalog: &Catalog, i: &mut Interaction) {
+    let queue = catalog.queue(i.queue);
+    i.next_step = i.next_step.min(queue.def.relaxation.len() as u16);
+    i.level = match i.next_step {
+        0 => 0,
+        n => queue.step_level[n as usize - 1],
+    };
+    i.overflow_targets.clear();
+    for step in 0..i.next_step as usize {
+        if let Some(overflow) = queue.step_overflow[step] {
+            let t = catalog.queue(overflow).targets[0];
+            if !i.overflow_targets.contains(&t) {
+                i.overflow_targets.push(t);
+            }
+        }
+    }
+}
+
 fn waiting_ref(i: &Interaction) -> WaitingRef {
     WaitingRef {
         id: i.id,
@@ -1606,10 +1665,11 @@ fn first_eligible(
     lane.waiting
         .iter()
         .find(|(_, meta)| {
-            if let Some((preferred, fallback)) = meta.preferred {
-                if preferred != agent && now_ms < fallback {
-                    return false;
-                }
+            if let Some((preferred, fallback)) = meta.preferred
+                && preferred != agent
+                && now_ms < fallback
+            {
+                return false;
             }
             !(meta.declined.contains(&agent) && others_exist(catalog, ts, target, &meta.declined))
         })
@@ -1697,10 +1757,12 @@ fn update_member(
     lanes_mask: u64,
     logged_in: bool,
 ) {
-    if let Some(old) = *slot {
-        if old.rank == rank && old.lanes_mask == lanes_mask && old.logged_in == logged_in {
-            return;
-        }
+    if let Some(old) = *slot
+        && old.rank == rank
+        && old.lanes_mask == lanes_mask
+        && old.logged_in == logged_in
+    {
+        return;
     }
     remove_member(ts, slot.take());
     for lane in ts.lanes.iter_mut() {
@@ -1719,6 +1781,10 @@ fn update_member(
 }
 
 fn remove_member(ts: &mut TargetState, record: Option<Member>) {
+    // A retired target's lanes and counts were cleared when it retired.
+    if ts.retired {
+        return;
+    }
     if let Some(old) = record {
         for lane in ts.lanes.iter_mut() {
             if old.lanes_mask & (1u64 << lane.channel) != 0 {

@@ -624,7 +624,10 @@ fn check_interactions(
                         agent.id
                     ));
                 }
-                if !i.directed {
+                // Eligibility is a property of the offer when it was made: a later
+                // configuration change may legitimately leave work with an agent who
+                // would not qualify now.
+                if !i.directed && i.offered_generation == catalog.generation {
                     let queue = catalog.queue(i.queue);
                     let mut allowed: Vec<u32> = queue.targets.clone();
                     allowed.extend(&i.overflow_targets);

@@ -372,6 +372,7 @@ pub struct RoutingConfig {
 
 /// Center-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// After this many consecutive rejected or timed-out offers the agent is set away
     /// (reason `missed offers`); 0 disables.
@@ -456,7 +457,9 @@ pub enum InteractionState {
     Completed,
     /// The customer left before an agent accepted.
     Abandoned,
-    /// Being moved to another agent or queue (transient).
+    /// Being moved to another agent or queue. Transfers are atomic in the engine, so
+    /// snapshots never show it; it exists for the event log and adapters that model a
+    /// transfer in flight.
     Transferred,
 }
 

@@ -59,6 +59,9 @@ enum Op {
     Advance {
         ms: u64,
     },
+    Reconfigure {
+        variant: u8,
+    },
 }
 
 fn op_strategy(agents: usize) -> impl Strategy<Value = Op> {
@@ -72,6 +75,7 @@ fn op_strategy(agents: usize) -> impl Strategy<Value = Op> {
         1 => (0..agents, 0..4usize, 0..3usize).prop_map(|(agent, pick, queue)| Op::TransferQueue { agent, pick, queue }),
         1 => (0..agents, 0..4usize, 0..agents).prop_map(|(agent, pick, to)| Op::TransferAgent { agent, pick, to }),
         3 => (1u64..8_000).prop_map(|ms| Op::Advance { ms }),
+        1 => (0u8..4).prop_map(|variant| Op::Reconfigure { variant }),
     ]
 }
 
@@ -177,13 +181,7 @@ fn build(shape: &Shape) -> CenterConfig {
         .unwrap()
         .auto_accept = shape.email_auto_accept;
     let mut q0 = QueueDef::new("q0", &[("s0", shape.min_q0)]);
-    q0.relaxation = vec![RelaxationStep {
-        after_ms: 5_000,
-        action: RelaxationAction::LowerProficiency {
-            skill: "s0".into(),
-            to: 1,
-        },
-    }];
+    q0.relaxation = build_relaxation_q0();
     q0.offer_timeout_ms = 4_000;
     let mut q1 = QueueDef::new("q1", &[("s1", 3)]);
     q1.relaxation = vec![RelaxationStep {
@@ -214,6 +212,16 @@ fn build(shape: &Shape) -> CenterConfig {
     config.routing.default_queue = Some("q0".into());
     config.settings.max_consecutive_misses = 3;
     config
+}
+
+fn build_relaxation_q0() -> Vec<RelaxationStep> {
+    vec![RelaxationStep {
+        after_ms: 5_000,
+        action: RelaxationAction::LowerProficiency {
+            skill: "s0".into(),
+            to: 1,
+        },
+    }]
 }
 
 /// Minimum proficiency per skill an agent needs for `queue` after `steps` relaxation
@@ -401,6 +409,63 @@ impl Run {
                 };
                 let to = TransferTarget::Agent(self.agent_id(to));
                 self.h.step(|e, now, out| e.transfer(&id, i, to, now, out))
+            }
+            Op::Reconfigure { variant } => {
+                // Runtime configuration changes while work is in flight.
+                let mut config = self.config.clone();
+                match variant {
+                    0 => {
+                        let q0 = &mut config.queues[0];
+                        if q0.relaxation.is_empty() {
+                            q0.required_skills[0].min_proficiency = 2;
+                            q0.relaxation = build_relaxation_q0();
+                        } else {
+                            q0.required_skills[0].min_proficiency = 1;
+                            q0.relaxation.clear();
+                        }
+                    }
+                    1 => {
+                        let q1 = &mut config.queues[1];
+                        if q1.relaxation.is_empty() {
+                            q1.relaxation = vec![RelaxationStep {
+                                after_ms: 10_000,
+                                action: RelaxationAction::Overflow { queue: "q0".into() },
+                            }];
+                        } else if q1.relaxation[0].after_ms > 20_000 {
+                            q1.relaxation.clear();
+                        } else {
+                            q1.relaxation[0].after_ms += 3_000;
+                        }
+                    }
+                    2 => {
+                        let q2 = &mut config.queues[2];
+                        q2.policy = policy(q2.policy as u8 + 1);
+                    }
+                    _ => {
+                        // Add or remove the extra agent `x` (removal refused while busy).
+                        if let Some(pos) = config.agents.iter().position(|a| a.id == "x") {
+                            config.agents.remove(pos);
+                        } else {
+                            config.agents.push(agent(
+                                "x",
+                                &[("s0", 9), ("s1", 9), ("s2", 9)],
+                                profile(0),
+                            ));
+                        }
+                    }
+                }
+                let (r, ev) = self
+                    .h
+                    .step(|e, now, out| e.reconfigure(config.clone(), now, out));
+                if r.is_ok() {
+                    for a in &config.agents {
+                        self.presence
+                            .entry(a.id.clone())
+                            .or_insert(Presence::Offline);
+                    }
+                    self.config = config;
+                }
+                (r, ev)
             }
             Op::Advance { .. } => unreachable!(),
         };

@@ -790,3 +790,89 @@ fn an_agent_busy_from_another_queue_ranks_behind_an_idle_one() {
     );
     h.assert_invariants();
 }
+
+#[test]
+fn reconfigure_removing_relaxation_steps_repairs_offered_work() {
+    let mut config = center(vec![
+        voice_chat_agent("ana", &[("billing", 3)]),
+        voice_chat_agent("tom", &[("tech", 5)]),
+    ]);
+    let q = queue_mut(&mut config, "billing");
+    q.required_skills[0].min_proficiency = 8;
+    q.relaxation = vec![
+        RelaxationStep {
+            after_ms: 1_000,
+            action: RelaxationAction::LowerProficiency {
+                skill: "billing".into(),
+                to: 2,
+            },
+        },
+        RelaxationStep {
+            after_ms: 2_000,
+            action: RelaxationAction::Overflow {
+                queue: "tech".into(),
+            },
+        },
+    ];
+    let mut h = Harness::new(config.clone());
+    h.available("ana");
+    let (id, _) = h.submit(NewInteraction::new("voice", "c1"));
+    let ev = h.advance_to(2_000);
+    assert_eq!(offered_to(&ev, id).as_deref(), Some("ana"));
+    // While it is offered, the queue loses its relaxation steps.
+    queue_mut(&mut config, "billing").relaxation.clear();
+    queue_mut(&mut config, "billing").required_skills[0].min_proficiency = 1;
+    h.step(|e, now, out| e.reconfigure(config, now, out))
+        .0
+        .unwrap();
+    let (_, ev) = h.step(|e, now, out| e.reject("ana", id, now, out));
+    assert_eq!(
+        offered_to(&ev, id).as_deref(),
+        Some("ana"),
+        "routes under the new definition"
+    );
+    h.engine.explain(id, h.now).unwrap();
+    h.assert_invariants();
+}
+
+#[test]
+fn finished_work_of_a_removed_queue_is_forgotten_not_a_panic() {
+    let mut h = Harness::new(center(vec![voice_chat_agent("tom", &[("tech", 5)])]));
+    h.available("tom");
+    let (id, _) = h.submit(NewInteraction::new("voice", "c1").to_queue("tech"));
+    h.step(|e, now, out| e.accept("tom", id, now, out))
+        .0
+        .unwrap();
+    h.step(|e, now, out| e.complete("tom", id, None, now, out))
+        .0
+        .unwrap();
+    let mut config = h.engine.config();
+    config.queues.retain(|q| q.id != "tech");
+    h.step(|e, now, out| e.reconfigure(config, now, out))
+        .0
+        .unwrap();
+    assert_eq!(
+        h.engine.interaction(id),
+        Err(EngineError::UnknownInteraction(id))
+    );
+    assert!(h.engine.abandon(id, h.now, &mut Vec::new()).is_err());
+    h.assert_invariants();
+}
+
+#[test]
+fn a_preferred_agent_who_declines_releases_the_interaction_to_others() {
+    let mut h = Harness::new(center(vec![
+        voice_chat_agent("ana", &[("billing", 5)]),
+        voice_chat_agent("ben", &[("billing", 5)]),
+    ]));
+    h.available("ana");
+    h.available("ben");
+    let mut request = NewInteraction::new("voice", "c1");
+    request.preferred_agent = Some("ben".into());
+    request.preferred_fallback_ms = 60_000;
+    let (id, ev) = h.submit(request);
+    assert_eq!(offered_to(&ev, id).as_deref(), Some("ben"));
+    let (_, ev) = h.step(|e, now, out| e.reject("ben", id, now, out));
+    assert_eq!(offered_to(&ev, id).as_deref(), Some("ana"));
+    h.assert_invariants();
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! # omniroute-actors
+//!
+//! The actor runtime around the routing engine: one supervised actor per agent, queue and
+//! live conversation, owning sessions, timers (offer timeout, wrap-up, relaxation steps,
+//! preferred-agent fallback, patience) and the transcript, while the shared dispatcher in
+//! [`omniroute_engine`] stays the hot path they call into.
+//!
+//! Not built yet: this crate fixes the dependency direction `transport → actors → engine`
+//! (see `ARCHITECTURE` in the repository's shared notes). Its work is the "actor runtime"
+//! issue; until then the engine is driven directly (see `omniroute demo`).
+#![warn(missing_docs)]
+
+pub use omniroute_engine as engine;

@@ -17,13 +17,34 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// An agent's position in a target's index: smaller ranks first. The meaning of the four
-/// words depends on the target's policy (see `Rank::compute`); the agent index breaks
-/// ties, so the order is total and deterministic.
+/// An agent's position in a target's index: smaller ranks first. The policy's rank words
+/// (see `engine::rank_words`) are packed most significant first into the high 96 bits,
+/// each saturated to its width, and the agent index fills the low 32 bits, so the order
+/// is total and deterministic and a comparison is one 128-bit compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Rank {
-    pub words: [u64; 4],
-    pub agent: u32,
+pub(crate) struct Rank(pub u128);
+
+impl Rank {
+    /// Packs `(value, bit width)` fields, most significant first (96 bits at most).
+    pub fn pack(fields: &[(u64, u32)], agent: u32) -> Rank {
+        let mut key = 0u128;
+        let mut used = 0;
+        for &(value, width) in fields {
+            let max = if width >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            };
+            key = (key << width) | u128::from(value.min(max));
+            used += width;
+        }
+        debug_assert!(used <= 96, "rank fields exceed 96 bits");
+        Rank((key << (96 - used) << 32) | u128::from(agent))
+    }
+
+    pub fn agent(self) -> u32 {
+        self.0 as u32
+    }
 }
 
 /// An agent's standing in one target, fixed by configuration.
@@ -387,3 +408,29 @@ pub(crate) struct Interaction {
 }
 
 pub(crate) type InteractionRef = Arc<Mutex<Interaction>>;
+
+#[cfg(test)]
+mod tests {
+    use super::Rank;
+
+    #[test]
+    fn packed_ranks_order_like_their_fields_then_agent() {
+        let r = |a, b, c, agent| Rank::pack(&[(a, 16), (b, 16), (c, 48)], agent);
+        assert!(
+            r(0, 1, 500, 9) < r(0, 2, 0, 1),
+            "second field dominates the third"
+        );
+        assert!(
+            r(0, 1, 5, 9) < r(0, 1, 6, 1),
+            "third field dominates the agent"
+        );
+        assert!(r(0, 1, 5, 1) < r(0, 1, 5, 2), "agent breaks ties");
+        assert!(
+            r(1, 0, 0, 0) > r(0, u64::MAX, u64::MAX, u32::MAX),
+            "saturation keeps order"
+        );
+        assert_eq!(r(3, 4, 5, 77).agent(), 77);
+        let rr = |stamp, agent| Rank::pack(&[(0, 16), (stamp, 64)], agent);
+        assert!(rr(u64::MAX - 1, 0) < rr(u64::MAX, 0));
+    }
+}

@@ -42,7 +42,7 @@ pub struct Engine {
 /// Who routed an offer, for the history.
 #[derive(Clone, Copy)]
 pub(crate) enum OfferReason {
-    Policy(Rank),
+    Policy([u64; 4]),
     Transfer,
 }
 
@@ -1245,22 +1245,22 @@ impl Engine {
         let mut cursor: Option<Rank> = None;
         while let Some(rank) = next_in_lane(ts, lane, cursor) {
             cursor = Some(rank);
-            if i.declined.contains(&rank.agent) {
+            if i.declined.contains(&rank.agent()) {
                 skipped_declined = true;
                 continue;
             }
             if self.try_offer(catalog, tc, ts, rank, i, false, now_ms, out) {
-                return Some(rank.agent);
+                return Some(rank.agent());
             }
         }
         if skipped_declined && !others_exist(catalog, ts, tc.idx, &i.declined) {
             let mut cursor: Option<Rank> = None;
             while let Some(rank) = next_in_lane(ts, lane, cursor) {
                 cursor = Some(rank);
-                if i.declined.contains(&rank.agent)
+                if i.declined.contains(&rank.agent())
                     && self.try_offer(catalog, tc, ts, rank, i, false, now_ms, out)
                 {
-                    return Some(rank.agent);
+                    return Some(rank.agent());
                 }
             }
         }
@@ -1282,7 +1282,7 @@ impl Engine {
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) -> bool {
-        let Some(cell) = catalog.agent(entry.agent) else {
+        let Some(cell) = catalog.agent(entry.agent()) else {
             return false;
         };
         let mut s = cell.state.lock();
@@ -1300,6 +1300,7 @@ impl Engine {
             // target yet (another thread); everything before the cursor was ineligible, so
             // it is the best.
             Some(units) if actual <= entry || any_rank => {
+                let words = rank_words(&tc.spec, &s.memberships[position], &s);
                 self.offer_locked(
                     catalog,
                     tc.spec.queue,
@@ -1307,7 +1308,7 @@ impl Engine {
                     &mut s,
                     i,
                     units,
-                    OfferReason::Policy(actual),
+                    OfferReason::Policy(words),
                     now_ms,
                     out,
                 );
@@ -1364,7 +1365,7 @@ impl Engine {
             at_ms: now_ms,
             agent: cell.id.clone(),
             rank: match reason {
-                OfferReason::Policy(rank) => Some(rank.words),
+                OfferReason::Policy(words) => Some(words),
                 OfferReason::Transfer => None,
             },
         });
@@ -1526,13 +1527,7 @@ impl Engine {
         let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
             return Claim::Retry;
         };
-        let rank = membership_of(&s, tc.idx).map_or(
-            Rank {
-                words: [0; 4],
-                agent: cell.idx,
-            },
-            |m| compute_rank(&tc.spec, &m, &s, cell.idx),
-        );
+        let words = membership_of(&s, tc.idx).map_or([0; 4], |m| rank_words(&tc.spec, &m, &s));
         self.offer_locked(
             catalog,
             tc.spec.queue,
@@ -1540,7 +1535,7 @@ impl Engine {
             &mut s,
             &mut i,
             units,
-            OfferReason::Policy(rank),
+            OfferReason::Policy(words),
             now_ms,
             out,
         );
@@ -1705,7 +1700,9 @@ fn occupancy_key(used: u16, total: u16) -> u64 {
     (u64::from(used) << 32) / u64::from(total.max(1))
 }
 
-pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, agent: u32) -> Rank {
+/// The policy's rank words for an agent in a target (smaller is better), as shown in
+/// explanations and the history.
+pub(crate) fn rank_words(spec: &TargetSpec, m: &Membership, s: &AgentState) -> [u64; 4] {
     let preference = if spec.prefer_optional {
         u64::from(u16::MAX - m.optional_matched)
     } else {
@@ -1713,7 +1710,7 @@ pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, ag
     };
     let in_hand = s.work.len() as u64;
     let idle_since = s.last_work_ended_ms;
-    let words = match spec.policy {
+    match spec.policy {
         AssignmentPolicy::LongestIdle => [preference, in_hand, idle_since, 0],
         AssignmentPolicy::MostSkilled => [
             u64::MAX - u64::from(m.proficiency_sum),
@@ -1728,8 +1725,28 @@ pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, ag
             0,
         ],
         AssignmentPolicy::RoundRobin => [preference, s.round_robin_stamp(spec.queue), 0, 0],
-    };
-    Rank { words, agent }
+    }
+}
+
+/// The agent's index key in a target: its rank words packed (see [`Rank`]).
+pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, agent: u32) -> Rank {
+    let w = rank_words(spec, m, s);
+    match spec.policy {
+        AssignmentPolicy::LongestIdle => Rank::pack(&[(w[0], 16), (w[1], 16), (w[2], 48)], agent),
+        AssignmentPolicy::MostSkilled => Rank::pack(
+            &[
+                (
+                    u64::from(u16::MAX) - (u64::MAX - w[0]).min(u64::from(u16::MAX)),
+                    16,
+                ),
+                (w[1], 16),
+                (w[2], 48),
+            ],
+            agent,
+        ),
+        AssignmentPolicy::LeastOccupied => Rank::pack(&[(w[0], 16), (w[1], 33), (w[2], 47)], agent),
+        AssignmentPolicy::RoundRobin => Rank::pack(&[(w[0], 16), (w[1], 64)], agent),
+    }
 }
 
 /// Recomputes one agent's entry in one target (target and agent both locked).

@@ -9,7 +9,9 @@ use crate::InteractionId;
 use crate::capacity::{CapacityShortfall, Usage};
 use crate::catalog::Catalog;
 use crate::cells::*;
-use crate::engine::{Engine, compute_rank, membership_of, membership_position, others_exist};
+use crate::engine::{
+    Engine, compute_rank, membership_of, membership_position, others_exist, rank_words,
+};
 use crate::error::{EngineError, Result};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
@@ -445,19 +447,19 @@ impl Engine {
                 None => {
                     let m = membership_of(&s, tc.idx).expect("member has a membership");
                     let rank = compute_rank(&tc.spec, &m, &s, cell.idx);
-                    eligible.push((rank, cell.id.to_string()));
+                    eligible.push((rank, rank_words(&tc.spec, &m, &s), cell.id.to_string()));
                 }
             }
         }
         eligible.sort();
-        let winner = eligible.first().map(|(_, a)| a.clone());
+        let winner = eligible.first().map(|(_, _, a)| a.clone());
         let summary = match &winner {
             Some(w) => format!(
                 "{} eligible of {} agents; `{w}` ranks first under {:?} with {:?}",
                 eligible.len(),
                 eligible.len() + excluded.len(),
                 tc.spec.policy,
-                eligible[0].0.words
+                eligible[0].1
             ),
             None => format!(
                 "no eligible agent with free capacity among {} agents; the interaction waits",
@@ -466,9 +468,9 @@ impl Engine {
         };
         let mut candidates: Vec<Candidate> = eligible
             .into_iter()
-            .map(|(rank, agent)| Candidate {
+            .map(|(_, words, agent)| Candidate {
                 agent,
-                rank: Some(rank.words),
+                rank: Some(words),
                 excluded: None,
             })
             .collect();
@@ -766,13 +768,13 @@ fn check_targets(
                 for rank in &lane.agents {
                     let preferred_block = meta
                         .preferred
-                        .is_some_and(|(p, fallback)| p != rank.agent && now_ms < fallback);
-                    let declined_block = meta.declined.contains(&rank.agent)
+                        .is_some_and(|(p, fallback)| p != rank.agent() && now_ms < fallback);
+                    let declined_block = meta.declined.contains(&rank.agent())
                         && others_exist(catalog, &ts, tc.idx, &meta.declined);
                     if preferred_block || declined_block {
                         continue;
                     }
-                    let cell = catalog.agent(rank.agent).expect("indexed agent exists");
+                    let cell = catalog.agent(rank.agent()).expect("indexed agent exists");
                     let s = cell.state.lock();
                     if s.is_available() && s.usage.fits(&s.profile, lane.channel).is_ok() {
                         violations.push(format!(

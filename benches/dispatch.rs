@@ -12,7 +12,10 @@
 //! * `pull`: time of `complete` when an agent's capacity frees and it pulls the best
 //!   waiting interaction across its queues (the center is oversubscribed: every queue
 //!   has work waiting).
-//! * `arrival_scaling/{1000,10000,100000}`: arrival decisions as the center grows.
+//! * `arrival_scaling/{1000,10000,100000}`: arrival decisions as the agents grow in the
+//!   same 1,000 queues (each queue's membership grows 100×).
+//! * `arrival_scaling_proportional/{…}`: queues (agents/10) and skills (agents/50) grow
+//!   with the agents, so each agent serves as many queues as before.
 //!
 //! Besides criterion's estimates the bench prints per-decision percentiles (p50, p99,
 //! p99.9, from individually timed calls) and the sustained single-core rate.
@@ -37,13 +40,42 @@ impl Rng {
     }
 }
 
-const SKILLS: usize = 200;
-const QUEUES: usize = 1_000;
+/// The shape of a center: agents, queues, skills.
+#[derive(Clone, Copy)]
+struct Shape {
+    agents: usize,
+    queues: usize,
+    skills: usize,
+}
+
+/// The realistic center: 1,000 queues and 200 skills.
+const fn realistic(agents: usize) -> Shape {
+    Shape {
+        agents,
+        queues: 1_000,
+        skills: 200,
+    }
+}
+
+/// Queues and skills grow with the agents, so each queue keeps ~10 members' worth of
+/// agents per channel and each agent the same number of queues.
+const fn proportional(agents: usize) -> Shape {
+    Shape {
+        agents,
+        queues: agents / 10,
+        skills: agents / 50,
+    }
+}
 const CHANNELS: [&str; 3] = ["voice", "chat", "email"];
 
-fn center(agents: usize, seed: u64) -> CenterConfig {
+fn center(shape: Shape, seed: u64) -> CenterConfig {
+    let Shape {
+        agents,
+        queues: queue_count,
+        skills: skill_count,
+    } = shape;
     let mut rng = Rng(seed);
-    let skills: Vec<SkillDef> = (0..SKILLS)
+    let skills: Vec<SkillDef> = (0..skill_count)
         .map(|n| SkillDef {
             name: format!("s{n}"),
             is_language: n < 10,
@@ -55,14 +87,14 @@ fn center(agents: usize, seed: u64) -> CenterConfig {
         AssignmentPolicy::LeastOccupied,
         AssignmentPolicy::RoundRobin,
     ];
-    let queues: Vec<QueueDef> = (0..QUEUES)
+    let queues: Vec<QueueDef> = (0..queue_count)
         .map(|n| {
             let mut q = QueueDef::new(
                 &format!("q{n}"),
-                &[(&format!("s{}", n % SKILLS), 1 + rng.below(5) as u8)],
+                &[(&format!("s{}", n % skill_count), 1 + rng.below(5) as u8)],
             );
             for _ in 0..rng.below(3) {
-                let optional = format!("s{}", rng.below(SKILLS));
+                let optional = format!("s{}", rng.below(skill_count));
                 if optional != q.required_skills[0].skill
                     && !q.optional_skills.iter().any(|o| o.skill == optional)
                 {
@@ -84,7 +116,7 @@ fn center(agents: usize, seed: u64) -> CenterConfig {
             let count = 3 + rng.below(6);
             let mut held: Vec<SkillLevel> = Vec::with_capacity(count);
             while held.len() < count {
-                let skill = format!("s{}", rng.below(SKILLS));
+                let skill = format!("s{}", rng.below(skill_count));
                 if !held.iter().any(|s| s.skill == skill) {
                     held.push(SkillLevel {
                         skill,
@@ -123,8 +155,9 @@ fn center(agents: usize, seed: u64) -> CenterConfig {
 }
 
 /// An engine with every agent available.
-fn engine(agents: usize) -> Engine {
-    let config = center(agents, 42);
+fn engine(shape: Shape) -> Engine {
+    let agents = shape.agents;
+    let config = center(shape, 42);
     let engine = Engine::new(config).expect("valid center");
     let mut events = Vec::new();
     for n in 0..agents {
@@ -137,8 +170,8 @@ fn engine(agents: usize) -> Engine {
 }
 
 /// A request for a random queue on that queue's channel.
-fn request(rng: &mut Rng) -> NewInteraction {
-    let q = rng.below(QUEUES);
+fn request(rng: &mut Rng, queues: usize) -> NewInteraction {
+    let q = rng.below(queues);
     NewInteraction::new(CHANNELS[q % 3], "customer").to_queue(&format!("q{q}"))
 }
 
@@ -154,6 +187,7 @@ fn offered_agent(events: &[Event]) -> Option<(InteractionId, std::sync::Arc<str>
 /// Arrival-side driver at ~50 % occupancy. `step` submits one interaction (timed by the
 /// caller through `timed`) and does the untimed bookkeeping.
 struct ArrivalDriver {
+    queues: usize,
     engine: Engine,
     rng: Rng,
     now: TimeMs,
@@ -164,9 +198,11 @@ struct ArrivalDriver {
 }
 
 impl ArrivalDriver {
-    fn new(agents: usize) -> Self {
+    fn new(shape: Shape) -> Self {
+        let agents = shape.agents;
         let mut d = ArrivalDriver {
-            engine: engine(agents),
+            queues: shape.queues,
+            engine: engine(shape),
             rng: Rng(7),
             now: 1,
             active: VecDeque::new(),
@@ -184,7 +220,7 @@ impl ArrivalDriver {
     fn refill_requests(&mut self) {
         // Requests are built ahead of time so the timed call does not include it.
         while self.requests.len() < 4_096 {
-            let r = request(&mut self.rng);
+            let r = request(&mut self.rng, self.queues);
             self.requests.push(r);
         }
     }
@@ -234,6 +270,7 @@ impl ArrivalDriver {
 
 /// Pull-side driver: all agents busy, work waiting everywhere.
 struct PullDriver {
+    queues: usize,
     engine: Engine,
     rng: Rng,
     now: TimeMs,
@@ -242,9 +279,11 @@ struct PullDriver {
 }
 
 impl PullDriver {
-    fn new(agents: usize) -> Self {
+    fn new(shape: Shape) -> Self {
+        let agents = shape.agents;
         let mut d = PullDriver {
-            engine: engine(agents),
+            queues: shape.queues,
+            engine: engine(shape),
             rng: Rng(11),
             now: 1,
             active: VecDeque::new(),
@@ -252,7 +291,7 @@ impl PullDriver {
         };
         // Submit until every queue has a backlog: 4 interactions per agent.
         for _ in 0..agents * 4 {
-            let r = request(&mut d.rng);
+            let r = request(&mut d.rng, d.queues);
             d.submit(r);
         }
         d
@@ -289,7 +328,7 @@ impl PullDriver {
         self.accept_offers(&events);
         self.events = events;
         // Restock the queues.
-        let r = request(&mut self.rng);
+        let r = request(&mut self.rng, self.queues);
         self.submit(r);
     }
 }
@@ -327,7 +366,7 @@ fn timed_samples(
 }
 
 fn bench_arrival(c: &mut Criterion) {
-    let mut driver = ArrivalDriver::new(10_000);
+    let mut driver = ArrivalDriver::new(realistic(10_000));
     let samples = timed_samples(200_000, |t| driver.step(|f| t(f)));
     percentiles("arrival decision, 10,000 agents", samples);
     c.bench_function("arrival", |b| {
@@ -346,7 +385,7 @@ fn bench_arrival(c: &mut Criterion) {
 }
 
 fn bench_pull(c: &mut Criterion) {
-    let mut driver = PullDriver::new(10_000);
+    let mut driver = PullDriver::new(realistic(10_000));
     let samples = timed_samples(100_000, |t| driver.step(|f| t(f)));
     percentiles("pull decision (complete → offer), 10,000 agents", samples);
     c.bench_function("pull", |b| {
@@ -364,12 +403,19 @@ fn bench_pull(c: &mut Criterion) {
     });
 }
 
-fn bench_scaling(c: &mut Criterion) {
-    let mut group = c.benchmark_group("arrival_scaling");
+fn scaling(c: &mut Criterion, group: &str, shape_of: fn(usize) -> Shape) {
+    let mut group = c.benchmark_group(group);
     for agents in [1_000usize, 10_000, 100_000] {
-        let mut driver = ArrivalDriver::new(agents);
+        let shape = shape_of(agents);
+        let mut driver = ArrivalDriver::new(shape);
         let samples = timed_samples(50_000, |t| driver.step(|f| t(f)));
-        percentiles(&format!("arrival decision, {agents} agents"), samples);
+        percentiles(
+            &format!(
+                "arrival decision, {agents} agents, {} queues, {} skills",
+                shape.queues, shape.skills
+            ),
+            samples,
+        );
         group.bench_with_input(BenchmarkId::from_parameter(agents), &agents, |b, _| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -387,9 +433,17 @@ fn bench_scaling(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_scaling(c: &mut Criterion) {
+    scaling(c, "arrival_scaling", realistic);
+}
+
+fn bench_scaling_proportional(c: &mut Criterion) {
+    scaling(c, "arrival_scaling_proportional", proportional);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    targets = bench_arrival, bench_pull, bench_scaling
+    targets = bench_arrival, bench_pull, bench_scaling, bench_scaling_proportional
 }
 criterion_main!(benches);

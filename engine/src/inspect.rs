@@ -171,8 +171,8 @@ pub struct Candidate {
 /// Why an interaction is where it is, and who would get it now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
-    /// Interaction.
-    pub interaction: InteractionId,
+    /// Interaction; `None` for [`Engine::explain_next`] (a hypothetical new one).
+    pub interaction: Option<InteractionId>,
     /// State.
     pub state: InteractionState,
     /// Queue.
@@ -402,18 +402,72 @@ impl Engine {
                 i.preferred.filter(|(_, fallback)| now_ms < *fallback),
             )
         };
+        Ok(self.explain_at(
+            &catalog,
+            Some(id),
+            state,
+            queue_idx,
+            level,
+            channel,
+            &declined,
+            preferred,
+        ))
+    }
+
+    /// Who would get a new interaction on `channel` arriving in `queue` now: every agent
+    /// as a candidate, ranked or excluded with the reason, as [`Engine::explain`] does for
+    /// an existing interaction.
+    pub fn explain_next(&self, queue: &str, channel: &str, _now_ms: TimeMs) -> Result<Explanation> {
+        let catalog = self.catalog.load();
+        let queue_idx = *catalog
+            .queue_by_id
+            .get(queue)
+            .ok_or_else(|| EngineError::UnknownQueue(queue.to_string()))?;
+        let channel_idx = catalog
+            .channel_by_name
+            .get(channel)
+            .copied()
+            .filter(|c| !catalog.channels[*c as usize].removed)
+            .ok_or_else(|| EngineError::UnknownChannel {
+                channel: channel.to_string(),
+                context: "explain_next".to_string(),
+            })?;
+        Ok(self.explain_at(
+            &catalog,
+            None,
+            InteractionState::Queued,
+            queue_idx,
+            0,
+            channel_idx,
+            &[],
+            None,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn explain_at(
+        &self,
+        catalog: &Catalog,
+        id: Option<InteractionId>,
+        state: InteractionState,
+        queue_idx: u32,
+        level: u8,
+        channel: u8,
+        declined: &[u32],
+        preferred: Option<(u32, TimeMs)>,
+    ) -> Explanation {
         let queue = catalog.queue(queue_idx);
         let tc = catalog.target(queue.targets[level as usize]);
         let others_exist = {
             let ts = tc.state.lock();
-            others_exist(&catalog, &ts, tc.idx, &declined)
+            others_exist(catalog, &ts, tc.idx, declined)
         };
         let mut eligible = Vec::new();
         let mut excluded = Vec::new();
         for cell in catalog.agents.iter().flatten() {
             let s = cell.state.lock();
             let exclusion = match membership_of(&s, tc.idx) {
-                None => Some(skill_exclusion(&catalog, &tc.spec, &s.skills)),
+                None => Some(skill_exclusion(catalog, &tc.spec, &s.skills)),
                 Some(_) if s.profile.entry(channel).is_none() => Some(Exclusion::Capacity {
                     shortfall: CapacityShortfall::ChannelNotHandled,
                 }),
@@ -421,7 +475,7 @@ impl Engine {
                     presence: s.presence.clone(),
                 }),
                 Some(_) => {
-                    let holds_it = s.work.iter().any(|w| w.interaction == id);
+                    let holds_it = s.work.iter().any(|w| Some(w.interaction) == id);
                     match s.usage.fits(&s.profile, channel) {
                         Err(shortfall) if !holds_it => Some(Exclusion::Capacity { shortfall }),
                         _ if preferred.is_some_and(|(p, _)| p != cell.idx) => {
@@ -446,6 +500,7 @@ impl Engine {
                 }),
                 None => {
                     let m = membership_of(&s, tc.idx).expect("member has a membership");
+                    // Explanations see the true rank, not a lazily refreshed index entry.
                     let rank = compute_rank(&tc.spec, &m, &s, cell.idx);
                     eligible.push((rank, rank_words(&tc.spec, &m, &s), cell.id.to_string()));
                 }
@@ -475,7 +530,7 @@ impl Engine {
             })
             .collect();
         candidates.extend(excluded);
-        Ok(Explanation {
+        Explanation {
             interaction: id,
             state,
             queue: queue.id.to_string(),
@@ -484,7 +539,7 @@ impl Engine {
             candidates,
             winner,
             summary,
-        })
+        }
     }
 
     /// Checks every invariant of the engine against its whole state and returns the

@@ -358,9 +358,25 @@ impl Run {
                 let mut request =
                     NewInteraction::new(CHANNELS[channel], "c").to_queue(QUEUES[queue]);
                 request.priority = Some(i32::from(priority));
+                // Arrival side of the policy: the agent offered must be the one the
+                // policy ranks first right now (true ranks, not the lazily refreshed
+                // index), and if anyone is eligible the arrival must be offered.
+                let expected = self
+                    .h
+                    .engine
+                    .explain_next(QUEUES[queue], CHANNELS[channel], self.h.now)
+                    .unwrap()
+                    .winner;
                 let (r, ev) = self.h.step(|e, now, out| e.submit(request, now, out));
                 if let Ok(id) = &r {
                     self.submitted.push(*id);
+                    prop_assert_eq!(
+                        offered_to(&ev, *id),
+                        expected,
+                        "arrival {} in {} offered to the wrong agent",
+                        id,
+                        QUEUES[queue]
+                    );
                 }
                 (r.map(|_| ()), ev)
             }

@@ -50,6 +50,8 @@ pub(crate) enum OfferReason {
 #[derive(Clone, Copy)]
 struct WaitingRef {
     id: InteractionId,
+    /// Epoch of the entries to remove.
+    epoch: u64,
     channel: ChannelIdx,
     priority: i32,
     enqueued_ms: TimeMs,
@@ -250,15 +252,11 @@ impl Engine {
                 if i.state != InteractionState::Queued {
                     continue;
                 }
-                i.epoch += 1;
+                let (stale, waiting) = detach(&mut i);
                 let aging = catalog.queue(i.queue).def.aging_millipoints_per_second;
                 let effective =
                     effective_priority(wait_order(i.priority, aging, i.enqueued_ms), aging, now_ms);
-                (
-                    std::mem::take(&mut i.waiting_in),
-                    waiting_ref(&i),
-                    (Reverse(effective), i.enqueued_ms, i.id),
-                )
+                (stale, waiting, (Reverse(effective), i.enqueued_ms, i.id))
             };
             self.remove_waiting(&catalog, &stale, waiting);
             again.push((order, ic));
@@ -419,14 +417,14 @@ impl Engine {
             }
             uncount_waiting(&queue, &mut i);
             i.state = InteractionState::Abandoned;
-            i.epoch += 1;
+            let detached = detach(&mut i);
             i.history.push(HistoryEntry::Abandoned { at_ms: now_ms });
             out.push(Event::Abandoned {
                 interaction,
                 queue: queue.id.clone(),
                 previous_state,
             });
-            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+            detached
         };
         self.remove_waiting(&catalog, &stale, waiting);
         if let Some(cell) = freed {
@@ -537,8 +535,7 @@ impl Engine {
             if i.state != InteractionState::Queued {
                 return;
             }
-            i.epoch += 1;
-            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+            detach(&mut i)
         };
         self.remove_waiting(catalog, &stale, waiting);
         self.route(catalog, &ic, now_ms, out);
@@ -923,7 +920,7 @@ impl Engine {
                     i.overflow_targets.push(t);
                 }
             }
-            i.epoch += 1;
+            let detached = detach(&mut i);
             i.history.push(HistoryEntry::Relaxed {
                 at_ms: now_ms,
                 step,
@@ -933,7 +930,7 @@ impl Engine {
                 queue: queue.id.clone(),
                 step,
             });
-            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+            detached
         };
         self.remove_waiting(catalog, &stale, waiting);
         self.route(catalog, &ic, now_ms, out);
@@ -959,11 +956,11 @@ impl Engine {
             if i.state != InteractionState::Queued {
                 return true;
             }
-            i.epoch += 1;
+            let detached = detach(&mut i);
             i.history
                 .push(HistoryEntry::PreferredFallback { at_ms: now_ms });
             out.push(Event::PreferredFallback { interaction });
-            (std::mem::take(&mut i.waiting_in), waiting_ref(&i))
+            detached
         };
         self.remove_waiting(catalog, &stale, waiting);
         self.route(catalog, &ic, now_ms, out);
@@ -1159,7 +1156,10 @@ impl Engine {
             };
             if let Some(agent) = self.select_agent(catalog, tc, &mut ts, lane, &mut i, now_ms, out)
             {
-                offered_to = Some(agent);
+                // Entries this call left in earlier targets are stale now (they carry
+                // `epoch`); detach them while the interaction is still locked, so a
+                // re-queue by another thread starts from an empty list.
+                offered_to = Some((agent, std::mem::take(&mut i.waiting_in)));
                 break;
             }
             let key = WaitKey {
@@ -1181,16 +1181,22 @@ impl Engine {
         }
         if retired {
             // A configuration change retired this target after we loaded the catalog:
-            // undo and route with the new one.
-            let stale = std::mem::take(&mut ic.lock().waiting_in);
+            // undo and route with the new one — unless another thread moved the
+            // interaction on meanwhile (it then owns the entries we left).
+            let stale = {
+                let mut i = ic.lock();
+                if i.epoch != epoch {
+                    return;
+                }
+                std::mem::take(&mut i.waiting_in)
+            };
             self.remove_waiting(catalog, &stale, waiting);
             let fresh = self.catalog.load_full();
             return self.route(&fresh, ic, now_ms, out);
         }
-        if offered_to.is_some() {
+        if let Some((_, stale)) = offered_to {
             // The agent's index entries elsewhere are now too good; they are refreshed
             // lazily by the next walk that meets them (see `select_agent`).
-            let stale = std::mem::take(&mut ic.lock().waiting_in);
             self.remove_waiting(catalog, &stale, waiting);
             return;
         }
@@ -1399,7 +1405,15 @@ impl Engine {
                     enqueued_ms: waiting.enqueued_ms,
                     id: waiting.id,
                 };
-                ts.lanes[lane].waiting.remove(&key);
+                let waiting_lane = &mut ts.lanes[lane].waiting;
+                // Only the entry this caller detached: a re-queue may already have put a
+                // fresh one (same key, newer epoch) in its place.
+                if waiting_lane
+                    .get(&key)
+                    .is_some_and(|m| m.epoch == waiting.epoch)
+                {
+                    waiting_lane.remove(&key);
+                }
             }
         }
     }
@@ -1543,7 +1557,11 @@ impl Engine {
         ts.lanes[lane].waiting.remove(&key);
         i.waiting_in.retain(|t| *t != target);
         let stale = std::mem::take(&mut i.waiting_in);
-        let waiting = waiting_ref(&i);
+        // The other entries carry the epoch before this offer.
+        let waiting = WaitingRef {
+            epoch,
+            ..waiting_ref(&i)
+        };
         drop(i);
         drop(ts);
         self.remove_waiting(catalog, &stale, waiting);
@@ -1578,9 +1596,19 @@ fn repair_relaxation(catalog: &Catalog, i: &mut Interaction) {
     }
 }
 
+/// Takes a queued interaction out of its lanes' bookkeeping: returns the targets it
+/// waited in and the key of those entries (with their epoch), and bumps the epoch so the
+/// entries are stale for everyone else until removed.
+fn detach(i: &mut Interaction) -> (Vec<u32>, WaitingRef) {
+    let waiting = waiting_ref(i);
+    i.epoch += 1;
+    (std::mem::take(&mut i.waiting_in), waiting)
+}
+
 fn waiting_ref(i: &Interaction) -> WaitingRef {
     WaitingRef {
         id: i.id,
+        epoch: i.epoch,
         channel: i.channel,
         priority: i.priority,
         enqueued_ms: i.enqueued_ms,

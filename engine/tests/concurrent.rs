@@ -1,8 +1,9 @@
 //! The dispatcher driven from several threads at once, as the actor runtime will.
 //!
-//! Four threads share one engine. Each owns a slice of the agents (it answers their
-//! offers, completes their work, changes their presence) and submits and abandons
-//! customer work for every queue. The code asserts capacity under the agent lock on every
+//! Six threads share one engine. Each acts for any agent (answers offers, completes
+//! and transfers work — to queues and to named agents — changes presence), and submits
+//! and abandons customer work for every queue, some of it with a preferred agent; so two
+//! threads often race on the same agent or interaction. The code asserts capacity under the agent lock on every
 //! reservation; at regular checkpoints all threads stop at a barrier and the engine's
 //! full invariant check must pass (capacity, single offer/assignment, index consistency,
 //! and work-conserving: nothing waits while an eligible agent is free). At the end every
@@ -16,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-const THREADS: usize = 4;
+const THREADS: usize = 6;
 const AGENTS: usize = 40;
-const ROUNDS: usize = 16;
+const ROUNDS: usize = 60;
 const OPS_PER_ROUND: usize = 400;
 
 struct Rng(u64);
@@ -134,21 +135,22 @@ fn concurrent_routing_keeps_every_invariant() {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
                 let mut scheduler = Scheduler::new();
                 let mut events = Vec::new();
-                let mine: Vec<String> = (0..AGENTS)
-                    .filter(|a| a % THREADS == t)
-                    .map(|a| format!("a{a}"))
-                    .collect();
                 let mut my_submitted = Vec::new();
                 for round in 0..ROUNDS {
                     for _ in 0..OPS_PER_ROUND {
                         let now = clock.fetch_add(1 + rng.below(20) as u64, Ordering::Relaxed);
                         events.clear();
-                        let agent = &mine[rng.below(mine.len())];
+                        let agent = &format!("a{}", rng.below(AGENTS));
                         match rng.below(100) {
                             0..=24 => {
                                 let mut request = NewInteraction::new(channels[rng.below(4)], "c")
                                     .to_queue(&queues[rng.below(queues.len())]);
                                 request.priority = Some(rng.below(5) as i32);
+                                if rng.below(4) == 0 {
+                                    request.preferred_agent =
+                                        Some(format!("a{}", rng.below(AGENTS)));
+                                    request.preferred_fallback_ms = 500;
+                                }
                                 if let Ok(id) = engine.submit(request, now, &mut events) {
                                     my_submitted.push(id);
                                 }
@@ -190,6 +192,16 @@ fn concurrent_routing_keeps_every_invariant() {
                                         ("offered", _) => {
                                             engine.accept(agent, id, now, &mut events)
                                         }
+                                        ("assigned", 1) => engine.transfer(
+                                            agent,
+                                            id,
+                                            TransferTarget::Agent(format!(
+                                                "a{}",
+                                                rng.below(AGENTS)
+                                            )),
+                                            now,
+                                            &mut events,
+                                        ),
                                         ("assigned", 0) => engine.transfer(
                                             agent,
                                             id,

@@ -23,6 +23,9 @@ pub(crate) struct ChannelRt {
 #[derive(Default)]
 pub(crate) struct QueueCounters {
     pub waiting: AtomicU32,
+    /// Round-robin stamps for offers from this queue (per queue, so unrelated queues do
+    /// not share a cache line on the hot path).
+    pub round_robin: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct QueueRt {

@@ -184,6 +184,9 @@ pub(crate) struct Lane {
     pub channel: ChannelIdx,
     pub agents: BTreeSet<Rank>,
     pub waiting: BTreeMap<WaitKey, WaitMeta>,
+    /// Members who are available and handle this channel (busy or not): the "others"
+    /// that keep an interaction away from an agent who declined it.
+    pub available_members: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -191,13 +194,12 @@ pub(crate) struct Member {
     pub rank: Rank,
     /// Lanes (by channel bit) whose index holds this agent.
     pub lanes_mask: u64,
-    pub logged_in: bool,
+    /// Lanes whose channel the agent handles while it is available (0 when not).
+    pub available_mask: u64,
 }
 
 pub(crate) struct TargetState {
     pub retired: bool,
-    /// Members not offline, by their index records.
-    pub logged_in_members: u32,
     pub lanes: Vec<Lane>,
     pub lane_of: [u8; MAX_CHANNELS],
 }
@@ -230,6 +232,7 @@ impl TargetCell {
                 channel,
                 agents: BTreeSet::new(),
                 waiting: BTreeMap::new(),
+                available_members: 0,
             });
         }
         TargetCell {
@@ -237,7 +240,6 @@ impl TargetCell {
             spec,
             state: Mutex::new(TargetState {
                 retired: false,
-                logged_in_members: 0,
                 lanes,
                 lane_of,
             }),

@@ -36,7 +36,6 @@ pub struct Engine {
     admin: Mutex<()>,
     pub(crate) interactions: DashMap<InteractionId, InteractionRef, rustc_hash::FxBuildHasher>,
     next_interaction: AtomicU64,
-    round_robin_clock: AtomicU64,
 }
 
 /// Who routed an offer, for the history.
@@ -73,7 +72,6 @@ impl Engine {
             admin: Mutex::new(()),
             interactions: DashMap::with_hasher(rustc_hash::FxBuildHasher),
             next_interaction: AtomicU64::new(node + 1),
-            round_robin_clock: AtomicU64::new(0),
         };
         let catalog = engine.catalog.load();
         for update in compiled.agent_updates {
@@ -171,7 +169,9 @@ impl Engine {
                 to_reroute.extend(std::mem::take(&mut lane.waiting).into_keys().map(|k| k.id));
                 lane.agents.clear();
             }
-            ts.logged_in_members = 0;
+            for lane in &mut ts.lanes {
+                lane.available_members = 0;
+            }
         }
         // Agents: new profile, skills and memberships, then re-index.
         for update in compiled.agent_updates {
@@ -259,11 +259,11 @@ impl Engine {
                 (stale, waiting, (Reverse(effective), i.enqueued_ms, i.id))
             };
             self.remove_waiting(&catalog, &stale, waiting);
-            again.push((order, ic));
+            again.push((order, waiting.epoch + 1, ic));
         }
-        again.sort_by_key(|(order, _)| *order);
-        for (_, ic) in again {
-            self.route(&catalog, &ic, now_ms, out);
+        again.sort_by_key(|(order, _, _)| *order);
+        for (_, epoch, ic) in again {
+            self.route(&catalog, &ic, epoch, now_ms, out);
         }
         // Agents pull whatever the change made reachable.
         for cell in catalog.agents.iter().flatten() {
@@ -369,7 +369,7 @@ impl Engine {
         };
         let ic = Arc::new(Mutex::new(interaction));
         self.interactions.insert(id, ic.clone());
-        self.route(&catalog, &ic, now_ms, out);
+        self.route(&catalog, &ic, 0, now_ms, out);
         Ok(id)
     }
 
@@ -486,14 +486,15 @@ impl Engine {
         if presence == Presence::Available {
             self.pull(&catalog, &cell, now_ms, out);
         }
-        if presence == Presence::Offline {
+        if presence != Presence::Available {
+            // No longer one of the "others" keeping work from agents who declined it.
             self.recheck_declined(&catalog, &cell, now_ms, out);
         }
         Ok(())
     }
 
-    /// After an agent logs out, interactions it was the last "other" for may now go back
-    /// to an agent who declined them: route those again.
+    /// After an agent stops being available, interactions it was the last "other" for
+    /// may now go back to an agent who declined them: route those again.
     fn recheck_declined(
         &self,
         catalog: &Catalog,
@@ -505,13 +506,13 @@ impl Engine {
         let mut ids = Vec::new();
         for m in memberships.iter() {
             let ts = catalog.target(m.target).state.lock();
-            for lane in &ts.lanes {
+            for (lane_idx, lane) in ts.lanes.iter().enumerate() {
                 ids.extend(
                     lane.waiting
                         .iter()
                         .filter(|(_, meta)| {
                             !meta.declined.is_empty()
-                                && !others_exist(catalog, &ts, m.target, &meta.declined)
+                                && !others_exist(catalog, &ts, m.target, lane_idx, &meta.declined)
                         })
                         .map(|(key, _)| key.id),
                 );
@@ -538,7 +539,7 @@ impl Engine {
             detach(&mut i)
         };
         self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, now_ms, out);
+        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
     }
 
     /// The agent accepts its offer: the interaction is assigned.
@@ -691,7 +692,7 @@ impl Engine {
         let catalog = self.catalog.load();
         let cell = agent_cell(&catalog, agent)?;
         let ic = self.existing(interaction)?;
-        let mut reroute = false;
+        let mut reroute = None;
         let mut target_cell = None;
         {
             let mut i = ic.lock();
@@ -728,7 +729,7 @@ impl Engine {
                     i.agent = None;
                     i.state = InteractionState::Queued;
                     i.epoch += 1;
-                    reroute = true;
+                    reroute = Some(i.epoch);
                 }
                 TransferTarget::Agent(b) => {
                     let other = agent_cell(&catalog, b)?;
@@ -790,7 +791,7 @@ impl Engine {
                     target_cell = Some(other.clone());
                 }
             }
-            if reroute {
+            if reroute.is_some() {
                 out.push(Event::Transferred {
                     interaction,
                     from_agent: Some(cell.id.clone()),
@@ -805,8 +806,8 @@ impl Engine {
                 }
             }
         }
-        if reroute {
-            self.route(&catalog, &ic, now_ms, out);
+        if let Some(epoch) = reroute {
+            self.route(&catalog, &ic, epoch, now_ms, out);
         }
         // The transfer target's entries became too good: refreshed lazily.
         drop(target_cell);
@@ -933,7 +934,7 @@ impl Engine {
             detached
         };
         self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, now_ms, out);
+        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
         true
     }
 
@@ -963,7 +964,7 @@ impl Engine {
             detached
         };
         self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, now_ms, out);
+        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
         true
     }
 
@@ -992,6 +993,8 @@ impl Engine {
     ) -> Result<()> {
         let ic = self.existing(interaction)?;
         let mut transfer_to = None;
+        let mut went_away = false;
+        let route_epoch;
         {
             let mut i = ic.lock();
             if i.state != InteractionState::Offered
@@ -1018,6 +1021,7 @@ impl Engine {
                             reason: "missed offers".to_string(),
                         };
                         s.presence = away.clone();
+                        went_away = true;
                         out.push(Event::PresenceChanged {
                             agent: cell.id.clone(),
                             presence: away,
@@ -1058,6 +1062,7 @@ impl Engine {
             i.directed = false;
             i.state = InteractionState::Queued;
             i.epoch += 1;
+            route_epoch = i.epoch;
             // The preferred agent declined: the preference is spent.
             if how != OfferEnd::Rescinded && i.preferred.is_some_and(|(p, _)| p == cell.idx) {
                 i.preferred = None;
@@ -1109,24 +1114,32 @@ impl Engine {
                 to: TransferTarget::Queue(catalog.queue(q).id.to_string()),
             });
         }
-        self.route(catalog, &ic, now_ms, out);
+        self.route(catalog, &ic, route_epoch, now_ms, out);
         self.reindex(catalog, cell);
         self.pull(catalog, cell, now_ms, out);
+        if went_away {
+            self.recheck_declined(catalog, cell, now_ms, out);
+        }
         Ok(())
     }
 
     /// Routes an interaction that is queued and in no waiting lane: offer to the best
     /// fitting agent of its targets, or wait in each of them.
+    ///
+    /// `epoch` is the epoch the caller set when it (re-)queued the interaction: if anyone
+    /// moved it on since, that thread owns the routing and this call does nothing. (Two
+    /// routings of the same epoch would put it in its lanes twice.)
     pub(crate) fn route(
         &self,
         catalog: &Catalog,
         ic: &InteractionRef,
+        epoch: u64,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) {
-        let (primary, overflow, channel, epoch, waiting) = {
+        let (primary, overflow, channel, waiting) = {
             let i = ic.lock();
-            if i.state != InteractionState::Queued || !i.waiting_in.is_empty() {
+            if i.state != InteractionState::Queued || i.epoch != epoch || !i.waiting_in.is_empty() {
                 return;
             }
             let queue = catalog.queue(i.queue);
@@ -1134,7 +1147,6 @@ impl Engine {
                 queue.targets[i.level as usize],
                 i.overflow_targets.clone(),
                 i.channel,
-                i.epoch,
                 waiting_ref(&i),
             )
         };
@@ -1192,7 +1204,7 @@ impl Engine {
             };
             self.remove_waiting(catalog, &stale, waiting);
             let fresh = self.catalog.load_full();
-            return self.route(&fresh, ic, now_ms, out);
+            return self.route(&fresh, ic, epoch, now_ms, out);
         }
         if let Some((_, stale)) = offered_to {
             // The agent's index entries elsewhere are now too good; they are refreshed
@@ -1259,7 +1271,7 @@ impl Engine {
                 return Some(rank.agent());
             }
         }
-        if skipped_declined && !others_exist(catalog, ts, tc.idx, &i.declined) {
+        if skipped_declined && !others_exist(catalog, ts, tc.idx, lane, &i.declined) {
             let mut cursor: Option<Rank> = None;
             while let Some(rank) = next_in_lane(ts, lane, cursor) {
                 cursor = Some(rank);
@@ -1341,6 +1353,37 @@ impl Engine {
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) {
+        // The routing invariants, checked on every offer (cheap: a few comparisons over
+        // the agent's own work and queues), in release builds too.
+        assert!(
+            s.is_available(),
+            "offer to agent {} who is not available",
+            cell.id
+        );
+        assert!(
+            s.work.iter().all(|w| w.interaction != i.id),
+            "interaction {} offered twice to agent {}",
+            i.id,
+            cell.id
+        );
+        match reason {
+            OfferReason::Policy(_) => {
+                assert_eq!(
+                    i.state,
+                    InteractionState::Queued,
+                    "offer of {} in state {:?}",
+                    i.id,
+                    i.state
+                );
+                assert!(
+                    s.memberships.iter().any(|m| m.queue == routed_by_queue),
+                    "offer of {} to agent {} who lacks the skills of its queue",
+                    i.id,
+                    cell.id
+                );
+            }
+            OfferReason::Transfer => assert_eq!(i.state, InteractionState::Assigned),
+        }
         debug_assert!(s.usage.fits(&s.profile, i.channel).is_ok());
         s.usage.reserve(i.channel, units);
         assert!(
@@ -1355,7 +1398,12 @@ impl Engine {
             phase: WorkPhase::Offered,
         });
         s.offers_received += 1;
-        let stamp = self.round_robin_clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let stamp = catalog
+            .queue(routed_by_queue)
+            .counters
+            .round_robin
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         s.stamp_round_robin(routed_by_queue, stamp);
         let queue = catalog.queue(i.queue).clone();
         uncount_waiting(&queue, i);
@@ -1472,7 +1520,7 @@ impl Engine {
                         continue;
                     }
                     if let Some(key) =
-                        first_eligible(catalog, &ts, m.target, lane, cell.idx, now_ms)
+                        first_eligible(catalog, &ts, m.target, lane_idx, cell.idx, now_ms)
                     {
                         let effective = effective_priority(
                             key.order,
@@ -1655,6 +1703,12 @@ fn accept_locked(
     out: &mut Vec<Event>,
 ) {
     let index = s.work_index(i.id).expect("offered work is in hand");
+    assert_eq!(
+        s.work[index].phase,
+        WorkPhase::Offered,
+        "{} assigned twice",
+        i.id
+    );
     s.work[index].phase = WorkPhase::Assigned;
     s.consecutive_misses = 0;
     i.state = InteractionState::Assigned;
@@ -1681,11 +1735,12 @@ fn first_eligible(
     catalog: &Catalog,
     ts: &TargetState,
     target: u32,
-    lane: &Lane,
+    lane_idx: usize,
     agent: u32,
     now_ms: TimeMs,
 ) -> Option<WaitKey> {
-    lane.waiting
+    ts.lanes[lane_idx]
+        .waiting
         .iter()
         .find(|(_, meta)| {
             if let Some((preferred, fallback)) = meta.preferred
@@ -1694,7 +1749,8 @@ fn first_eligible(
             {
                 return false;
             }
-            !(meta.declined.contains(&agent) && others_exist(catalog, ts, target, &meta.declined))
+            !(meta.declined.contains(&agent)
+                && others_exist(catalog, ts, target, lane_idx, &meta.declined))
         })
         .map(|(key, _)| *key)
 }
@@ -1791,8 +1847,12 @@ fn refresh_entry(
         0
     };
     let rank = compute_rank(spec, &s.memberships[position], s, agent);
-    let logged_in = !s.deleted && s.presence != Presence::Offline;
-    update_member(ts, &mut s.index[position], rank, lanes_mask, logged_in);
+    let available_mask = if s.is_available() {
+        s.profile.handled_mask & spec.channel_mask
+    } else {
+        0
+    };
+    update_member(ts, &mut s.index[position], rank, lanes_mask, available_mask);
 }
 
 fn update_member(
@@ -1800,28 +1860,29 @@ fn update_member(
     slot: &mut Option<Member>,
     rank: Rank,
     lanes_mask: u64,
-    logged_in: bool,
+    available_mask: u64,
 ) {
     if let Some(old) = *slot
         && old.rank == rank
         && old.lanes_mask == lanes_mask
-        && old.logged_in == logged_in
+        && old.available_mask == available_mask
     {
         return;
     }
     remove_member(ts, slot.take());
     for lane in ts.lanes.iter_mut() {
-        if lanes_mask & (1u64 << lane.channel) != 0 {
+        let bit = 1u64 << lane.channel;
+        if lanes_mask & bit != 0 {
             lane.agents.insert(rank);
         }
-    }
-    if logged_in {
-        ts.logged_in_members += 1;
+        if available_mask & bit != 0 {
+            lane.available_members += 1;
+        }
     }
     *slot = Some(Member {
         rank,
         lanes_mask,
-        logged_in,
+        available_mask,
     });
 }
 
@@ -1832,34 +1893,37 @@ fn remove_member(ts: &mut TargetState, record: Option<Member>) {
     }
     if let Some(old) = record {
         for lane in ts.lanes.iter_mut() {
-            if old.lanes_mask & (1u64 << lane.channel) != 0 {
+            let bit = 1u64 << lane.channel;
+            if old.lanes_mask & bit != 0 {
                 lane.agents.remove(&old.rank);
             }
-        }
-        if old.logged_in {
-            ts.logged_in_members -= 1;
+            if old.available_mask & bit != 0 {
+                lane.available_members -= 1;
+            }
         }
     }
 }
 
-/// Whether an agent who declined may be offered again: only when no logged-in member
-/// of the target who has not declined exists. Target locked; takes the declined
-/// agents' locks (target → agent order).
+/// Whether an agent who declined may be offered again: only when no other member of the
+/// target is available and handles the lane's channel (busy or not). Target locked;
+/// takes the declined agents' locks (target → agent order).
 pub(crate) fn others_exist(
     catalog: &Catalog,
     ts: &TargetState,
     target: u32,
+    lane: usize,
     declined: &[u32],
 ) -> bool {
-    let declined_logged_in = declined
+    let bit = 1u64 << ts.lanes[lane].channel;
+    let declined_available = declined
         .iter()
         .filter(|a| {
             catalog.agent(**a).is_some_and(|cell| {
                 let s = cell.state.lock();
                 membership_position(&s, target)
-                    .is_some_and(|p| s.index[p].is_some_and(|m| m.logged_in))
+                    .is_some_and(|p| s.index[p].is_some_and(|m| m.available_mask & bit != 0))
             })
         })
         .count() as u32;
-    ts.logged_in_members > declined_logged_in
+    ts.lanes[lane].available_members > declined_available
 }

@@ -460,7 +460,8 @@ impl Engine {
         let tc = catalog.target(queue.targets[level as usize]);
         let others_exist = {
             let ts = tc.state.lock();
-            others_exist(catalog, &ts, tc.idx, declined)
+            ts.lane_index(channel)
+                .is_some_and(|lane| others_exist(catalog, &ts, tc.idx, lane, declined))
         };
         let mut eligible = Vec::new();
         let mut excluded = Vec::new();
@@ -743,7 +744,7 @@ fn check_targets(
         if ts.retired {
             continue;
         }
-        let mut logged_in = 0;
+        let mut available = vec![0u32; ts.lanes.len()];
         let mut listed = 0;
         for cell in catalog.agents.iter().flatten() {
             let s = cell.state.lock();
@@ -783,12 +784,30 @@ fn check_targets(
                     ));
                 }
             }
-            if member.logged_in {
-                logged_in += 1;
+            let handles = if s.is_available() {
+                s.profile.handled_mask & tc.spec.channel_mask
+            } else {
+                0
+            };
+            if member.available_mask != handles {
+                violations.push(format!(
+                    "target {}: availability of agent {} is stale",
+                    tc.idx, cell.id
+                ));
+            }
+            for (n, lane) in ts.lanes.iter().enumerate() {
+                if member.available_mask & (1u64 << lane.channel) != 0 {
+                    available[n] += 1;
+                }
             }
         }
-        if logged_in != ts.logged_in_members {
-            violations.push(format!("target {}: logged-in count off", tc.idx));
+        for (n, lane) in ts.lanes.iter().enumerate() {
+            if lane.available_members != available[n] {
+                violations.push(format!(
+                    "target {}: available-member count off in a lane",
+                    tc.idx
+                ));
+            }
         }
         let entries: usize = ts.lanes.iter().map(|l| l.agents.len()).sum();
         if entries != listed {
@@ -797,7 +816,7 @@ fn check_targets(
                 tc.idx
             ));
         }
-        for lane in &ts.lanes {
+        for (lane_idx, lane) in ts.lanes.iter().enumerate() {
             for (key, meta) in &lane.waiting {
                 let Some(ic) = interactions.get(&key.id) else {
                     violations.push(format!(
@@ -825,7 +844,7 @@ fn check_targets(
                         .preferred
                         .is_some_and(|(p, fallback)| p != rank.agent() && now_ms < fallback);
                     let declined_block = meta.declined.contains(&rank.agent())
-                        && others_exist(catalog, &ts, tc.idx, &meta.declined);
+                        && others_exist(catalog, &ts, tc.idx, lane_idx, &meta.declined);
                     if preferred_block || declined_block {
                         continue;
                     }

@@ -205,22 +205,16 @@ fn reject_reoffers_to_the_next_agent_and_not_the_same_one() {
         voice_chat_agent("ana", &[("billing", 5)]),
         voice_chat_agent("ben", &[("billing", 5)]),
     ]));
+    h.available("ben");
+    let (busy, _) = h.submit(NewInteraction::new("voice", "c0"));
+    assert_eq!(offered_to(&h.events, busy).as_deref(), Some("ben"));
+    h.step(|e, now, out| e.accept("ben", busy, now, out))
+        .0
+        .unwrap();
     h.available("ana");
     let (id, _) = h.submit(NewInteraction::new("voice", "c1"));
     assert_eq!(offered_to(&h.events, id).as_deref(), Some("ana"));
-    h.step(|e, now, _| {
-        e.set_presence(
-            "ben",
-            Presence::Away {
-                reason: "break".into(),
-            },
-            now,
-            &mut Vec::new(),
-        )
-    })
-    .0
-    .unwrap();
-    // ben is logged in (away): ana's reject must not bounce back to ana.
+    // Ben is available (on a call): Ana's reject must not bounce back to Ana.
     let (_, ev) = h.step(|e, now, out| e.reject("ana", id, now, out));
     assert!(
         offered_to(&ev, id).is_none(),
@@ -237,8 +231,65 @@ fn reject_reoffers_to_the_next_agent_and_not_the_same_one() {
         .find(|c| c.agent == "ana")
         .unwrap();
     assert_eq!(ana.excluded, Some(Exclusion::AlreadyDeclined));
-    let (_, ev) = h.step(|e, now, out| e.set_presence("ben", Presence::Available, now, out));
+    h.assert_invariants();
+    let (_, ev) = h.step(|e, now, out| e.complete("ben", busy, None, now, out));
     assert_eq!(offered_to(&ev, id).as_deref(), Some("ben"));
+    h.assert_invariants();
+}
+
+#[test]
+fn others_who_are_away_or_cannot_take_the_channel_do_not_hold_work_back() {
+    // Ana handles voice only; Ben email only. The queue takes every channel.
+    let mut h = Harness::new(center(vec![
+        agent(
+            "ana",
+            &[("billing", 5)],
+            CapacityProfile::simple(10, &["voice"]),
+        ),
+        agent(
+            "ben",
+            &[("billing", 5)],
+            CapacityProfile::simple(10, &["email"]),
+        ),
+        voice_chat_agent("cy", &[("billing", 5)]),
+    ]));
+    h.available("ana");
+    h.available("ben");
+    let (id, _) = h.submit(NewInteraction::new("voice", "c1"));
+    let (_, ev) = h.step(|e, now, out| e.reject("ana", id, now, out));
+    assert_eq!(
+        offered_to(&ev, id).as_deref(),
+        Some("ana"),
+        "ben cannot take voice: back to ana"
+    );
+    // Cy can take voice; while Cy is available Ana is skipped, once Cy goes away it
+    // comes back to Ana at once.
+    h.available("cy");
+    let (busy, _) = h.submit(NewInteraction::new("voice", "c2"));
+    assert_eq!(offered_to(&h.events, busy).as_deref(), Some("cy"));
+    h.step(|e, now, out| e.accept("cy", busy, now, out))
+        .0
+        .unwrap();
+    let (_, ev) = h.step(|e, now, out| e.reject("ana", id, now, out));
+    assert!(
+        offered_to(&ev, id).is_none(),
+        "cy (busy but available) exists"
+    );
+    let (_, ev) = h.step(|e, now, out| {
+        e.set_presence(
+            "cy",
+            Presence::Away {
+                reason: "lunch".into(),
+            },
+            now,
+            out,
+        )
+    });
+    assert_eq!(
+        offered_to(&ev, id).as_deref(),
+        Some("ana"),
+        "no available other: back to ana"
+    );
     h.assert_invariants();
 }
 

@@ -49,6 +49,10 @@ pub struct InteractionSnapshot {
     pub declined: Vec<String>,
     /// Offers made in the current queue.
     pub offers_in_queue: u32,
+    /// The preferred agent, while its exclusivity lasts.
+    pub preferred_agent: Option<String>,
+    /// When the preferred agent's exclusivity ends.
+    pub preferred_until_ms: Option<TimeMs>,
     /// First acceptance.
     pub answered_ms: Option<TimeMs>,
     /// Wrap-up code.
@@ -242,6 +246,8 @@ impl Engine {
             relaxation_steps_applied: i.next_step,
             declined: i.declined.iter().map(|a| agent_name(*a)).collect(),
             offers_in_queue: i.offers_in_queue,
+            preferred_agent: i.preferred.map(|(a, _)| agent_name(a)),
+            preferred_until_ms: i.preferred.map(|(_, until)| until),
             answered_ms: i.answered_ms,
             wrap_up_code: i.wrap_up_code.clone(),
             history: i.history.clone(),
@@ -840,9 +846,11 @@ fn check_targets(
                 }
                 // Work-conserving: no free, eligible agent while this waits.
                 for rank in &lane.agents {
+                    // At the fallback instant itself the fallback timer may not have run
+                    // yet (timers due at the same instant run one after another).
                     let preferred_block = meta
                         .preferred
-                        .is_some_and(|(p, fallback)| p != rank.agent() && now_ms < fallback);
+                        .is_some_and(|(p, fallback)| p != rank.agent() && now_ms <= fallback);
                     let declined_block = meta.declined.contains(&rank.agent())
                         && others_exist(catalog, &ts, tc.idx, lane_idx, &meta.declined);
                     if preferred_block || declined_block {

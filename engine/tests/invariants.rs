@@ -29,6 +29,8 @@ enum Op {
         channel: usize,
         queue: usize,
         priority: i8,
+        /// A preferred agent (index) for a quarter of submissions.
+        preferred: Option<usize>,
     },
     Accept {
         agent: usize,
@@ -67,7 +69,8 @@ enum Op {
 fn op_strategy(agents: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (0..agents, 0u8..4).prop_map(|(agent, kind)| Op::Presence { agent, kind }),
-        5 => (0..3usize, 0..3usize, -2i8..5).prop_map(|(channel, queue, priority)| Op::Submit { channel, queue, priority }),
+        5 => (0..3usize, 0..3usize, -2i8..5, prop::option::weighted(0.25, 0..agents))
+            .prop_map(|(channel, queue, priority, preferred)| Op::Submit { channel, queue, priority, preferred }),
         4 => (0..agents, 0..4usize).prop_map(|(agent, pick)| Op::Accept { agent, pick }),
         1 => (0..agents, 0..4usize).prop_map(|(agent, pick)| Op::Reject { agent, pick }),
         3 => (0..agents, 0..4usize, 0..3usize).prop_map(|(agent, pick, code)| Op::Complete { agent, pick, code }),
@@ -329,6 +332,9 @@ impl Run {
             let to = self.h.now + ms;
             while let Some((due, timer)) = self.h.scheduler.pop_due(to) {
                 self.h.now = self.h.now.max(due);
+                if std::env::var_os("OMNIROUTE_TRACE").is_some() {
+                    eprintln!("  t={} timer {timer:?}", self.h.now);
+                }
                 let before = self.waiting();
                 let (_, events) = self.h.step(|e, now, out| e.on_timer(timer, now, out));
                 self.observe(&before, &events)?;
@@ -354,19 +360,32 @@ impl Run {
                 channel,
                 queue,
                 priority,
+                preferred,
             } => {
                 let mut request =
                     NewInteraction::new(CHANNELS[channel], "c").to_queue(QUEUES[queue]);
+                if let Some(p) = preferred {
+                    request.preferred_agent = Some(self.agent_id(p));
+                    request.preferred_fallback_ms = 4_000;
+                }
                 request.priority = Some(i32::from(priority));
                 // Arrival side of the policy: the agent offered must be the one the
                 // policy ranks first right now (true ranks, not the lazily refreshed
                 // index), and if anyone is eligible the arrival must be offered.
-                let expected = self
+                let explanation = self
                     .h
                     .engine
                     .explain_next(QUEUES[queue], CHANNELS[channel], self.h.now)
-                    .unwrap()
-                    .winner;
+                    .unwrap();
+                // With a preferred agent, only that agent may get it now (if eligible).
+                let expected = match &request.preferred_agent {
+                    None => explanation.winner,
+                    Some(p) => explanation
+                        .candidates
+                        .iter()
+                        .find(|c| &c.agent == p && c.excluded.is_none())
+                        .map(|c| c.agent.clone()),
+                };
                 let (r, ev) = self.h.step(|e, now, out| e.submit(request, now, out));
                 if let Ok(id) = &r {
                     self.submitted.push(*id);
@@ -603,6 +622,12 @@ impl Run {
             let now = self.h.engine.interaction(y.id).unwrap();
             if now.state != InteractionState::Queued || now.declined.iter().any(|d| d == agent) {
                 continue;
+            }
+            if y.preferred_agent.as_ref().is_some_and(|p| p != agent)
+                && y.preferred_until_ms
+                    .is_some_and(|until| self.h.now <= until)
+            {
+                continue; // reserved for its preferred agent
             }
             prop_assert!(
                 false,

@@ -249,9 +249,22 @@ fn compile_profile(resolver: &Resolver<'_>, agent: &AgentDef) -> Result<Compiled
     let mut blocks = Vec::with_capacity(p.blocking.len());
     for b in &p.blocking {
         let blocking = resolver.channel(&b.while_on, &context)?;
+        let not_handled = |name: &str| {
+            invalid(
+                format!("{context}.blocking"),
+                format!("`{name}` is not one of this agent's channels"),
+            )
+        };
+        if handled_mask & (1u64 << blocking) == 0 {
+            return Err(not_handled(&b.while_on));
+        }
         let mut mask = 0u64;
         for c in &b.blocks {
-            mask |= 1u64 << resolver.channel(c, &context)?;
+            let blocked = resolver.channel(c, &context)?;
+            if handled_mask & (1u64 << blocked) == 0 {
+                return Err(not_handled(c));
+            }
+            mask |= 1u64 << blocked;
         }
         blocks.push((blocking, mask));
     }

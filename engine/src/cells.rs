@@ -2,7 +2,8 @@
 //!
 //! There is no global lock. Each agent, each *routing target* (a queue at one relaxation
 //! level) and each live interaction has its own mutex, always taken in the order
-//! **target → interaction → agent**, and never two targets (or two agents) at once.
+//! **target → interaction → agent**, and never two targets at once; two agents only in a
+//! transfer to a named agent, and then in index order.
 //! The agent lock is the authority on capacity: a reservation happens only under it, so
 //! capacity can never be exceeded however many threads route at once. A target's agent
 //! index is a *hint* kept fresh by re-indexing after every change of an agent; a stale

@@ -180,6 +180,12 @@ fn invalid_configurations_are_refused_with_the_place_named() {
     c.agents[0].capacity.channels[0].channel = "fax".into();
     check(c, "unknown channel `fax`");
     let mut c = base();
+    c.agents[0].capacity.blocking = vec![ChannelBlock {
+        while_on: "sms".into(),
+        blocks: vec!["chat".into()],
+    }];
+    check(c, "blocking: `sms` is not one of this agent's channels");
+    let mut c = base();
     c.agents.push(c.agents[0].clone());
     check(c, "duplicate agent `ana`");
     let mut c = base();

@@ -16,6 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// An interaction as seen from outside.
@@ -168,6 +169,10 @@ pub struct Candidate {
     pub agent: String,
     /// Rank words under the queue's policy (smaller is better), when eligible.
     pub rank: Option<[u64; 4]>,
+    /// Set when the agent is eligible only through an overflow queue the interaction
+    /// reached by relaxation (ranked after the queue's own agents, under that queue's
+    /// policy).
+    pub via_overflow_queue: Option<String>,
     /// Why excluded, when not eligible.
     pub excluded: Option<Exclusion>,
 }
@@ -397,13 +402,14 @@ impl Engine {
         let ic = self
             .interaction_ref(id)
             .ok_or(EngineError::UnknownInteraction(id))?;
-        let (state, queue_idx, level, channel, declined, preferred) = {
+        let (state, queue_idx, level, channel, overflow, declined, preferred) = {
             let i = ic.lock();
             (
                 i.state,
                 i.queue,
                 i.level,
                 i.channel,
+                i.overflow_targets.clone(),
                 i.declined.clone(),
                 i.preferred.filter(|(_, fallback)| now_ms < *fallback),
             )
@@ -415,6 +421,7 @@ impl Engine {
             queue_idx,
             level,
             channel,
+            &overflow,
             &declined,
             preferred,
         ))
@@ -446,6 +453,7 @@ impl Engine {
             0,
             channel_idx,
             &[],
+            &[],
             None,
         ))
     }
@@ -459,21 +467,35 @@ impl Engine {
         queue_idx: u32,
         level: u8,
         channel: u8,
+        overflow: &[u32],
         declined: &[u32],
         preferred: Option<(u32, TimeMs)>,
     ) -> Explanation {
         let queue = catalog.queue(queue_idx);
         let tc = catalog.target(queue.targets[level as usize]);
-        let others_exist = {
-            let ts = tc.state.lock();
-            ts.lane_index(channel)
-                .is_some_and(|lane| others_exist(catalog, &ts, tc.idx, lane, declined))
-        };
+        // The targets routing tries, in order: the queue at its level, then the overflow
+        // queues reached by relaxation (only those taking the channel).
+        let targets: Vec<(&Arc<TargetCell>, bool)> = std::iter::once(queue.targets[level as usize])
+            .chain(overflow.iter().copied())
+            .map(|t| catalog.target(t))
+            .filter(|t| t.spec.channel_mask & (1u64 << channel) != 0)
+            .map(|t| {
+                let ts = t.state.lock();
+                let others = ts
+                    .lane_index(channel)
+                    .is_some_and(|lane| others_exist(catalog, &ts, t.idx, lane, declined));
+                (t, others)
+            })
+            .collect();
         let mut eligible = Vec::new();
         let mut excluded = Vec::new();
         for cell in catalog.agents.iter().flatten() {
             let s = cell.state.lock();
-            let exclusion = match membership_of(&s, tc.idx) {
+            let found = targets
+                .iter()
+                .enumerate()
+                .find_map(|(n, (t, others))| membership_of(&s, t.idx).map(|m| (n, *t, *others, m)));
+            let exclusion = match found {
                 None => Some(skill_exclusion(catalog, &tc.spec, &s.skills)),
                 Some(_) if s.profile.entry(channel).is_none() => Some(Exclusion::Capacity {
                     shortfall: CapacityShortfall::ChannelNotHandled,
@@ -481,7 +503,7 @@ impl Engine {
                 Some(_) if !s.is_available() => Some(Exclusion::Presence {
                     presence: s.presence.clone(),
                 }),
-                Some(_) => {
+                Some((_, _, others_exist, _)) => {
                     let holds_it = s.work.iter().any(|w| Some(w.interaction) == id);
                     match s.usage.fits(&s.profile, channel) {
                         Err(shortfall) if !holds_it => Some(Exclusion::Capacity { shortfall }),
@@ -499,29 +521,40 @@ impl Engine {
                     }
                 }
             };
-            match exclusion {
-                Some(e) => excluded.push(Candidate {
+            match (exclusion, found) {
+                (Some(e), _) => excluded.push(Candidate {
                     agent: cell.id.to_string(),
                     rank: None,
+                    via_overflow_queue: None,
                     excluded: Some(e),
                 }),
-                None => {
-                    let m = membership_of(&s, tc.idx).expect("member has a membership");
+                (None, Some((position, t, _, m))) => {
                     // Explanations see the true rank, not a lazily refreshed index entry.
-                    let rank = compute_rank(&tc.spec, &m, &s, cell.idx);
-                    eligible.push((rank, rank_words(&tc.spec, &m, &s), cell.id.to_string()));
+                    let rank = compute_rank(&t.spec, &m, &s, cell.idx);
+                    let via = (position > 0).then(|| catalog.queue(t.spec.queue).id.to_string());
+                    eligible.push((
+                        (position, rank),
+                        rank_words(&t.spec, &m, &s),
+                        cell.id.to_string(),
+                        via,
+                    ));
                 }
+                (None, None) => unreachable!("an eligible agent is a member of a target"),
             }
         }
         eligible.sort();
-        let winner = eligible.first().map(|(_, _, a)| a.clone());
+        let winner = eligible.first().map(|(_, _, a, _)| a.clone());
         let summary = match &winner {
             Some(w) => format!(
-                "{} eligible of {} agents; `{w}` ranks first under {:?} with {:?}",
+                "{} eligible of {} agents; `{w}` ranks first under {:?} with {:?}{}",
                 eligible.len(),
                 eligible.len() + excluded.len(),
                 tc.spec.policy,
-                eligible[0].1
+                eligible[0].1,
+                eligible[0]
+                    .3
+                    .as_ref()
+                    .map_or_else(String::new, |q| format!(" (via overflow queue `{q}`)"))
             ),
             None => format!(
                 "no eligible agent with free capacity among {} agents; the interaction waits",
@@ -530,9 +563,10 @@ impl Engine {
         };
         let mut candidates: Vec<Candidate> = eligible
             .into_iter()
-            .map(|(_, words, agent)| Candidate {
+            .map(|(_, words, agent, via)| Candidate {
                 agent,
                 rank: Some(words),
+                via_overflow_queue: via,
                 excluded: None,
             })
             .collect();

@@ -927,3 +927,38 @@ fn a_preferred_agent_who_declines_releases_the_interaction_to_others() {
     assert_eq!(offered_to(&ev, id).as_deref(), Some("ana"));
     h.assert_invariants();
 }
+
+#[test]
+fn explanations_include_agents_reached_through_overflow() {
+    let mut config = center(vec![voice_chat_agent("techie", &[("tech", 5)])]);
+    let q = queue_mut(&mut config, "billing");
+    q.relaxation = vec![RelaxationStep {
+        after_ms: 10_000,
+        action: RelaxationAction::Overflow {
+            queue: "tech".into(),
+        },
+    }];
+    let mut h = Harness::new(config);
+    h.available("techie");
+    let (busy, _) = h.submit(NewInteraction::new("voice", "c0").to_queue("tech"));
+    h.step(|e, now, out| e.accept("techie", busy, now, out))
+        .0
+        .unwrap();
+    let (id, _) = h.submit(NewInteraction::new("voice", "c1"));
+    let before = h.engine.explain(id, h.now).unwrap();
+    assert!(matches!(
+        before.candidates[0].excluded,
+        Some(Exclusion::MissingSkill { .. })
+    ));
+    h.advance_to(10_000);
+    let after = h.engine.explain(id, h.now).unwrap();
+    assert!(
+        matches!(
+            after.candidates[0].excluded,
+            Some(Exclusion::Capacity { .. })
+        ),
+        "after overflow, techie is a candidate held back only by capacity: {after:?}"
+    );
+    let (_, ev) = h.step(|e, now, out| e.complete("techie", busy, None, now, out));
+    assert_eq!(offered_to(&ev, id).as_deref(), Some("techie"));
+}

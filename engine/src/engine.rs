@@ -497,12 +497,14 @@ impl Engine {
     /// may now go back to an agent who declined them: route those again.
     fn recheck_declined(
         &self,
-        catalog: &Catalog,
+        _caller_catalog: &Catalog,
         cell: &AgentCell,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) {
         let memberships = cell.state.lock().memberships.clone();
+        let guard = self.catalog.load(); // after the memberships, as in `reindex`
+        let catalog: &Catalog = &guard;
         let mut ids = Vec::new();
         for m in memberships.iter() {
             let ts = catalog.target(m.target).state.lock();
@@ -566,7 +568,7 @@ impl Engine {
     }
 
     /// The agent rejects its offer: it goes to the next best agent (not this one again
-    /// while another logged-in eligible agent exists).
+    /// while another eligible agent is available and handles the channel).
     pub fn reject(
         &self,
         agent: &str,
@@ -1131,16 +1133,23 @@ impl Engine {
     /// routings of the same epoch would put it in its lanes twice.)
     pub(crate) fn route(
         &self,
-        catalog: &Catalog,
+        _caller_catalog: &Catalog,
         ic: &InteractionRef,
         epoch: u64,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) {
+        // The newest catalog: a concurrent reconfiguration may have repaired this
+        // interaction's relaxation state for it after the caller loaded its own.
+        let guard = self.catalog.load();
+        let catalog: &Catalog = &guard;
         let (primary, overflow, channel, waiting) = {
-            let i = ic.lock();
+            let mut i = ic.lock();
             if i.state != InteractionState::Queued || i.epoch != epoch || !i.waiting_in.is_empty() {
                 return;
+            }
+            if i.level as usize >= catalog.queue(i.queue).targets.len() {
+                repair_relaxation(catalog, &mut i);
             }
             let queue = catalog.queue(i.queue);
             (
@@ -1195,15 +1204,19 @@ impl Engine {
             // A configuration change retired this target after we loaded the catalog:
             // undo and route with the new one — unless another thread moved the
             // interaction on meanwhile (it then owns the entries we left).
+            let fresh = self.catalog.load_full();
             let stale = {
                 let mut i = ic.lock();
                 if i.epoch != epoch {
                     return;
                 }
+                // Re-derive level and overflow targets under the new definitions, so
+                // the retry cannot meet the retired target again (unless yet another
+                // reconfiguration retires the new one: each retry follows a real change).
+                repair_relaxation(&fresh, &mut i);
                 std::mem::take(&mut i.waiting_in)
             };
             self.remove_waiting(catalog, &stale, waiting);
-            let fresh = self.catalog.load_full();
             return self.route(&fresh, ic, epoch, now_ms, out);
         }
         if let Some((_, stale)) = offered_to {
@@ -1228,7 +1241,7 @@ impl Engine {
 
     /// Walks a lane's agent index from the best rank; offers to the first agent that is
     /// available and fits (under its lock). Agents who declined this interaction are
-    /// skipped while another logged-in member exists.
+    /// skipped while another member is available and handles the channel.
     ///
     /// Index entries are refreshed eagerly when an agent's rank improves (work ends,
     /// presence) but lazily when it worsens (an offer): an entry may rank an agent better
@@ -1439,7 +1452,14 @@ impl Engine {
     }
 
     /// Removes an interaction's entries from the given targets' waiting lanes.
-    fn remove_waiting(&self, catalog: &Catalog, targets: &[u32], waiting: WaitingRef) {
+    fn remove_waiting(&self, _caller_catalog: &Catalog, targets: &[u32], waiting: WaitingRef) {
+        if targets.is_empty() {
+            return;
+        }
+        // The targets were recorded by a route that may have used a newer catalog than
+        // the caller's; targets are only ever appended, so the newest knows them all.
+        let guard = self.catalog.load();
+        let catalog: &Catalog = &guard;
         for t in targets {
             let tc = catalog.target(*t);
             let mut ts = tc.state.lock();
@@ -1467,9 +1487,13 @@ impl Engine {
     }
 
     /// Refreshes the agent's entries in every target it belongs to: rank, the lanes it
-    /// fits now, logged-in status.
-    pub(crate) fn reindex(&self, catalog: &Catalog, cell: &AgentCell) {
+    /// fits now, availability per lane.
+    pub(crate) fn reindex(&self, _caller_catalog: &Catalog, cell: &AgentCell) {
         let memberships = cell.state.lock().memberships.clone();
+        // Loaded after the memberships: a reconfiguration swaps the catalog before it
+        // rewrites memberships, so this catalog knows every target they name.
+        let guard = self.catalog.load();
+        let catalog: &Catalog = &guard;
         for (position, m) in memberships.iter().enumerate() {
             let tc = catalog.target(m.target);
             let mut ts = tc.state.lock();
@@ -1488,7 +1512,7 @@ impl Engine {
     /// fits, until it is full or nothing eligible waits.
     pub(crate) fn pull(
         &self,
-        catalog: &Catalog,
+        _caller_catalog: &Catalog,
         cell: &Arc<AgentCell>,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
@@ -1507,6 +1531,9 @@ impl Engine {
             if fit_mask == 0 {
                 break;
             }
+            // Loaded after the memberships (see `reindex`).
+            let guard = self.catalog.load();
+            let catalog: &Catalog = &guard;
             let mut best: Option<(Reverse<i128>, TimeMs, InteractionId, u32, usize, WaitKey)> =
                 None;
             for m in memberships.iter() {
@@ -1589,7 +1616,11 @@ impl Engine {
         let Ok(units) = s.usage.fits(&s.profile, i.channel) else {
             return Claim::Retry;
         };
-        let words = membership_of(&s, tc.idx).map_or([0; 4], |m| rank_words(&tc.spec, &m, &s));
+        // A reconfiguration may have taken the agent out of this target since the scan.
+        let Some(m) = membership_of(&s, tc.idx) else {
+            return Claim::Retry;
+        };
+        let words = rank_words(&tc.spec, &m, &s);
         self.offer_locked(
             catalog,
             tc.spec.queue,

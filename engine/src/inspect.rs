@@ -101,7 +101,7 @@ pub struct AgentSnapshot {
 }
 
 /// One waiting interaction of a queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WaitingEntry {
     /// Interaction.
     pub interaction: InteractionId,
@@ -109,12 +109,15 @@ pub struct WaitingEntry {
     pub channel: String,
     /// Effective priority now, in thousandths of a point.
     pub effective_priority_millipoints: i64,
+    /// Effective priority now in points, unrounded (to a millionth of a point): what
+    /// ordering uses.
+    pub effective_priority: f64,
     /// Original enqueue time.
     pub enqueued_ms: TimeMs,
 }
 
 /// A queue's waiting work, best first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueueSnapshot {
     /// Queue id.
     pub id: String,
@@ -153,7 +156,7 @@ pub enum Exclusion {
         /// What is short.
         shortfall: CapacityShortfall,
     },
-    /// Declined this interaction and other logged-in agents exist.
+    /// Declined this interaction, and another member is available and handles the channel.
     AlreadyDeclined,
     /// The interaction waits for its preferred agent until the fallback time.
     WaitingForPreferredAgent {
@@ -316,7 +319,13 @@ impl Engine {
         let mut queues: Vec<String> = s
             .memberships
             .iter()
-            .filter(|m| catalog.target(m.target).spec.level == 0)
+            .filter(|m| {
+                // Memberships may be newer than this catalog during a reconfiguration.
+                catalog
+                    .targets
+                    .get(m.target as usize)
+                    .is_some_and(|t| t.spec.level == 0)
+            })
             .map(|m| catalog.queue(m.queue).id.to_string())
             .collect();
         queues.dedup();
@@ -387,6 +396,7 @@ impl Engine {
                         effective_priority_millipoints: (e / 1000)
                             .clamp(i64::MIN as i128, i64::MAX as i128)
                             as i64,
+                        effective_priority: e as f64 / 1e6,
                         enqueued_ms,
                     },
                 )
@@ -627,12 +637,17 @@ fn check_agents(
     violations: &mut Vec<String>,
 ) {
     for cell in catalog.agents.iter().flatten() {
-        let s = cell.state.lock();
+        // Copy the agent's state, then look at its interactions with the agent unlocked:
+        // the lock order is interaction → agent, never the reverse.
+        let (work, profile, actual_usage) = {
+            let s = cell.state.lock();
+            (s.work.clone(), s.profile.clone(), s.usage.clone())
+        };
         let mut usage = Usage::default();
-        for (n, w) in s.work.iter().enumerate() {
+        for (n, w) in work.iter().enumerate() {
             // Blocking: work taken later must not be blocked by work taken earlier.
-            for earlier in &s.work[..n] {
-                for (blocking, mask) in &s.profile.blocks {
+            for earlier in &work[..n] {
+                for (blocking, mask) in &profile.blocks {
                     if earlier.channel == *blocking && mask & (1u64 << w.channel) != 0 {
                         violations.push(format!(
                             "agent {} took interaction {} on a channel blocked by work in hand on {}",
@@ -662,24 +677,24 @@ fn check_agents(
                 ));
             }
         }
-        if usage != s.usage {
+        if usage != actual_usage {
             violations.push(format!(
                 "agent {}: usage counters disagree with work in hand",
                 cell.id
             ));
         }
-        if s.usage.used_units > s.profile.total_units {
+        if actual_usage.used_units > profile.total_units {
             violations.push(format!(
                 "agent {} uses {} units of {}",
-                cell.id, s.usage.used_units, s.profile.total_units
+                cell.id, actual_usage.used_units, profile.total_units
             ));
         }
-        for e in &s.profile.entries {
-            if s.usage.counts[e.channel as usize] > e.max_concurrent {
+        for e in &profile.entries {
+            if actual_usage.counts[e.channel as usize] > e.max_concurrent {
                 violations.push(format!(
                     "agent {} holds {} on {} (max {})",
                     cell.id,
-                    s.usage.counts[e.channel as usize],
+                    actual_usage.counts[e.channel as usize],
                     catalog.channel_name(e.channel),
                     e.max_concurrent
                 ));

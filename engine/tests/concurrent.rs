@@ -136,90 +136,138 @@ fn concurrent_routing_keeps_every_invariant() {
                 let mut scheduler = Scheduler::new();
                 let mut events = Vec::new();
                 let mut my_submitted = Vec::new();
+                let mut broken = false;
                 for round in 0..ROUNDS {
                     for _ in 0..OPS_PER_ROUND {
-                        let now = clock.fetch_add(1 + rng.below(20) as u64, Ordering::Relaxed);
-                        events.clear();
-                        let agent = &format!("a{}", rng.below(AGENTS));
-                        match rng.below(100) {
-                            0..=24 => {
-                                let mut request = NewInteraction::new(channels[rng.below(4)], "c")
-                                    .to_queue(&queues[rng.below(queues.len())]);
-                                request.priority = Some(rng.below(5) as i32);
-                                if rng.below(4) == 0 {
-                                    request.preferred_agent =
-                                        Some(format!("a{}", rng.below(AGENTS)));
-                                    request.preferred_fallback_ms = 500;
-                                }
-                                if let Ok(id) = engine.submit(request, now, &mut events) {
-                                    my_submitted.push(id);
-                                }
-                            }
-                            25..=31 => {
-                                let presence = match rng.below(4) {
-                                    0 => Presence::Away {
-                                        reason: "break".into(),
-                                    },
-                                    1 => Presence::Offline,
-                                    _ => Presence::Available,
-                                };
-                                engine
-                                    .set_presence(agent, presence, now, &mut events)
-                                    .unwrap();
-                            }
-                            32..=36 => {
-                                if !my_submitted.is_empty() {
-                                    let id = my_submitted[rng.below(my_submitted.len())];
-                                    let _ = engine.abandon(id, now, &mut events);
-                                }
-                            }
-                            37..=45 => {
-                                while let Some((_, timer)) = scheduler.pop_due(now) {
-                                    engine.on_timer(timer, now, &mut events);
-                                }
-                            }
-                            roll => {
-                                let snapshot = engine.agent(agent).unwrap();
-                                if let Some(w) =
-                                    snapshot.work.get(rng.below(snapshot.work.len().max(1)))
-                                {
-                                    let id = w.interaction;
-                                    // Errors are expected: another thread may have moved it.
-                                    let _ = match (w.phase.as_str(), roll % 10) {
-                                        ("offered", 0) => {
-                                            engine.reject(agent, id, now, &mut events)
-                                        }
-                                        ("offered", _) => {
-                                            engine.accept(agent, id, now, &mut events)
-                                        }
-                                        ("assigned", 1) => engine.transfer(
-                                            agent,
-                                            id,
-                                            TransferTarget::Agent(format!(
-                                                "a{}",
-                                                rng.below(AGENTS)
-                                            )),
-                                            now,
-                                            &mut events,
-                                        ),
-                                        ("assigned", 0) => engine.transfer(
-                                            agent,
-                                            id,
-                                            TransferTarget::Queue(
-                                                queues[rng.below(queues.len())].clone(),
-                                            ),
-                                            now,
-                                            &mut events,
-                                        ),
-                                        ("assigned", _) => {
-                                            engine.complete(agent, id, None, now, &mut events)
-                                        }
-                                        _ => Ok(()),
-                                    };
-                                }
-                            }
+                        if broken {
+                            break;
                         }
-                        scheduler.arm_from(&events);
+                        // A panic (an engine assertion) must fail the test, not leave the
+                        // other threads waiting at the barrier forever.
+                        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let now = clock.fetch_add(1 + rng.below(20) as u64, Ordering::Relaxed);
+                            events.clear();
+                            let agent = &format!("a{}", rng.below(AGENTS));
+                            match rng.below(100) {
+                                0..=24 => {
+                                    let mut request =
+                                        NewInteraction::new(channels[rng.below(4)], "c")
+                                            .to_queue(&queues[rng.below(queues.len())]);
+                                    request.priority = Some(rng.below(5) as i32);
+                                    if rng.below(4) == 0 {
+                                        request.preferred_agent =
+                                            Some(format!("a{}", rng.below(AGENTS)));
+                                        request.preferred_fallback_ms = 500;
+                                    }
+                                    if let Ok(id) = engine.submit(request, now, &mut events) {
+                                        my_submitted.push(id);
+                                    }
+                                }
+                                25..=31 => {
+                                    let presence = match rng.below(4) {
+                                        0 => Presence::Away {
+                                            reason: "break".into(),
+                                        },
+                                        1 => Presence::Offline,
+                                        _ => Presence::Available,
+                                    };
+                                    engine
+                                        .set_presence(agent, presence, now, &mut events)
+                                        .unwrap();
+                                }
+                                32..=36 => {
+                                    if !my_submitted.is_empty() {
+                                        let id = my_submitted[rng.below(my_submitted.len())];
+                                        let _ = engine.abandon(id, now, &mut events);
+                                    }
+                                }
+                                37..=45 => {
+                                    while let Some((_, timer)) = scheduler.pop_due(now) {
+                                        engine.on_timer(timer, now, &mut events);
+                                    }
+                                }
+                                46 if rng.below(15) == 0 => {
+                                    // A configuration change while the others route: some
+                                    // retire routing targets (aging, a skill minimum), some
+                                    // move an agent between queues.
+                                    let mut c = engine.config();
+                                    let q = rng.below(c.queues.len());
+                                    match rng.below(5) {
+                                        0 => {
+                                            let w = &mut c.queues[q].wrap_up_ms;
+                                            *w = if *w == 0 { 500 } else { 0 };
+                                        }
+                                        1 => c.queues[q].aging_millipoints_per_second ^= 50,
+                                        2 => c.queues[q].base_priority ^= 1,
+                                        3 => {
+                                            let r =
+                                                &mut c.queues[q].required_skills[0].min_proficiency;
+                                            *r = if *r == 4 { 5 } else { 4 };
+                                        }
+                                        _ => {
+                                            let a = rng.below(c.agents.len());
+                                            if let Some(skill) = c.agents[a].skills.first_mut() {
+                                                skill.proficiency = 1 + (skill.proficiency % 10);
+                                            }
+                                        }
+                                    }
+                                    engine.reconfigure(c, now, &mut events).unwrap();
+                                }
+                                roll => {
+                                    let snapshot = engine.agent(agent).unwrap();
+                                    if let Some(w) =
+                                        snapshot.work.get(rng.below(snapshot.work.len().max(1)))
+                                    {
+                                        let id = w.interaction;
+                                        // Errors are expected: another thread may have moved it.
+                                        let _ = match (w.phase.as_str(), roll % 10) {
+                                            ("offered", 0) => {
+                                                engine.reject(agent, id, now, &mut events)
+                                            }
+                                            ("offered", _) => {
+                                                engine.accept(agent, id, now, &mut events)
+                                            }
+                                            ("assigned", 1) => engine.transfer(
+                                                agent,
+                                                id,
+                                                TransferTarget::Agent(format!(
+                                                    "a{}",
+                                                    rng.below(AGENTS)
+                                                )),
+                                                now,
+                                                &mut events,
+                                            ),
+                                            ("assigned", 0) => engine.transfer(
+                                                agent,
+                                                id,
+                                                TransferTarget::Queue(
+                                                    queues[rng.below(queues.len())].clone(),
+                                                ),
+                                                now,
+                                                &mut events,
+                                            ),
+                                            ("assigned", _) => {
+                                                engine.complete(agent, id, None, now, &mut events)
+                                            }
+                                            _ => Ok(()),
+                                        };
+                                    }
+                                }
+                            }
+                            scheduler.arm_from(&events);
+                        }));
+                        if let Err(panic) = step {
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("thread {t} panicked in round {round}: {message}"));
+                            broken = true;
+                        }
                     }
                     // Checkpoint: every thread stops; one checks the whole engine.
                     if barrier.wait().is_leader() {

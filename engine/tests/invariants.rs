@@ -310,14 +310,14 @@ impl Run {
         (!work.is_empty()).then(|| work[pick % work.len()].interaction)
     }
 
-    fn waiting(&self) -> Vec<(InteractionSnapshot, i64, TimeMs)> {
+    fn waiting(&self) -> Vec<(InteractionSnapshot, f64, TimeMs)> {
         let mut all = Vec::new();
         let mut seen = BTreeSet::new();
         for q in QUEUES {
             for w in self.h.engine.queue(q, self.h.now).unwrap().waiting {
                 if seen.insert(w.interaction) {
                     let snapshot = self.h.engine.interaction(w.interaction).unwrap();
-                    all.push((snapshot, w.effective_priority_millipoints, w.enqueued_ms));
+                    all.push((snapshot, w.effective_priority, w.enqueued_ms));
                 }
             }
         }
@@ -516,7 +516,7 @@ impl Run {
     /// Checks the events of one operation from outside, then the engine's own check.
     fn observe(
         &mut self,
-        before: &[(InteractionSnapshot, i64, TimeMs)],
+        before: &[(InteractionSnapshot, f64, TimeMs)],
         events: &[Event],
     ) -> Result<(), TestCaseError> {
         let mut transferred_to_agent = BTreeSet::new();
@@ -606,7 +606,7 @@ impl Run {
     /// it could take (same channel, eligible, not declined by it).
     fn check_order(
         &self,
-        before: &[(InteractionSnapshot, i64, TimeMs)],
+        before: &[(InteractionSnapshot, f64, TimeMs)],
         taken: InteractionId,
         agent: &str,
     ) -> Result<(), TestCaseError> {

@@ -428,8 +428,7 @@ impl Engine {
         };
         self.remove_waiting(&catalog, &stale, waiting);
         if let Some(cell) = freed {
-            self.reindex(&catalog, &cell);
-            self.pull(&catalog, &cell, now_ms, out);
+            self.capacity_freed(&catalog, &cell, now_ms, out);
         }
         Ok(())
     }
@@ -674,8 +673,7 @@ impl Engine {
             }
         };
         if freed {
-            self.reindex(&catalog, &cell);
-            self.pull(&catalog, &cell, now_ms, out);
+            self.capacity_freed(&catalog, &cell, now_ms, out);
         }
         Ok(())
     }
@@ -813,8 +811,7 @@ impl Engine {
         }
         // The transfer target's entries became too good: refreshed lazily.
         drop(target_cell);
-        self.reindex(&catalog, &cell);
-        self.pull(&catalog, &cell, now_ms, out);
+        self.capacity_freed(&catalog, &cell, now_ms, out);
         Ok(())
     }
 
@@ -888,8 +885,7 @@ impl Engine {
             });
             cell
         };
-        self.reindex(catalog, &cell);
-        self.pull(catalog, &cell, now_ms, out);
+        self.capacity_freed(catalog, &cell, now_ms, out);
         true
     }
 
@@ -1117,8 +1113,7 @@ impl Engine {
             });
         }
         self.route(catalog, &ic, route_epoch, now_ms, out);
-        self.reindex(catalog, cell);
-        self.pull(catalog, cell, now_ms, out);
+        self.capacity_freed(catalog, cell, now_ms, out);
         if went_away {
             self.recheck_declined(catalog, cell, now_ms, out);
         }
@@ -1484,6 +1479,19 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// An agent's rank improved or its capacity freed: re-index it everywhere (eagerly,
+    /// so no arrival misses it), then let it pull waiting work.
+    fn capacity_freed(
+        &self,
+        catalog: &Catalog,
+        cell: &Arc<AgentCell>,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) {
+        self.reindex(catalog, cell);
+        self.pull(catalog, cell, now_ms, out);
     }
 
     /// Refreshes the agent's entries in every target it belongs to: rank, the lanes it

@@ -386,6 +386,10 @@ impl Engine {
         let mut freed = None;
         let (stale, waiting) = {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             let previous_state = i.state;
             let queue = catalog.queue(i.queue).clone();
             match i.state {
@@ -604,6 +608,10 @@ impl Engine {
         let ic = self.existing(interaction)?;
         let freed = {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             if i.state != InteractionState::Assigned || i.agent != Some(cell.idx) {
                 if i.state == InteractionState::Assigned || i.agent != Some(cell.idx) {
                     return Err(EngineError::NotAssignedToAgent {
@@ -696,6 +704,10 @@ impl Engine {
         let mut target_cell = None;
         {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             if i.state != InteractionState::Assigned || i.agent != Some(cell.idx) {
                 return Err(EngineError::NotAssignedToAgent {
                     interaction,
@@ -732,7 +744,7 @@ impl Engine {
                     reroute = Some(i.epoch);
                 }
                 TransferTarget::Agent(b) => {
-                    let other = agent_cell(&catalog, b)?;
+                    let other = agent_cell(catalog, b)?;
                     if other.idx == cell.idx {
                         return Err(EngineError::AgentUnavailable {
                             agent: b.clone(),
@@ -777,7 +789,7 @@ impl Engine {
                     });
                     let queue = i.queue;
                     self.offer_locked(
-                        &catalog,
+                        catalog,
                         queue,
                         &other,
                         &mut o,
@@ -870,6 +882,10 @@ impl Engine {
         };
         let cell = {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             if i.state != InteractionState::WrapUp || i.wrap_up_until_ms.is_none_or(|u| u > now_ms)
             {
                 return false;
@@ -902,6 +918,10 @@ impl Engine {
         };
         let (stale, waiting) = {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             let queue = catalog.queue(i.queue).clone();
             if i.state != InteractionState::Queued
                 || i.next_step != step
@@ -995,6 +1015,10 @@ impl Engine {
         let route_epoch;
         {
             let mut i = ic.lock();
+            // Loaded with the interaction locked: at least as new as whatever catalog
+            // last moved it (a concurrent reconfiguration may have added its queue).
+            let fresh_catalog = self.catalog.load();
+            let catalog: &Catalog = &fresh_catalog;
             if i.state != InteractionState::Offered
                 || i.agent != Some(cell.idx)
                 || offer_seq.is_some_and(|seq| seq != i.offer_seq)
@@ -1087,8 +1111,8 @@ impl Engine {
                 // interaction stays and keeps routing here rather than strand.
                 let accepts = |q: &u32| catalog.queue(*q).channel_mask & (1u64 << i.channel) != 0;
                 if let Some(q) = queue.offer_limit_queue.filter(accepts) {
-                    transfer_to = Some(q);
                     let target = catalog.queue(q).clone();
+                    transfer_to = Some(target.id.clone());
                     uncount_waiting(&queue, &mut i);
                     i.counted_waiting = true;
                     target.counters.waiting.fetch_add(1, Ordering::Relaxed);
@@ -1105,11 +1129,11 @@ impl Engine {
                 }
             }
         }
-        if let Some(q) = transfer_to {
+        if let Some(queue_id) = transfer_to {
             out.push(Event::Transferred {
                 interaction,
                 from_agent: None,
-                to: TransferTarget::Queue(catalog.queue(q).id.to_string()),
+                to: TransferTarget::Queue(queue_id.to_string()),
             });
         }
         self.route(catalog, &ic, route_epoch, now_ms, out);

@@ -229,11 +229,12 @@ fn phase_name(phase: WorkPhase) -> &'static str {
 impl Engine {
     /// A live or finished interaction (finished ones stay until purged).
     pub fn interaction(&self, id: InteractionId) -> Result<InteractionSnapshot> {
-        let catalog = self.catalog.load();
         let ic = self
             .interaction_ref(id)
             .ok_or(EngineError::UnknownInteraction(id))?;
         let i = ic.lock();
+        // Loaded with the interaction locked, so it knows the interaction's queue.
+        let catalog = self.catalog.load();
         let agent_name = |a: u32| {
             catalog
                 .agent(a)
@@ -408,7 +409,6 @@ impl Engine {
     /// for it, eligible ones ranked best first, the others with the reason they are out
     /// (skills, presence, capacity, already declined, waiting for a preferred agent).
     pub fn explain(&self, id: InteractionId, now_ms: TimeMs) -> Result<Explanation> {
-        let catalog = self.catalog.load();
         let ic = self
             .interaction_ref(id)
             .ok_or(EngineError::UnknownInteraction(id))?;
@@ -424,6 +424,8 @@ impl Engine {
                 i.preferred.filter(|(_, fallback)| now_ms < *fallback),
             )
         };
+        // Loaded after reading the interaction, so it knows the interaction's queue.
+        let catalog = self.catalog.load();
         Ok(self.explain_at(
             &catalog,
             Some(id),

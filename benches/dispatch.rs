@@ -44,6 +44,19 @@ fn percentiles(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// Total time of `iters` timed calls (for criterion's `iter_custom`).
+fn timed_total(iters: u64, mut step: impl FnMut(&mut dyn FnMut(&mut dyn FnMut()))) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        step(&mut |f| {
+            let start = Instant::now();
+            f();
+            total += start.elapsed();
+        });
+    }
+    total
+}
+
 fn timed_samples(
     n: usize,
     mut step: impl FnMut(&mut dyn FnMut(&mut dyn FnMut())),
@@ -64,17 +77,7 @@ fn bench_arrival(c: &mut Criterion) {
     let samples = timed_samples(200_000, |t| driver.step(|f| t(f)));
     percentiles("arrival decision, 10,000 agents", samples);
     c.bench_function("arrival", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                driver.step(|f| {
-                    let start = Instant::now();
-                    f();
-                    total += start.elapsed();
-                });
-            }
-            total
-        })
+        b.iter_custom(|iters| timed_total(iters, |t| driver.step(|f| t(f))))
     });
 }
 
@@ -83,17 +86,7 @@ fn bench_pull(c: &mut Criterion) {
     let samples = timed_samples(100_000, |t| driver.step(|f| t(f)));
     percentiles("pull decision (complete → offer), 10,000 agents", samples);
     c.bench_function("pull", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                driver.step(|f| {
-                    let start = Instant::now();
-                    f();
-                    total += start.elapsed();
-                });
-            }
-            total
-        })
+        b.iter_custom(|iters| timed_total(iters, |t| driver.step(|f| t(f))))
     });
 }
 
@@ -111,17 +104,7 @@ fn scaling(c: &mut Criterion, group: &str, shape_of: fn(usize) -> Shape) {
             samples,
         );
         group.bench_with_input(BenchmarkId::from_parameter(agents), &agents, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    driver.step(|f| {
-                        let start = Instant::now();
-                        f();
-                        total += start.elapsed();
-                    });
-                }
-                total
-            })
+            b.iter_custom(|iters| timed_total(iters, |t| driver.step(|f| t(f))))
         });
     }
     group.finish();

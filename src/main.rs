@@ -58,22 +58,6 @@ fn main() {
     }
 }
 
-/// A small deterministic random source (xorshift64*), enough for a demo.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Exponentially distributed with this mean.
-    fn exponential(&mut self, mean_ms: f64) -> u64 {
-        (-mean_ms * (1.0 - self.next_f64()).ln()) as u64
-    }
-}
-
 fn demo_center() -> CenterConfig {
     let skill = |name: &str, language: bool| SkillDef {
         name: name.into(),
@@ -207,7 +191,7 @@ fn demo(minutes: u64, seed: u64, arrivals_per_minute: f64, verbose: bool) {
         .map(|q| (q.id.clone(), q.service_level.threshold_ms))
         .collect();
     let engine = Engine::new(config.clone()).expect("the demo center is valid");
-    let mut rng = Rng(seed.max(1));
+    let mut rng = SeededRng::new(seed);
     let mut agenda: BTreeMap<(TimeMs, u64), Action> = BTreeMap::new();
     let mut sequence = 0u64;
     let mut schedule =
@@ -224,7 +208,11 @@ fn demo(minutes: u64, seed: u64, arrivals_per_minute: f64, verbose: bool) {
     events.clear();
     let end_ms = minutes * 60_000;
     let mean_gap_ms = 60_000.0 / arrivals_per_minute;
-    schedule(&mut agenda, rng.exponential(mean_gap_ms), Action::Arrive);
+    schedule(
+        &mut agenda,
+        rng.exponential(mean_gap_ms) as u64,
+        Action::Arrive,
+    );
     let mut stats: BTreeMap<String, QueueStats> = BTreeMap::new();
     let mut sample = None;
     println!(
@@ -240,7 +228,7 @@ fn demo(minutes: u64, seed: u64, arrivals_per_minute: f64, verbose: bool) {
                 if now < end_ms {
                     schedule(
                         &mut agenda,
-                        now + rng.exponential(mean_gap_ms),
+                        now + rng.exponential(mean_gap_ms) as u64,
                         Action::Arrive,
                     );
                 }
@@ -269,7 +257,7 @@ fn demo(minutes: u64, seed: u64, arrivals_per_minute: f64, verbose: bool) {
                         // Customers give up after ~2 minutes on average.
                         schedule(
                             &mut agenda,
-                            now + rng.exponential(120_000.0),
+                            now + rng.exponential(120_000.0) as u64,
                             Action::GiveUp { interaction: id },
                         );
                         sample.get_or_insert(id);
@@ -303,7 +291,7 @@ fn demo(minutes: u64, seed: u64, arrivals_per_minute: f64, verbose: bool) {
                         };
                         schedule(
                             &mut agenda,
-                            now + rng.exponential(mean),
+                            now + rng.exponential(mean) as u64,
                             Action::Finish { agent, interaction },
                         );
                     }

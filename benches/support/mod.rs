@@ -6,20 +6,6 @@ use omniroute_engine::*;
 use std::collections::VecDeque;
 use std::hint::black_box;
 
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// The shape of a center: agents, queues, skills.
 #[derive(Clone, Copy)]
 pub struct Shape {
@@ -54,19 +40,14 @@ pub fn center(shape: Shape, seed: u64) -> CenterConfig {
         queues: queue_count,
         skills: skill_count,
     } = shape;
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let skills: Vec<SkillDef> = (0..skill_count)
         .map(|n| SkillDef {
             name: format!("s{n}"),
             is_language: n < 10,
         })
         .collect();
-    let policies = [
-        AssignmentPolicy::LongestIdle,
-        AssignmentPolicy::MostSkilled,
-        AssignmentPolicy::LeastOccupied,
-        AssignmentPolicy::RoundRobin,
-    ];
+    let policies = AssignmentPolicy::ALL;
     let queues: Vec<QueueDef> = (0..queue_count)
         .map(|n| {
             let mut q = QueueDef::new(
@@ -150,18 +131,29 @@ pub fn engine(shape: Shape) -> Engine {
 }
 
 /// A request for a random queue on that queue's channel.
-pub fn request(rng: &mut Rng, queues: usize) -> NewInteraction {
+pub fn request(rng: &mut SeededRng, queues: usize) -> NewInteraction {
     let q = rng.below(queues);
     NewInteraction::new(CHANNELS[q % 3], "customer").to_queue(&format!("q{q}"))
 }
 
-pub fn offered_agent(events: &[Event]) -> Option<(InteractionId, std::sync::Arc<str>)> {
-    events.iter().find_map(|e| match e {
-        Event::Offered {
+/// Accepts every offer in `events` at once and records the work as in hand.
+fn accept_offers(
+    engine: &Engine,
+    events: &[Event],
+    now: TimeMs,
+    active: &mut VecDeque<(InteractionId, std::sync::Arc<str>)>,
+) {
+    for e in events {
+        if let Event::Offered {
             interaction, agent, ..
-        } => Some((*interaction, agent.clone())),
-        _ => None,
-    })
+        } = e
+        {
+            engine
+                .accept(agent, *interaction, now, &mut Vec::new())
+                .unwrap();
+            active.push_back((*interaction, agent.clone()));
+        }
+    }
 }
 
 /// Arrival-side driver at ~50 % occupancy. `step` submits one interaction (timed by the
@@ -169,7 +161,7 @@ pub fn offered_agent(events: &[Event]) -> Option<(InteractionId, std::sync::Arc<
 pub struct ArrivalDriver {
     queues: usize,
     engine: Engine,
-    rng: Rng,
+    rng: SeededRng,
     now: TimeMs,
     active: VecDeque<(InteractionId, std::sync::Arc<str>)>,
     requests: Vec<NewInteraction>,
@@ -183,7 +175,7 @@ impl ArrivalDriver {
         let mut d = ArrivalDriver {
             queues: shape.queues,
             engine: engine(shape),
-            rng: Rng(7),
+            rng: SeededRng::new(7),
             now: 1,
             active: VecDeque::new(),
             requests: Vec::new(),
@@ -218,12 +210,7 @@ impl ArrivalDriver {
         time(&mut || {
             black_box(engine.submit(request.take().unwrap(), now, events).unwrap());
         });
-        if let Some((id, agent)) = offered_agent(&self.events) {
-            self.engine
-                .accept(&agent, id, now, &mut Vec::new())
-                .unwrap();
-            self.active.push_back((id, agent));
-        }
+        accept_offers(&self.engine, &self.events, now, &mut self.active);
         while self.active.len() > self.target_active {
             let (id, agent) = self.active.pop_front().unwrap();
             let mut events = Vec::new();
@@ -233,17 +220,7 @@ impl ArrivalDriver {
             // The actor layer forgets finished work (its history is in the log).
             self.engine.forget(id).unwrap();
             // A completion may pull waiting work: accept it too.
-            for e in &events {
-                if let Event::Offered {
-                    interaction, agent, ..
-                } = e
-                {
-                    self.engine
-                        .accept(agent, *interaction, self.now, &mut Vec::new())
-                        .unwrap();
-                    self.active.push_back((*interaction, agent.clone()));
-                }
-            }
+            accept_offers(&self.engine, &events, self.now, &mut self.active);
         }
     }
 }
@@ -252,7 +229,7 @@ impl ArrivalDriver {
 pub struct PullDriver {
     queues: usize,
     engine: Engine,
-    rng: Rng,
+    rng: SeededRng,
     now: TimeMs,
     active: VecDeque<(InteractionId, std::sync::Arc<str>)>,
     events: Vec<Event>,
@@ -264,7 +241,7 @@ impl PullDriver {
         let mut d = PullDriver {
             queues: shape.queues,
             engine: engine(shape),
-            rng: Rng(11),
+            rng: SeededRng::new(11),
             now: 1,
             active: VecDeque::new(),
             events: Vec::with_capacity(64),
@@ -284,17 +261,7 @@ impl PullDriver {
     }
 
     fn accept_offers(&mut self, events: &[Event]) {
-        for e in events {
-            if let Event::Offered {
-                interaction, agent, ..
-            } = e
-            {
-                self.engine
-                    .accept(agent, *interaction, self.now, &mut Vec::new())
-                    .unwrap();
-                self.active.push_back((*interaction, agent.clone()));
-            }
-        }
+        accept_offers(&self.engine, events, self.now, &mut self.active);
     }
 
     pub fn step(&mut self, time: impl FnOnce(&mut dyn FnMut())) {

@@ -50,6 +50,7 @@ mod error;
 mod events;
 mod inspect;
 pub mod model;
+mod rng;
 
 pub use capacity::CapacityShortfall;
 pub use cells::HistoryEntry;
@@ -61,6 +62,7 @@ pub use inspect::{
     WaitingEntry, WorkSnapshot,
 };
 pub use model::*;
+pub use rng::SeededRng;
 
 /// An interaction's id: unique per engine; the high 16 bits carry the node number so
 /// partitioned deployments never collide.

@@ -172,6 +172,16 @@ pub enum AssignmentPolicy {
     RoundRobin,
 }
 
+impl AssignmentPolicy {
+    /// Every policy, in declaration order.
+    pub const ALL: [AssignmentPolicy; 4] = [
+        AssignmentPolicy::LongestIdle,
+        AssignmentPolicy::MostSkilled,
+        AssignmentPolicy::LeastOccupied,
+        AssignmentPolicy::RoundRobin,
+    ];
+}
+
 /// A queue's service-level objective: `percent` of interactions answered within
 /// `threshold_ms` (e.g. 80 % in 20 s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

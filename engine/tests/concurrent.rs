@@ -22,24 +22,9 @@ const AGENTS: usize = 40;
 const ROUNDS: usize = 60;
 const OPS_PER_ROUND: usize = 400;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn config() -> CenterConfig {
     let skills = ["billing", "tech", "sales", "english", "spanish"];
-    let mut rng = Rng(7);
+    let mut rng = SeededRng::new(7);
     let agents = (0..AGENTS)
         .map(|n| {
             let mut held: Vec<(&str, u8)> = Vec::new();
@@ -70,12 +55,7 @@ fn config() -> CenterConfig {
         agents,
         ..Default::default()
     };
-    let policies = [
-        AssignmentPolicy::LongestIdle,
-        AssignmentPolicy::MostSkilled,
-        AssignmentPolicy::LeastOccupied,
-        AssignmentPolicy::RoundRobin,
-    ];
+    let policies = AssignmentPolicy::ALL;
     config.queues = skills
         .iter()
         .enumerate()
@@ -132,7 +112,7 @@ fn concurrent_routing_keeps_every_invariant() {
             let violations = violations.clone();
             let queues = queues.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
+                let mut rng = SeededRng::new(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
                 let mut scheduler = Scheduler::new();
                 let mut events = Vec::new();
                 let mut my_submitted = Vec::new();

@@ -129,12 +129,7 @@ fn shape_strategy() -> impl Strategy<Value = Shape> {
 }
 
 fn policy(n: u8) -> AssignmentPolicy {
-    [
-        AssignmentPolicy::LongestIdle,
-        AssignmentPolicy::MostSkilled,
-        AssignmentPolicy::LeastOccupied,
-        AssignmentPolicy::RoundRobin,
-    ][n as usize % 4]
+    AssignmentPolicy::ALL[n as usize % 4]
 }
 
 fn profile(kind: u8) -> CapacityProfile {

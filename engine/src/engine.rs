@@ -83,7 +83,7 @@ impl Engine {
             s.index = vec![None; update.memberships.len()];
             s.memberships = update.memberships;
             drop(s);
-            engine.reindex(&catalog, &cell);
+            engine.reindex(&cell);
         }
         Ok(engine)
     }
@@ -205,7 +205,7 @@ impl Engine {
             for (t, record) in dropped {
                 remove_member(&mut catalog.target(t).state.lock(), record);
             }
-            self.reindex(&catalog, &cell);
+            self.reindex(&cell);
         }
         // Finished interactions of removed queues are forgotten (live ones were refused).
         if !compiled.removed_queues.is_empty() {
@@ -258,16 +258,16 @@ impl Engine {
                     effective_priority(wait_order(i.priority, aging, i.enqueued_ms), aging, now_ms);
                 (stale, waiting, (Reverse(effective), i.enqueued_ms, i.id))
             };
-            self.remove_waiting(&catalog, &stale, waiting);
+            self.remove_waiting(&stale, waiting);
             again.push((order, waiting.epoch + 1, ic));
         }
         again.sort_by_key(|(order, _, _)| *order);
         for (_, epoch, ic) in again {
-            self.route(&catalog, &ic, epoch, now_ms, out);
+            self.route(&ic, epoch, now_ms, out);
         }
         // Agents pull whatever the change made reachable.
         for cell in catalog.agents.iter().flatten() {
-            self.pull(&catalog, cell, now_ms, out);
+            self.pull(cell, now_ms, out);
         }
         Ok(())
     }
@@ -369,7 +369,7 @@ impl Engine {
         };
         let ic = Arc::new(Mutex::new(interaction));
         self.interactions.insert(id, ic.clone());
-        self.route(&catalog, &ic, 0, now_ms, out);
+        self.route(&ic, 0, now_ms, out);
         Ok(id)
     }
 
@@ -381,7 +381,6 @@ impl Engine {
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) -> Result<()> {
-        let catalog = self.catalog.load();
         let ic = self.existing(interaction)?;
         let mut freed = None;
         let (stale, waiting) = {
@@ -430,9 +429,9 @@ impl Engine {
             });
             detached
         };
-        self.remove_waiting(&catalog, &stale, waiting);
+        self.remove_waiting(&stale, waiting);
         if let Some(cell) = freed {
-            self.capacity_freed(&catalog, &cell, now_ms, out);
+            self.capacity_freed(&cell, now_ms, out);
         }
         Ok(())
     }
@@ -473,38 +472,24 @@ impl Engine {
             agent: cell.id.clone(),
             presence: presence.clone(),
         });
-        self.reindex(&catalog, &cell);
+        self.reindex(&cell);
         for interaction in offers {
-            self.end_offer(
-                &catalog,
-                &cell,
-                interaction,
-                None,
-                OfferEnd::Rescinded,
-                now_ms,
-                out,
-            )
-            .ok();
+            self.end_offer(&cell, interaction, None, OfferEnd::Rescinded, now_ms, out)
+                .ok();
         }
         if presence == Presence::Available {
-            self.pull(&catalog, &cell, now_ms, out);
+            self.pull(&cell, now_ms, out);
         }
         if presence != Presence::Available {
             // No longer one of the "others" keeping work from agents who declined it.
-            self.recheck_declined(&catalog, &cell, now_ms, out);
+            self.recheck_declined(&cell, now_ms, out);
         }
         Ok(())
     }
 
     /// After an agent stops being available, interactions it was the last "other" for
     /// may now go back to an agent who declined them: route those again.
-    fn recheck_declined(
-        &self,
-        _caller_catalog: &Catalog,
-        cell: &AgentCell,
-        now_ms: TimeMs,
-        out: &mut Vec<Event>,
-    ) {
+    fn recheck_declined(&self, cell: &AgentCell, now_ms: TimeMs, out: &mut Vec<Event>) {
         let memberships = cell.state.lock().memberships.clone();
         let guard = self.catalog.load(); // after the memberships, as in `reindex`
         let catalog: &Catalog = &guard;
@@ -526,13 +511,13 @@ impl Engine {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            self.reroute(catalog, id, now_ms, out);
+            self.reroute(id, now_ms, out);
         }
     }
 
     /// Takes a queued interaction out of its lanes and routes it again (same key, so
     /// the same position if it has to wait).
-    fn reroute(&self, catalog: &Catalog, id: InteractionId, now_ms: TimeMs, out: &mut Vec<Event>) {
+    fn reroute(&self, id: InteractionId, now_ms: TimeMs, out: &mut Vec<Event>) {
         let Some(ic) = self.interaction_ref(id) else {
             return;
         };
@@ -543,8 +528,8 @@ impl Engine {
             }
             detach(&mut i)
         };
-        self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
+        self.remove_waiting(&stale, waiting);
+        self.route(&ic, waiting.epoch + 1, now_ms, out);
     }
 
     /// The agent accepts its offer: the interaction is assigned.
@@ -581,15 +566,7 @@ impl Engine {
     ) -> Result<()> {
         let catalog = self.catalog.load();
         let cell = agent_cell(&catalog, agent)?;
-        self.end_offer(
-            &catalog,
-            &cell,
-            interaction,
-            None,
-            OfferEnd::Rejected,
-            now_ms,
-            out,
-        )
+        self.end_offer(&cell, interaction, None, OfferEnd::Rejected, now_ms, out)
     }
 
     /// The agent completes its assigned interaction with a wrap-up code (checked against
@@ -681,7 +658,7 @@ impl Engine {
             }
         };
         if freed {
-            self.capacity_freed(&catalog, &cell, now_ms, out);
+            self.capacity_freed(&cell, now_ms, out);
         }
         Ok(())
     }
@@ -819,11 +796,11 @@ impl Engine {
             }
         }
         if let Some(epoch) = reroute {
-            self.route(&catalog, &ic, epoch, now_ms, out);
+            self.route(&ic, epoch, now_ms, out);
         }
         // The transfer target's entries became too good: refreshed lazily.
         drop(target_cell);
-        self.capacity_freed(&catalog, &cell, now_ms, out);
+        self.capacity_freed(&cell, now_ms, out);
         Ok(())
     }
 
@@ -848,7 +825,6 @@ impl Engine {
                 };
                 let cell = catalog.agent(agent).expect("offered agent exists").clone();
                 self.end_offer(
-                    &catalog,
                     &cell,
                     interaction,
                     Some(offer_seq),
@@ -858,21 +834,16 @@ impl Engine {
                 )
                 .is_ok()
             }
-            Timer::WrapUpEnd { interaction } => {
-                self.end_wrap_up(&catalog, interaction, now_ms, out)
-            }
-            Timer::Relaxation { interaction, step } => {
-                self.relax(&catalog, interaction, step, now_ms, out)
-            }
+            Timer::WrapUpEnd { interaction } => self.end_wrap_up(interaction, now_ms, out),
+            Timer::Relaxation { interaction, step } => self.relax(interaction, step, now_ms, out),
             Timer::PreferredFallback { interaction } => {
-                self.preferred_fallback(&catalog, interaction, now_ms, out)
+                self.preferred_fallback(interaction, now_ms, out)
             }
         }
     }
 
     fn end_wrap_up(
         &self,
-        catalog: &Catalog,
         interaction: InteractionId,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
@@ -901,13 +872,12 @@ impl Engine {
             });
             cell
         };
-        self.capacity_freed(catalog, &cell, now_ms, out);
+        self.capacity_freed(&cell, now_ms, out);
         true
     }
 
     fn relax(
         &self,
-        catalog: &Catalog,
         interaction: InteractionId,
         step: u16,
         now_ms: TimeMs,
@@ -951,14 +921,13 @@ impl Engine {
             });
             detached
         };
-        self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
+        self.remove_waiting(&stale, waiting);
+        self.route(&ic, waiting.epoch + 1, now_ms, out);
         true
     }
 
     fn preferred_fallback(
         &self,
-        catalog: &Catalog,
         interaction: InteractionId,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
@@ -981,8 +950,8 @@ impl Engine {
             out.push(Event::PreferredFallback { interaction });
             detached
         };
-        self.remove_waiting(catalog, &stale, waiting);
-        self.route(catalog, &ic, waiting.epoch + 1, now_ms, out);
+        self.remove_waiting(&stale, waiting);
+        self.route(&ic, waiting.epoch + 1, now_ms, out);
         true
     }
 
@@ -1001,7 +970,6 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn end_offer(
         &self,
-        catalog: &Catalog,
         cell: &Arc<AgentCell>,
         interaction: InteractionId,
         offer_seq: Option<u32>,
@@ -1136,10 +1104,10 @@ impl Engine {
                 to: TransferTarget::Queue(queue_id.to_string()),
             });
         }
-        self.route(catalog, &ic, route_epoch, now_ms, out);
-        self.capacity_freed(catalog, cell, now_ms, out);
+        self.route(&ic, route_epoch, now_ms, out);
+        self.capacity_freed(cell, now_ms, out);
         if went_away {
-            self.recheck_declined(catalog, cell, now_ms, out);
+            self.recheck_declined(cell, now_ms, out);
         }
         Ok(())
     }
@@ -1152,7 +1120,6 @@ impl Engine {
     /// routings of the same epoch would put it in its lanes twice.)
     pub(crate) fn route(
         &self,
-        _caller_catalog: &Catalog,
         ic: &InteractionRef,
         epoch: u64,
         now_ms: TimeMs,
@@ -1235,13 +1202,13 @@ impl Engine {
                 repair_relaxation(&fresh, &mut i);
                 std::mem::take(&mut i.waiting_in)
             };
-            self.remove_waiting(catalog, &stale, waiting);
-            return self.route(&fresh, ic, epoch, now_ms, out);
+            self.remove_waiting(&stale, waiting);
+            return self.route(ic, epoch, now_ms, out);
         }
         if let Some((_, stale)) = offered_to {
             // The agent's index entries elsewhere are now too good; they are refreshed
             // lazily by the next walk that meets them (see `select_agent`).
-            self.remove_waiting(catalog, &stale, waiting);
+            self.remove_waiting(&stale, waiting);
             return;
         }
         let i = ic.lock();
@@ -1471,7 +1438,7 @@ impl Engine {
     }
 
     /// Removes an interaction's entries from the given targets' waiting lanes.
-    fn remove_waiting(&self, _caller_catalog: &Catalog, targets: &[u32], waiting: WaitingRef) {
+    fn remove_waiting(&self, targets: &[u32], waiting: WaitingRef) {
         if targets.is_empty() {
             return;
         }
@@ -1507,20 +1474,14 @@ impl Engine {
 
     /// An agent's rank improved or its capacity freed: re-index it everywhere (eagerly,
     /// so no arrival misses it), then let it pull waiting work.
-    fn capacity_freed(
-        &self,
-        catalog: &Catalog,
-        cell: &Arc<AgentCell>,
-        now_ms: TimeMs,
-        out: &mut Vec<Event>,
-    ) {
-        self.reindex(catalog, cell);
-        self.pull(catalog, cell, now_ms, out);
+    fn capacity_freed(&self, cell: &Arc<AgentCell>, now_ms: TimeMs, out: &mut Vec<Event>) {
+        self.reindex(cell);
+        self.pull(cell, now_ms, out);
     }
 
     /// Refreshes the agent's entries in every target it belongs to: rank, the lanes it
     /// fits now, availability per lane.
-    pub(crate) fn reindex(&self, _caller_catalog: &Catalog, cell: &AgentCell) {
+    pub(crate) fn reindex(&self, cell: &AgentCell) {
         let memberships = cell.state.lock().memberships.clone();
         // Loaded after the memberships: a reconfiguration swaps the catalog before it
         // rewrites memberships, so this catalog knows every target they name.
@@ -1542,13 +1503,7 @@ impl Engine {
 
     /// The agent takes the best waiting work across its targets, for the channels it
     /// fits, until it is full or nothing eligible waits.
-    pub(crate) fn pull(
-        &self,
-        _caller_catalog: &Catalog,
-        cell: &Arc<AgentCell>,
-        now_ms: TimeMs,
-        out: &mut Vec<Event>,
-    ) {
+    pub(crate) fn pull(&self, cell: &Arc<AgentCell>, now_ms: TimeMs, out: &mut Vec<Event>) {
         loop {
             let (memberships, fit_mask) = {
                 let s = cell.state.lock();
@@ -1675,7 +1630,7 @@ impl Engine {
         };
         drop(i);
         drop(ts);
-        self.remove_waiting(catalog, &stale, waiting);
+        self.remove_waiting(&stale, waiting);
         Claim::Offered
     }
 }

@@ -62,8 +62,6 @@ pub(crate) struct CompiledRule {
 pub(crate) struct Catalog {
     pub channels: Vec<ChannelRt>,
     pub channel_by_name: HashMap<String, ChannelIdx>,
-    #[allow(dead_code)]
-    pub skill_by_name: HashMap<String, u16>,
     pub skill_names: Vec<String>,
     pub queues: Vec<Option<Arc<QueueRt>>>,
     pub queue_by_id: HashMap<String, u32>,
@@ -780,7 +778,6 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
     let catalog = Catalog {
         channels,
         channel_by_name,
-        skill_by_name,
         skill_names,
         queues,
         queue_by_id,

@@ -1306,7 +1306,8 @@ impl Engine {
         let Some(position) = membership_position(&s, tc.idx) else {
             return false;
         };
-        let actual = compute_rank(&tc.spec, &s.memberships[position], &s, cell.idx);
+        let words = rank_words(&tc.spec, &s.memberships[position], &s);
+        let actual = pack_rank(&tc.spec, &words, cell.idx);
         let fits = if s.is_available() {
             s.usage.fits(&s.profile, i.channel).ok()
         } else {
@@ -1317,7 +1318,6 @@ impl Engine {
             // target yet (another thread); everything before the cursor was ineligible, so
             // it is the best.
             Some(units) if actual <= entry || any_rank => {
-                let words = rank_words(&tc.spec, &s.memberships[position], &s);
                 self.offer_locked(
                     catalog,
                     tc.spec.queue,
@@ -1832,7 +1832,11 @@ pub(crate) fn rank_words(spec: &TargetSpec, m: &Membership, s: &AgentState) -> [
 
 /// The agent's index key in a target: its rank words packed (see [`Rank`]).
 pub(crate) fn compute_rank(spec: &TargetSpec, m: &Membership, s: &AgentState, agent: u32) -> Rank {
-    let w = rank_words(spec, m, s);
+    pack_rank(spec, &rank_words(spec, m, s), agent)
+}
+
+/// Packs already computed rank words (see [`Rank`]).
+fn pack_rank(spec: &TargetSpec, w: &[u64; 4], agent: u32) -> Rank {
     match spec.policy {
         AssignmentPolicy::LongestIdle => Rank::pack(&[(w[0], 16), (w[1], 16), (w[2], 48)], agent),
         AssignmentPolicy::MostSkilled => Rank::pack(

@@ -35,7 +35,7 @@ pub struct Engine {
     /// Serialises configuration changes only; routing never takes it.
     admin: Mutex<()>,
     pub(crate) interactions: DashMap<InteractionId, InteractionRef, rustc_hash::FxBuildHasher>,
-    next_interaction: AtomicU64,
+    pub(crate) next_interaction: AtomicU64,
 }
 
 /// Who routed an offer, for the history.
@@ -333,6 +333,13 @@ impl Engine {
             .or(rule_priority)
             .unwrap_or(queue.def.base_priority);
         let mut history = Vec::with_capacity(8);
+        out.push(Event::Created {
+            interaction: id,
+            queue: queue.id.clone(),
+            channel: catalog.channels[channel as usize].name.clone(),
+            priority,
+            rule: rule.clone(),
+        });
         history.push(HistoryEntry::Created {
             at_ms: now_ms,
             queue: queue.id.clone(),
@@ -968,7 +975,7 @@ impl Engine {
 
     /// Ends an offer by reject, timeout or rescind, and re-routes the interaction.
     #[allow(clippy::too_many_arguments)]
-    fn end_offer(
+    pub(crate) fn end_offer(
         &self,
         cell: &Arc<AgentCell>,
         interaction: InteractionId,
@@ -1000,7 +1007,7 @@ impl Engine {
             {
                 let mut s = cell.state.lock();
                 s.release(interaction).expect("offered work is in hand");
-                if how != OfferEnd::Rescinded {
+                if how.is_miss() {
                     s.consecutive_misses += 1;
                     let limit = catalog.settings.max_consecutive_misses;
                     if limit > 0
@@ -1042,6 +1049,14 @@ impl Engine {
                     });
                     "agent_offline"
                 }
+                OfferEnd::Restart => {
+                    out.push(Event::OfferRescinded {
+                        interaction,
+                        agent: cell.id.clone(),
+                        reason: RescindReason::ServerRestart,
+                    });
+                    "server_restart"
+                }
             };
             i.history.push(HistoryEntry::OfferEnded {
                 at_ms: now_ms,
@@ -1054,10 +1069,10 @@ impl Engine {
             i.epoch += 1;
             route_epoch = i.epoch;
             // The preferred agent declined: the preference is spent.
-            if how != OfferEnd::Rescinded && i.preferred.is_some_and(|(p, _)| p == cell.idx) {
+            if how.is_miss() && i.preferred.is_some_and(|(p, _)| p == cell.idx) {
                 i.preferred = None;
             }
-            if how != OfferEnd::Rescinded && !i.declined.contains(&cell.idx) {
+            if how.is_miss() && !i.declined.contains(&cell.idx) {
                 i.declined.push(cell.idx);
             }
             i.counted_waiting = true;
@@ -1636,10 +1651,18 @@ impl Engine {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum OfferEnd {
+pub(crate) enum OfferEnd {
     Rejected,
     TimedOut,
     Rescinded,
+    /// Taken back by [`Engine::recover`] after a restart: like `Rescinded`, not a miss.
+    Restart,
+}
+
+impl OfferEnd {
+    fn is_miss(self) -> bool {
+        matches!(self, OfferEnd::Rejected | OfferEnd::TimedOut)
+    }
 }
 
 /// Re-derives an interaction's relaxation level and overflow targets from the steps it

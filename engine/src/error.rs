@@ -13,6 +13,9 @@ pub enum EngineError {
     /// No queue with this id.
     #[error("unknown queue `{0}`")]
     UnknownQueue(String),
+    /// A state image (a snapshot) does not fit its own configuration.
+    #[error("invalid state image: {0}")]
+    InvalidImage(String),
     /// No skill with this name.
     #[error("unknown skill `{skill}` (referenced by {context})")]
     UnknownSkill {

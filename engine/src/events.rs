@@ -21,6 +21,9 @@ pub enum RescindReason {
     CustomerLeft,
     /// The agent went offline.
     AgentOffline,
+    /// The server restarted before the agent answered; the interaction went back to its
+    /// queue at its original position.
+    ServerRestart,
 }
 
 /// Where a transfer goes.
@@ -37,6 +40,20 @@ pub enum TransferTarget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// A new interaction was accepted by the engine (it is routed next: `Offered` or
+    /// `Queued` follows).
+    Created {
+        /// The id it was given.
+        interaction: InteractionId,
+        /// The queue routing rules (or the request) chose.
+        queue: Arc<str>,
+        /// Channel name.
+        channel: Arc<str>,
+        /// Its priority.
+        priority: i32,
+        /// The routing rule that matched, if one did.
+        rule: Option<Arc<str>>,
+    },
     /// The interaction waits in a queue (after submit, reject, transfer, relaxation…).
     Queued {
         /// Interaction.
@@ -254,7 +271,8 @@ impl Event {
     /// The interaction this event is about, if any.
     pub fn interaction(&self) -> Option<InteractionId> {
         match self {
-            Event::Queued { interaction, .. }
+            Event::Created { interaction, .. }
+            | Event::Queued { interaction, .. }
             | Event::Offered { interaction, .. }
             | Event::Accepted { interaction, .. }
             | Event::Rejected { interaction, .. }

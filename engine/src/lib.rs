@@ -48,6 +48,7 @@ mod cells;
 mod engine;
 mod error;
 mod events;
+mod image;
 mod inspect;
 pub mod model;
 mod rng;
@@ -57,6 +58,7 @@ pub use cells::HistoryEntry;
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use events::{Event, RescindReason, Scheduler, Timer, TransferTarget};
+pub use image::{AgentImage, EngineImage, InteractionImage, QueueImage, WorkImage, WorkPhaseImage};
 pub use inspect::{
     AgentSnapshot, Candidate, Exclusion, Explanation, InteractionSnapshot, QueueSnapshot,
     WaitingEntry, WorkSnapshot,

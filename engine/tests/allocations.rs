@@ -162,8 +162,8 @@ fn decisions_do_not_allocate() {
         let offered = events.iter().any(|e| matches!(e, Event::Offered { .. }));
         assert!(offered, "free agents exist: the arrival must be offered");
         arrivals += 1;
-        let agent = match &events[0] {
-            Event::Offered { agent, .. } => agent.to_string(),
+        let agent = match &events[..] {
+            [Event::Created { .. }, Event::Offered { agent, .. }, ..] => agent.to_string(),
             other => panic!("unexpected {other:?}"),
         };
         engine.accept(&agent, id, now, &mut Vec::new()).unwrap();

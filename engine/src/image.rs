@@ -160,12 +160,16 @@ impl Engine {
     pub fn export(&self) -> EngineImage {
         let catalog = self.catalog.load();
         let queue_id = |q: u32| catalog.queue(q).id.to_string();
-        let agent_id = |a: u32| -> String {
+        // References to agents a reconfiguration removed are dropped: such an agent
+        // holds no work (removal is refused otherwise) and can take no offer, so only
+        // a finished interaction's last agent (still in its history) or a preference
+        // nobody can honour is lost.
+        let agent_id = |a: u32| -> Option<String> {
             catalog
                 .agents
                 .get(a as usize)
                 .and_then(|c| c.as_ref())
-                .map_or_else(|| format!("#{a}"), |c| c.id.to_string())
+                .map(|c| c.id.to_string())
         };
         let queues = catalog
             .queues
@@ -237,11 +241,13 @@ impl Engine {
                     waiting: !i.waiting_in.is_empty(),
                     counted_waiting: i.counted_waiting,
                     epoch: i.epoch,
-                    preferred: i.preferred.map(|(a, at)| (agent_id(a), at)),
-                    declined: i.declined.iter().map(|a| agent_id(*a)).collect(),
+                    preferred: i
+                        .preferred
+                        .and_then(|(a, at)| Some((agent_id(a)?, at))),
+                    declined: i.declined.iter().filter_map(|a| agent_id(*a)).collect(),
                     offers_in_queue: i.offers_in_queue,
                     offer_seq: i.offer_seq,
-                    agent: i.agent.map(agent_id),
+                    agent: i.agent.and_then(agent_id),
                     directed: i.directed,
                     offer_deadline_ms: i.offer_deadline_ms,
                     answered_ms: i.answered_ms,
@@ -362,7 +368,10 @@ impl Engine {
                 }
             }
             let rt = catalog.queue(queue).clone();
-            if im.level as usize >= rt.targets.len() {
+            // A level past the queue's steps is legal outside a queue (a reconfiguration
+            // removed steps; routing repairs it when the interaction is queued again),
+            // but an interaction waiting there cannot be.
+            if im.waiting && im.level as usize >= rt.targets.len() {
                 return Err(corrupt(format!(
                     "{what} is at relaxation level {} of queue `{}`, which has {}",
                     im.level,

@@ -50,6 +50,7 @@ mod error;
 mod events;
 mod image;
 mod inspect;
+pub mod journal;
 pub mod model;
 mod rng;
 

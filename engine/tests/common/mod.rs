@@ -1,6 +1,8 @@
 //! Small centers for the engine's tests.
 #![allow(dead_code)]
 
+pub mod random;
+
 use omniroute_engine::*;
 
 pub fn skill(name: &str) -> SkillDef {

@@ -1,0 +1,203 @@
+//! The durable event log: every state change is a record appended before anyone is told.
+//!
+//! A [`Record`] holds one operation that changed the engine — the [`Command`] with the
+//! time it ran at — and every [`Event`] it produced (created, queued, offered, accepted,
+//! rejected, timed out, transferred, completed, abandoned, presence changes,
+//! configuration). Records are encoded with MessagePack (rmp-serde), framed with a
+//! CRC-32 checksum that also covers the key (see [`codec`]), and appended under
+//! monotonic big-endian `u64` keys to a [`LogStore`] — sled by default
+//! ([`SledStore`]), an in-memory store for tests ([`MemoryStore`]).
+//!
+//! Recovery replays the newest snapshot, then every record after it, through the engine
+//! and checks that each replayed operation produced exactly the events the record holds:
+//! a replay that would diverge from what clients were told refuses to start instead.
+//! [`Journal`] is the durable front of the engine: it sequences operations, appends
+//! them, acknowledges only once they are durable (group commit), keeps the timers,
+//! takes snapshots and truncates the log behind them.
+
+pub mod codec;
+mod node;
+#[cfg(feature = "sled")]
+mod sled_store;
+mod store;
+
+pub use node::{
+    Ack, DataDirLock, Durability, Journal, JournalConfig, JournalError, RecoveryReport, TailCut, replay,
+};
+#[cfg(feature = "sled")]
+pub use sled_store::SledStore;
+pub use store::{LogStore, MemoryStore, RawEntry};
+
+use crate::InteractionId;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::events::{Event, Timer, TransferTarget};
+use crate::image::EngineImage;
+use crate::model::{CenterConfig, NewInteraction, Presence, TimeMs};
+use serde::{Deserialize, Serialize};
+
+/// One operation that changes the engine's state: what a record replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Replace the configuration (channels, skills, agents, queues, rules, wrap-up
+    /// codes, settings). The first record of a log is always one.
+    Configure {
+        /// The whole new configuration.
+        config: CenterConfig,
+    },
+    /// A new interaction.
+    Submit {
+        /// The request.
+        request: NewInteraction,
+    },
+    /// The customer left.
+    Abandon {
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// An agent's presence changed.
+    SetPresence {
+        /// Agent.
+        agent: String,
+        /// New presence.
+        presence: Presence,
+    },
+    /// An agent accepted its offer.
+    Accept {
+        /// Agent.
+        agent: String,
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// An agent rejected its offer.
+    Reject {
+        /// Agent.
+        agent: String,
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// An agent completed its interaction.
+    Complete {
+        /// Agent.
+        agent: String,
+        /// Interaction.
+        interaction: InteractionId,
+        /// Wrap-up code.
+        wrap_up_code: Option<String>,
+    },
+    /// An agent transferred its interaction.
+    Transfer {
+        /// Agent.
+        agent: String,
+        /// Interaction.
+        interaction: InteractionId,
+        /// Destination.
+        to: TransferTarget,
+    },
+    /// A timer fired (offer timeout, wrap-up end, relaxation step, preferred fallback).
+    Timer {
+        /// The timer.
+        timer: Timer,
+    },
+    /// The server restarted: [`Engine::recover`].
+    Restart,
+    /// An agent's reconnect grace period ended: [`Engine::reclaim_work`].
+    ReclaimWork {
+        /// Agent.
+        agent: String,
+    },
+}
+
+impl Command {
+    /// A short name for logs and acknowledgements.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Configure { .. } => "configure",
+            Command::Submit { .. } => "submit",
+            Command::Abandon { .. } => "abandon",
+            Command::SetPresence { .. } => "set_presence",
+            Command::Accept { .. } => "accept",
+            Command::Reject { .. } => "reject",
+            Command::Complete { .. } => "complete",
+            Command::Transfer { .. } => "transfer",
+            Command::Timer { .. } => "timer",
+            Command::Restart => "restart",
+            Command::ReclaimWork { .. } => "reclaim_work",
+        }
+    }
+
+    /// Runs the command on `engine`. `Ok(false)` means it changed nothing (a stale
+    /// timer, a grace period that ended after the agent came back): nothing to log.
+    /// `Configure` here is a reconfiguration; a log's first record builds the engine
+    /// (see [`Command::build`]).
+    pub fn run(&self, engine: &Engine, now_ms: TimeMs, out: &mut Vec<Event>) -> Result<bool> {
+        match self {
+            Command::Configure { config } => engine.reconfigure(config.clone(), now_ms, out)?,
+            Command::Submit { request } => {
+                engine.submit(request.clone(), now_ms, out)?;
+            }
+            Command::Abandon { interaction } => engine.abandon(*interaction, now_ms, out)?,
+            Command::SetPresence { agent, presence } => {
+                engine.set_presence(agent, presence.clone(), now_ms, out)?
+            }
+            Command::Accept { agent, interaction } => {
+                engine.accept(agent, *interaction, now_ms, out)?
+            }
+            Command::Reject { agent, interaction } => {
+                engine.reject(agent, *interaction, now_ms, out)?
+            }
+            Command::Complete {
+                agent,
+                interaction,
+                wrap_up_code,
+            } => engine.complete(agent, *interaction, wrap_up_code.as_deref(), now_ms, out)?,
+            Command::Transfer {
+                agent,
+                interaction,
+                to,
+            } => engine.transfer(agent, *interaction, to.clone(), now_ms, out)?,
+            Command::Timer { timer } => return Ok(engine.on_timer(*timer, now_ms, out)),
+            Command::Restart => {
+                engine.recover(now_ms, out);
+            }
+            Command::ReclaimWork { agent } => {
+                return Ok(engine.reclaim_work(agent, now_ms, out)? > 0);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The engine a log's first record builds: it must be `Configure`.
+    pub fn build(&self) -> Option<Result<Engine>> {
+        match self {
+            Command::Configure { config } => Some(Engine::new(config.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// One log record: an operation, when it ran, and what it did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The record's key (also in the frame's checksum; stored twice to catch a record
+    /// filed under the wrong key).
+    pub seq: u64,
+    /// The time the operation ran at (ms since the Unix epoch for a server).
+    pub now_ms: TimeMs,
+    /// The operation.
+    pub command: Command,
+    /// Every event it produced, in order.
+    pub events: Vec<Event>,
+}
+
+/// A snapshot: the engine's whole state after record `seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last record the image includes.
+    pub seq: u64,
+    /// When it was taken.
+    pub taken_ms: TimeMs,
+    /// The state.
+    pub image: EngineImage,
+}

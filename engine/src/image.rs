@@ -241,9 +241,7 @@ impl Engine {
                     waiting: !i.waiting_in.is_empty(),
                     counted_waiting: i.counted_waiting,
                     epoch: i.epoch,
-                    preferred: i
-                        .preferred
-                        .and_then(|(a, at)| Some((agent_id(a)?, at))),
+                    preferred: i.preferred.and_then(|(a, at)| Some((agent_id(a)?, at))),
                     declined: i.declined.iter().filter_map(|a| agent_id(*a)).collect(),
                     offers_in_queue: i.offers_in_queue,
                     offer_seq: i.offer_seq,
@@ -408,7 +406,9 @@ impl Engine {
                 offer_seq: im.offer_seq,
                 agent,
                 directed: im.directed,
-                offered_generation: catalog.generation,
+                // Made under a configuration this engine never had: the invariant
+                // check treats it like an offer from before a reconfiguration.
+                offered_generation: u64::MAX,
                 offer_deadline_ms: im.offer_deadline_ms,
                 answered_ms: im.answered_ms,
                 wrap_up_until_ms: im.wrap_up_until_ms,

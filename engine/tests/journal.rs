@@ -370,12 +370,21 @@ impl Driver {
     }
 }
 
-fn queue_order(engine: &Engine, now: TimeMs) -> BTreeMap<&'static str, Vec<(InteractionId, TimeMs)>> {
+fn queue_order(
+    engine: &Engine,
+    now: TimeMs,
+) -> BTreeMap<&'static str, Vec<(InteractionId, TimeMs)>> {
     QUEUES
         .iter()
         .map(|q| {
             let waiting = engine.queue(q, now).unwrap().waiting;
-            (*q, waiting.iter().map(|w| (w.interaction, w.enqueued_ms)).collect())
+            (
+                *q,
+                waiting
+                    .iter()
+                    .map(|w| (w.interaction, w.enqueued_ms))
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -402,7 +411,10 @@ proptest! {
         let replayed = replayed.unwrap();
         prop_assert_eq!(report.last_seq, d.journal.last_seq());
         prop_assert_eq!(&replayed.export(), &live, "replay differs from the live state");
-        prop_assert!(replayed.check_invariants(d.now).is_empty());
+        let problems = replayed.check_invariants(d.now);
+        prop_assert!(problems.is_empty(), "{:?}", problems);
+        let live_problems = d.journal.read(|e| e.check_invariants(d.now));
+        prop_assert!(live_problems.is_empty(), "live: {:?}", live_problems);
 
         // Restart: agents offline, offers back in their queues at their original
         // place, assigned work kept, enqueue times kept.
@@ -497,7 +509,10 @@ fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
     let waiting_old = submit(&j, "voice", 20); // a1 is full (voice blocks): waits
     presence(&j, "a2", Presence::Available, 30); // a2 takes it: offered
     let waiting_new = submit(&j, "voice", 40); // waits
-    assert_eq!(j.read(|e| e.interaction(waiting_old).unwrap().state), InteractionState::Offered);
+    assert_eq!(
+        j.read(|e| e.interaction(waiting_old).unwrap().state),
+        InteractionState::Offered
+    );
     drop(j);
 
     let (j, report) = Journal::open(store.clone(), None, config(0), 1_000).unwrap();
@@ -506,9 +521,16 @@ fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
     assert_eq!(report.agents_in_grace, vec!["a1".to_string()]);
     j.read(|e| {
         let q = e.queue("billing", 1_000).unwrap();
-        let order: Vec<_> = q.waiting.iter().map(|w| (w.interaction, w.enqueued_ms)).collect();
+        let order: Vec<_> = q
+            .waiting
+            .iter()
+            .map(|w| (w.interaction, w.enqueued_ms))
+            .collect();
         assert_eq!(order, vec![(waiting_old, 20), (waiting_new, 40)]);
-        assert_eq!(e.interaction(assigned).unwrap().state, InteractionState::Assigned);
+        assert_eq!(
+            e.interaction(assigned).unwrap().state,
+            InteractionState::Assigned
+        );
         assert_eq!(e.agent("a1").unwrap().presence, Presence::Offline);
     });
     // Grace ends at 1_000 + 30_000; a1 never came back: its work goes back to the queue

@@ -6,9 +6,13 @@
 //! decision and a per-queue summary. The QUIC server (`serve`), the admin/agent clients
 //! and the load tester arrive with their own crates (`transport/`, `loadtest/`).
 
+mod drive;
+
 use clap::{Parser, Subcommand};
+use omniroute_engine::journal::{Journal, JournalConfig, SledStore};
 use omniroute_engine::*;
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -38,11 +42,90 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Run the demo center on real time through the durable log, with random traffic
+    /// from several writers, printing each acknowledgement once it is durable (the
+    /// crash test kills it and checks what it printed survived).
+    Drive {
+        /// Data directory (created if missing; locked while running).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Random seed for the traffic.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Concurrent writer threads.
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Stop after this many acknowledged operations.
+        #[arg(long, default_value_t = 10_000)]
+        ops: u64,
+        /// `sync` (fsync before each acknowledgement, shared by concurrent writers) or
+        /// `batched:<ms>` (flushed at least every <ms>).
+        #[arg(long, default_value = "sync", value_parser = drive::durability)]
+        durability: journal::Durability,
+        /// Records between snapshots (0: never).
+        #[arg(long, default_value_t = 100_000)]
+        snapshot_every: u64,
+        /// After a restart, how long agents' assigned work waits for them (ms).
+        #[arg(long, default_value_t = 120_000)]
+        reconnect_grace_ms: u64,
+    },
+    /// Repair a log with a damaged record in its middle: remove that record and every
+    /// record after it (the server names the key when it refuses to start). The records
+    /// removed are lost: restore from a backup instead if you have one.
+    Repair {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Key of the first damaged record.
+        #[arg(long)]
+        cut_at: u64,
+    },
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Drive {
+            data_dir,
+            seed,
+            writers,
+            ops,
+            durability,
+            snapshot_every,
+            reconnect_grace_ms,
+        } => {
+            let options = drive::DriveOptions {
+                seed,
+                writers,
+                ops,
+                journal: JournalConfig {
+                    durability,
+                    snapshot_every,
+                    reconnect_grace_ms,
+                    ..JournalConfig::default()
+                },
+            };
+            if let Err(e) = drive::drive(&data_dir, demo_center(), options) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        Command::Repair { data_dir, cut_at } => {
+            match Journal::<SledStore>::cut_at(&data_dir, cut_at) {
+                Ok(removed) => println!(
+                    "removed {removed} record(s) from key {cut_at} on; the log now ends at {}",
+                    cut_at.saturating_sub(1)
+                ),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Demo {
             minutes,
             seed,
@@ -416,6 +499,17 @@ fn clock(ms: TimeMs) -> String {
 
 fn describe(event: &Event) -> String {
     match event {
+        Event::Created {
+            interaction,
+            queue,
+            channel,
+            priority,
+            rule,
+        } => format!(
+            "{interaction} ({channel}) arrives for {queue} at priority {priority}{}",
+            rule.as_ref()
+                .map_or(String::new(), |r| format!(" (rule `{r}`)"))
+        ),
         Event::Queued {
             interaction, queue, ..
         } => format!("{interaction} waits in {queue}"),

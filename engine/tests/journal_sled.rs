@@ -1,0 +1,217 @@
+//! The journal on real sled in a temporary directory: damaged tails are cut, damage in
+//! the middle is refused (and repaired by cutting), the directory is locked, snapshots
+//! truncate the log and recover to the same state.
+
+mod common;
+
+use common::*;
+use omniroute_engine::journal::*;
+use omniroute_engine::*;
+use std::path::Path;
+
+fn jc(snapshot_every: u64) -> JournalConfig {
+    JournalConfig {
+        snapshot_every,
+        ..JournalConfig::default()
+    }
+}
+
+fn center2() -> CenterConfig {
+    center(vec![
+        voice_chat_agent("a1", &[("billing", 5)]),
+        voice_chat_agent("a2", &[("billing", 7)]),
+    ])
+}
+
+/// Writes `n` submits (plus the initial configure record) and returns the live image.
+fn write(dir: &Path, n: u64, snapshot_every: u64) -> EngineImage {
+    let (j, _) = Journal::open_dir(dir, Some(center2()), jc(snapshot_every), 0).unwrap();
+    for k in 0..n {
+        j.execute(
+            Command::Submit {
+                request: NewInteraction::new("email", &format!("c{k}")).to_queue("billing"),
+            },
+            k + 1,
+        )
+        .unwrap();
+    }
+    j.read(Engine::export)
+}
+
+fn damage(dir: &Path, key: u64, how: impl FnOnce(&mut Vec<u8>)) {
+    let store = SledStore::open(dir, None).unwrap();
+    let (raw, mut value) = store.read_from(key).next().unwrap().unwrap();
+    assert_eq!(raw, key.to_be_bytes());
+    how(&mut value);
+    store.append(key, &value).unwrap();
+    store.sync().unwrap();
+}
+
+fn replayed(dir: &Path) -> (Option<Engine>, RecoveryReport) {
+    let store = SledStore::open(dir, None).unwrap();
+    replay(&store, true).unwrap()
+}
+
+#[test]
+fn a_truncated_tail_record_is_cut_and_the_server_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 30, 0);
+    // Records: 1 = configure, 2..=31 = submits. Tear the last one in half.
+    damage(dir, 31, |v| v.truncate(v.len() / 2));
+    let (engine, report) = replayed(dir);
+    let cut = report.tail_cut.expect("the tail is cut");
+    assert_eq!(cut.key, 31);
+    assert_eq!(cut.removed, 1);
+    assert!(cut.reason.contains("checksum"), "{}", cut.reason);
+    assert_eq!(report.last_seq, 30);
+    assert_eq!(engine.unwrap().interaction_ids().len(), 29);
+    // And the server starts on it, appending after the cut.
+    let (j, report) = Journal::open_dir(dir, None, jc(0), 100).unwrap();
+    assert!(report.tail_cut.is_none(), "already cut");
+    assert_eq!(j.last_seq(), 31, "the restart record follows record 30");
+}
+
+#[test]
+fn a_flipped_byte_in_the_tail_is_cut_with_a_clear_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 30, 0);
+    damage(dir, 31, |v| {
+        let at = v.len() - 3;
+        v[at] ^= 0x01;
+    });
+    let (j, report) = Journal::open_dir(dir, None, jc(0), 100).unwrap();
+    let cut = report.tail_cut.expect("the tail is cut");
+    assert_eq!((cut.key, cut.removed), (31, 1));
+    assert!(
+        cut.reason.contains("checksum mismatch: stored"),
+        "{}",
+        cut.reason
+    );
+    assert_eq!(j.read(|e| e.interaction_ids().len()), 29);
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_refuses_to_start_until_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 30, 0);
+    damage(dir, 10, |v| v[7] ^= 0x40);
+    for _ in 0..2 {
+        // Refused, and refusing changes nothing: the same answer twice.
+        let err = Journal::open_dir(dir, None, jc(0), 100)
+            .err()
+            .expect("refused");
+        match &err {
+            JournalError::Corrupt {
+                key,
+                good_after,
+                repair,
+                ..
+            } => {
+                assert_eq!(*key, 10);
+                assert_eq!(*good_after, 21);
+                assert!(repair.contains("omniroute repair --data-dir"), "{repair}");
+                assert!(repair.contains("--cut-at 10"), "{repair}");
+            }
+            other => panic!("expected Corrupt, got {other}"),
+        }
+        let message = err.to_string();
+        assert!(message.contains("log record 10 is damaged"), "{message}");
+    }
+    assert_eq!(Journal::<SledStore>::cut_at(dir, 10).unwrap(), 22);
+    let (j, report) = Journal::open_dir(dir, None, jc(0), 100).unwrap();
+    assert_eq!(report.replayed, 9);
+    assert_eq!(j.read(|e| e.interaction_ids().len()), 8);
+}
+
+#[test]
+fn a_missing_record_in_the_middle_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 10, 0);
+    {
+        let store = SledStore::open(dir, None).unwrap();
+        // Remove record 5 alone: cut from 5, then put 6.. back.
+        let rest: Vec<_> = store.read_from(6).map(|e| e.unwrap()).collect();
+        store.remove_from(5).unwrap();
+        for (k, v) in rest {
+            store
+                .append(u64::from_be_bytes(k.try_into().unwrap()), &v)
+                .unwrap();
+        }
+        store.sync().unwrap();
+    }
+    let err = Journal::open_dir(dir, None, jc(0), 100)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            &err,
+            JournalError::Corrupt {
+                key: 5,
+                good_after: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, _) = Journal::open_dir(tmp.path(), Some(center2()), jc(0), 0).unwrap();
+    let err = Journal::open_dir(tmp.path(), Some(center2()), jc(0), 0)
+        .err()
+        .expect("refused");
+    let message = err.to_string();
+    assert!(matches!(err, JournalError::Locked { .. }), "{message}");
+    assert!(
+        message.contains("in use by another omniroute process")
+            && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    drop(first);
+    Journal::open_dir(tmp.path(), None, jc(0), 1).expect("free again once the first stops");
+}
+
+#[test]
+fn snapshots_truncate_the_log_and_recover_the_same_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let live = write(dir, 250, 40);
+    let store = SledStore::open(dir, None).unwrap();
+    let records = store.read_from(0).count();
+    assert!(
+        records < 40,
+        "{records} records left behind the newest snapshot"
+    );
+    assert_eq!(
+        store.snapshots().unwrap().len(),
+        1,
+        "older snapshots removed"
+    );
+    let (engine, report) = replay(&store, true).unwrap();
+    assert_eq!(report.snapshot_seq, Some(240));
+    assert_eq!(report.replayed, 11);
+    assert_eq!(engine.unwrap().export(), live);
+}
+
+#[test]
+fn the_first_record_must_configure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 3, 0);
+    let store = SledStore::open(dir, None).unwrap();
+    store.remove_through(1).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    // Record 1 gone: the log starts at 2, which is a gap at 1, followed by good records.
+    let err = Journal::open_dir(dir, None, jc(0), 100)
+        .err()
+        .expect("refused");
+    assert!(matches!(err, JournalError::Corrupt { key: 1, .. }), "{err}");
+}

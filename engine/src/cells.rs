@@ -374,6 +374,25 @@ pub enum HistoryEntry {
     },
 }
 
+impl HistoryEntry {
+    /// When it happened.
+    pub fn at_ms(&self) -> TimeMs {
+        match self {
+            HistoryEntry::Created { at_ms, .. }
+            | HistoryEntry::Offered { at_ms, .. }
+            | HistoryEntry::Accepted { at_ms, .. }
+            | HistoryEntry::OfferEnded { at_ms, .. }
+            | HistoryEntry::Relaxed { at_ms, .. }
+            | HistoryEntry::PreferredFallback { at_ms }
+            | HistoryEntry::Transferred { at_ms, .. }
+            | HistoryEntry::Completed { at_ms, .. }
+            | HistoryEntry::WrapUpEnded { at_ms }
+            | HistoryEntry::Abandoned { at_ms }
+            | HistoryEntry::OfferLimitReached { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
 pub(crate) struct Interaction {
     pub id: InteractionId,
     pub channel: ChannelIdx,

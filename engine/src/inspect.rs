@@ -296,6 +296,17 @@ impl Engine {
         before - self.interactions.len()
     }
 
+    /// Forgets the finished interactions (completed or abandoned) that finished before
+    /// `cutoff_ms`; returns how many.
+    pub fn purge_finished_before(&self, cutoff_ms: TimeMs) -> usize {
+        let before = self.interactions.len();
+        self.interactions.retain(|_, ic| {
+            let i = ic.lock();
+            !i.state.is_terminal() || i.history.last().is_some_and(|h| h.at_ms() >= cutoff_ms)
+        });
+        before - self.interactions.len()
+    }
+
     /// An agent's state.
     pub fn agent(&self, id: &str) -> Result<AgentSnapshot> {
         let catalog = self.catalog.load();

@@ -18,6 +18,7 @@ fn config(snapshot_every: u64) -> JournalConfig {
     JournalConfig {
         snapshot_every,
         reconnect_grace_ms: 30_000,
+        retain_finished_ms: Some(20_000),
         ..JournalConfig::default()
     }
 }
@@ -88,6 +89,9 @@ fn every_record() -> Vec<Record> {
         },
         Command::Restart,
         Command::ReclaimWork { agent: "a1".into() },
+        Command::PurgeFinished {
+            finished_before_ms: 99,
+        },
     ];
     let a: Arc<str> = Arc::from("a1");
     let q: Arc<str> = Arc::from("billing");

@@ -108,6 +108,12 @@ pub enum Command {
         /// Agent.
         agent: String,
     },
+    /// Forget interactions that finished before `finished_before_ms` (logged before a
+    /// snapshot, so memory and snapshots stay bounded over a long run).
+    PurgeFinished {
+        /// Cutoff.
+        finished_before_ms: TimeMs,
+    },
 }
 
 impl Command {
@@ -125,6 +131,7 @@ impl Command {
             Command::Timer { .. } => "timer",
             Command::Restart => "restart",
             Command::ReclaimWork { .. } => "reclaim_work",
+            Command::PurgeFinished { .. } => "purge_finished",
         }
     }
 
@@ -164,6 +171,9 @@ impl Command {
             }
             Command::ReclaimWork { agent } => {
                 return Ok(engine.reclaim_work(agent, now_ms, out)? > 0);
+            }
+            Command::PurgeFinished { finished_before_ms } => {
+                return Ok(engine.purge_finished_before(*finished_before_ms) > 0);
             }
         }
         Ok(true)

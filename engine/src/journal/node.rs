@@ -64,6 +64,11 @@ pub struct JournalConfig {
     /// Check during recovery that every replayed operation produces exactly the events
     /// its record holds (default on).
     pub verify_replay: bool,
+    /// Finished interactions (completed, abandoned) stay queryable this long after they
+    /// finish; each snapshot first forgets older ones (a logged `purge_finished`
+    /// record), so memory and snapshots stay bounded. `None` keeps them forever
+    /// (default 24 hours).
+    pub retain_finished_ms: Option<u64>,
 }
 
 impl Default for JournalConfig {
@@ -73,6 +78,7 @@ impl Default for JournalConfig {
             snapshot_every: 100_000,
             reconnect_grace_ms: 120_000,
             verify_replay: true,
+            retain_finished_ms: Some(24 * 3_600_000),
         }
     }
 }
@@ -554,7 +560,18 @@ impl<S: LogStore> Journal<S> {
             && inner.since_snapshot >= self.config.snapshot_every
         {
             inner.since_snapshot = 0;
-            self.rebase(inner, seq, now_ms)
+            let mut last = seq;
+            if let Some(retain) = self.config.retain_finished_ms {
+                let purge = Command::PurgeFinished {
+                    finished_before_ms: now_ms.saturating_sub(retain),
+                };
+                let mut none = Vec::new();
+                if purge.run(&inner.engine, now_ms, &mut none)? {
+                    let (ack, _) = self.append(inner, purge, now_ms, none)?;
+                    last = ack.seq.unwrap_or(last);
+                }
+            }
+            self.rebase(inner, last, now_ms)
         } else {
             None
         };

@@ -366,16 +366,16 @@ impl<S: LogStore> Journal<S> {
                 })
                 .count();
             let mut inner = journal.inner.lock();
-            let holding = inner.engine.export().agents;
-            for agent in holding {
-                if agent
-                    .work
-                    .iter()
-                    .any(|w| w.phase == crate::image::WorkPhaseImage::Assigned)
-                {
+            let agents: Vec<String> = inner.engine.config().agents.into_iter().map(|a| a.id).collect();
+            for agent in agents {
+                let holds = inner
+                    .engine
+                    .agent(&agent)
+                    .is_ok_and(|a| a.work.iter().any(|w| w.phase == "assigned"));
+                if holds {
                     let until = now_ms.saturating_add(journal.config.reconnect_grace_ms);
-                    inner.grace.insert(agent.id.clone(), until);
-                    report.agents_in_grace.push(agent.id);
+                    inner.grace.insert(agent.clone(), until);
+                    report.agents_in_grace.push(agent);
                 }
             }
         }

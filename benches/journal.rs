@@ -219,7 +219,7 @@ fn disk() {
             for _ in 0..2 {
                 s.spawn(|| {
                     let now = || t;
-                    writer(&journal, step / 2 & !1, &now)
+                    writer(&journal, (step / 2) & !1, &now)
                 });
             }
         });
@@ -238,7 +238,10 @@ fn disk() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let want = |part: &str| args.is_empty() || args.iter().any(|a| a == part);
     println!(
         "omniroute journal bench — sled 0.34 on {}, {} cores",
@@ -247,10 +250,7 @@ fn main() {
     );
     if want("append") {
         append(Durability::Sync, "sync");
-        append(
-            Durability::Batched { flush_every_ms: 10 },
-            "batched:10ms",
-        );
+        append(Durability::Batched { flush_every_ms: 10 }, "batched:10ms");
     }
     if want("recovery") {
         recovery(scaled(100_000));

@@ -255,3 +255,106 @@ fn acknowledged_work_survives_sigkill() {
         acked.submitted.len()
     );
 }
+
+fn drive(dir: &Path, ops: u64) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_omniroute"))
+        .args(["drive", "--data-dir"])
+        .arg(dir)
+        .args(["--ops", &ops.to_string(), "--writers", "2"])
+        .output()
+        .expect("omniroute runs")
+}
+
+fn damage(dir: &Path, key: u64, how: impl FnOnce(&mut Vec<u8>)) {
+    use omniroute_engine::journal::LogStore;
+    let store = SledStore::open(dir, None).unwrap();
+    let (_, mut value) = store.read_from(key).next().unwrap().unwrap();
+    how(&mut value);
+    store.append(key, &value).unwrap();
+    store.sync().unwrap();
+}
+
+fn last_key(dir: &Path) -> u64 {
+    use omniroute_engine::journal::LogStore;
+    let store = SledStore::open(dir, None).unwrap();
+    let (raw, _) = store.read_from(0).last().unwrap().unwrap();
+    u64::from_be_bytes(raw.try_into().unwrap())
+}
+
+#[test]
+fn damage_is_reported_and_repaired_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    assert!(drive(&dir, 60).status.success());
+
+    // A flipped byte in the last record: cut, reported on stderr, the server starts.
+    let last = last_key(&dir);
+    damage(&dir, last, |v| {
+        let at = v.len() - 1;
+        v[at] ^= 0x10;
+    });
+    let out = drive(&dir, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tail is damaged") && stderr.contains(&format!("key={last}")),
+        "no clear log line for the cut tail:\n{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("tail_cut={last}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A flipped byte in the middle: refused with the key and the repair command.
+    damage(&dir, 5, |v| v[9] ^= 0x01);
+    let out = drive(&dir, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let repair = format!("omniroute repair --data-dir {} --cut-at 5", dir.display());
+    assert!(
+        stderr.contains("log record 5 is damaged") && stderr.contains(&repair),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_omniroute"))
+        .args(["repair", "--data-dir"])
+        .arg(&dir)
+        .args(["--cut-at", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the log now ends at 4"));
+    assert!(drive(&dir, 5).status.success());
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_omniroute"))
+        .args(["drive", "--data-dir"])
+        .arg(&dir)
+        .args(["--ops", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let recovered = lines.next().unwrap().unwrap();
+    assert!(recovered.starts_with("RECOVERED "), "{recovered}");
+    let second = drive(&dir, 5);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another omniroute process")
+            && stderr.contains(&format!("pid {}", first.id())),
+        "{stderr}"
+    );
+}

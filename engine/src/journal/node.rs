@@ -345,7 +345,8 @@ impl<S: LogStore> Journal<S> {
                 Vec::new(),
             )?;
         } else if let Some(config) = config {
-            if config != journal.inner.lock().engine.config() {
+            let current = journal.inner.lock().engine.config();
+            if config != current {
                 journal.execute(Command::Configure { config }, now_ms)?;
             }
         }
@@ -366,7 +367,13 @@ impl<S: LogStore> Journal<S> {
                 })
                 .count();
             let mut inner = journal.inner.lock();
-            let agents: Vec<String> = inner.engine.config().agents.into_iter().map(|a| a.id).collect();
+            let agents: Vec<String> = inner
+                .engine
+                .config()
+                .agents
+                .into_iter()
+                .map(|a| a.id)
+                .collect();
             for agent in agents {
                 let holds = inner
                     .engine

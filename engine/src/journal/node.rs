@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::events::{Event, RescindReason, Scheduler};
 use crate::model::{CenterConfig, Presence, TimeMs};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
@@ -256,6 +256,8 @@ struct Inner {
 struct Commit {
     durable: u64,
     flushing: bool,
+    /// Writers waiting for a flush: the record they wait for, and whom to wake.
+    waiters: Vec<(u64, std::thread::Thread)>,
 }
 
 struct SnapshotState {
@@ -270,7 +272,6 @@ pub struct Journal<S: LogStore> {
     inner: Mutex<Inner>,
     store: Arc<S>,
     commit: Mutex<Commit>,
-    committed: Condvar,
     appended: AtomicU64,
     failure: Mutex<Option<String>>,
     config: JournalConfig,
@@ -324,8 +325,8 @@ impl<S: LogStore> Journal<S> {
             commit: Mutex::new(Commit {
                 durable: last,
                 flushing: false,
+                waiters: Vec::new(),
             }),
-            committed: Condvar::new(),
             appended: AtomicU64::new(last),
             failure: Mutex::new(None),
             config: journal_config,
@@ -624,33 +625,63 @@ impl<S: LogStore> Journal<S> {
     }
 
     /// Waits until record `seq` is durable. In `sync` mode the first waiter flushes
-    /// everything appended so far while later ones wait for it (group commit).
+    /// everything appended so far while later ones wait for it (group commit). After a
+    /// flush the leader wakes exactly the waiters it made durable, plus one of the others
+    /// to lead the next flush: on two cores, waking everyone costs more than the fsync.
     fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
         if let Durability::Batched { .. } = self.config.durability {
             return Ok(());
         }
-        let mut c = self.commit.lock();
+        let mut registered = false;
         loop {
+            let mut c = self.commit.lock();
             self.check_failed()?;
             if c.durable >= seq {
                 return Ok(());
             }
             if c.flushing {
-                self.committed.wait(&mut c);
+                if !registered {
+                    c.waiters.push((seq, std::thread::current()));
+                    registered = true;
+                }
+                drop(c);
+                // Spurious returns are fine: the loop checks again.
+                std::thread::park();
                 continue;
             }
             c.flushing = true;
+            drop(c);
+            // Let writers that are runnable append before the flush starts, so it covers
+            // them too (PostgreSQL's commit_delay, at its smallest).
+            std::thread::yield_now();
             let target = self.appended.load(Ordering::Acquire);
-            let result = parking_lot::MutexGuard::unlocked(&mut c, || self.store.sync());
+            let result = self.store.sync();
+            let mut c = self.commit.lock();
             c.flushing = false;
-            match result {
-                Ok(()) => c.durable = c.durable.max(target),
-                Err(e) => {
-                    self.committed.notify_all();
-                    return Err(self.fail(format!("flushing the log: {e}")));
+            if let Err(e) = result {
+                for (_, waiter) in c.waiters.drain(..) {
+                    waiter.unpark();
                 }
+                drop(c);
+                return Err(self.fail(format!("flushing the log: {e}")));
             }
-            self.committed.notify_all();
+            c.durable = c.durable.max(target);
+            let durable = c.durable;
+            let mut next_leader = None;
+            c.waiters.retain(|(waiting_for, waiter)| {
+                if *waiting_for <= durable {
+                    waiter.unpark();
+                    false
+                } else {
+                    if next_leader.is_none() {
+                        next_leader = Some(waiter.clone());
+                    }
+                    true
+                }
+            });
+            if let Some(leader) = next_leader {
+                leader.unpark();
+            }
         }
     }
 

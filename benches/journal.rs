@@ -8,7 +8,7 @@
 //! * disk use over a long run with snapshots every 100k records.
 //!
 //! `cargo bench --bench journal` (all), or name parts: `cargo bench --bench journal --
-//! append recovery disk`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
+//! codec append recovery disk`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
 //!
 //! Each operation is a real engine operation with its record: a submit into a queue
 //! whose agents are away (the interaction waits: `created` + `queued` events), then an
@@ -237,6 +237,42 @@ fn disk() {
     );
 }
 
+/// Encoding and decoding one typical record (a submit with its `created` and `offered`
+/// events), framing and checksum included.
+fn codec() {
+    use omniroute_engine::journal::{Record, codec};
+    let engine = Engine::new(center()).unwrap();
+    let mut events = Vec::new();
+    engine
+        .set_presence("a0", Presence::Available, 0, &mut events)
+        .unwrap();
+    events.clear();
+    let request = NewInteraction::new("chat", "customer-42").to_queue("q");
+    engine.submit(request.clone(), 1, &mut events).unwrap();
+    let record = Record {
+        seq: 123_456,
+        now_ms: 1_764_000_000_000,
+        command: Command::Submit { request },
+        events,
+    };
+    let n = 200_000;
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    for _ in 0..n {
+        bytes = std::hint::black_box(codec::encode_record(std::hint::black_box(&record)));
+    }
+    let encode = started.elapsed() / n;
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(codec::decode_record(123_456, std::hint::black_box(&bytes)).unwrap());
+    }
+    let decode = started.elapsed() / n;
+    println!(
+        "codec        submit record with 2 events: {} bytes, encode {encode:.2?}, decode+verify {decode:.2?}",
+        bytes.len()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -248,6 +284,9 @@ fn main() {
         std::env::temp_dir().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if want("codec") {
+        codec();
+    }
     if want("append") {
         append(Durability::Sync, "sync");
         append(Durability::Batched { flush_every_ms: 10 }, "batched:10ms");

@@ -260,6 +260,28 @@ pub(crate) struct WaitKey {
 /// `base_priority + aging × waited` is `static + aging × now`, so sorting by
 /// `-(base × 1000 × 1000 − aging × enqueued_ms)` orders by effective priority at every
 /// instant without re-sorting. Units: milli-points × ms.
+impl WaitKey {
+    /// An interaction's key in a lane of a target with this aging rate.
+    pub fn of(i: &Interaction, aging_millipoints_per_second: u32) -> WaitKey {
+        WaitKey {
+            order: wait_order(i.priority, aging_millipoints_per_second, i.enqueued_ms),
+            enqueued_ms: i.enqueued_ms,
+            id: i.id,
+        }
+    }
+}
+
+impl WaitMeta {
+    /// What a lane entry carries for an interaction queued at `epoch`.
+    pub fn of(i: &Interaction, epoch: u64) -> WaitMeta {
+        WaitMeta {
+            epoch,
+            preferred: i.preferred,
+            declined: i.declined.clone(),
+        }
+    }
+}
+
 pub(crate) fn wait_order(
     priority: i32,
     aging_millipoints_per_second: u32,

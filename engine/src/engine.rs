@@ -1184,21 +1184,8 @@ impl Engine {
                 offered_to = Some((agent, std::mem::take(&mut i.waiting_in)));
                 break;
             }
-            let key = WaitKey {
-                order: wait_order(
-                    i.priority,
-                    tc.spec.aging_millipoints_per_second,
-                    i.enqueued_ms,
-                ),
-                enqueued_ms: i.enqueued_ms,
-                id: i.id,
-            };
-            let meta = WaitMeta {
-                epoch,
-                preferred: i.preferred,
-                declined: i.declined.clone(),
-            };
-            ts.lanes[lane].waiting.insert(key, meta);
+            let key = WaitKey::of(&i, tc.spec.aging_millipoints_per_second);
+            ts.lanes[lane].waiting.insert(key, WaitMeta::of(&i, epoch));
             i.waiting_in.push(t);
         }
         if retired {

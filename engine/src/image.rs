@@ -428,23 +428,10 @@ impl Engine {
                     let Some(lane) = ts.lane_index(channel) else {
                         continue;
                     };
-                    let key = WaitKey {
-                        order: wait_order(
-                            i.priority,
-                            tc.spec.aging_millipoints_per_second,
-                            i.enqueued_ms,
-                        ),
-                        enqueued_ms: i.enqueued_ms,
-                        id: i.id,
-                    };
-                    ts.lanes[lane].waiting.insert(
-                        key,
-                        WaitMeta {
-                            epoch: i.epoch,
-                            preferred: i.preferred,
-                            declined: i.declined.clone(),
-                        },
-                    );
+                    let key = WaitKey::of(&i, tc.spec.aging_millipoints_per_second);
+                    ts.lanes[lane]
+                        .waiting
+                        .insert(key, WaitMeta::of(&i, i.epoch));
                     i.waiting_in.push(t);
                 }
             }

@@ -496,12 +496,11 @@ fn presence(j: &MemJournal, agent: &str, presence: Presence, now: TimeMs) {
     .unwrap();
 }
 
-#[test]
-fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
-    let store = Arc::new(MemoryStore::new());
+/// A fresh journal in which a1 has accepted one interaction on `channel`.
+fn assigned_to_a1(store: &Arc<MemoryStore>, channel: &str) -> (MemJournal, InteractionId) {
     let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
     presence(&j, "a1", Presence::Available, 1);
-    let assigned = submit(&j, "voice", 10);
+    let assigned = submit(&j, channel, 10);
     j.execute(
         Command::Accept {
             agent: "a1".into(),
@@ -510,6 +509,13 @@ fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
         11,
     )
     .unwrap();
+    (j, assigned)
+}
+
+#[test]
+fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
+    let store = Arc::new(MemoryStore::new());
+    let (j, assigned) = assigned_to_a1(&store, "voice");
     let waiting_old = submit(&j, "voice", 20); // a1 is full (voice blocks): waits
     presence(&j, "a2", Presence::Available, 30); // a2 takes it: offered
     let waiting_new = submit(&j, "voice", 40); // waits
@@ -554,17 +560,7 @@ fn restart_requeues_offers_in_place_and_reclaims_work_after_the_grace_period() {
 #[test]
 fn an_agent_who_reconnects_within_the_grace_period_keeps_its_work() {
     let store = Arc::new(MemoryStore::new());
-    let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
-    presence(&j, "a1", Presence::Available, 1);
-    let assigned = submit(&j, "chat", 10);
-    j.execute(
-        Command::Accept {
-            agent: "a1".into(),
-            interaction: assigned,
-        },
-        11,
-    )
-    .unwrap();
+    let (j, assigned) = assigned_to_a1(&store, "chat");
     drop(j);
     let (j, report) = Journal::open(store, None, config(0), 1_000).unwrap();
     assert_eq!(report.agents_in_grace, vec!["a1".to_string()]);

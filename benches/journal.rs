@@ -65,9 +65,14 @@ fn journal_config(durability: Durability, snapshot_every: u64) -> JournalConfig 
 }
 
 /// One writer's operations: submit, then abandon what it submitted. Returns each
-/// operation's latency (call → durable ack).
-fn writer(journal: &Journal<SledStore>, ops: u64, now: &dyn Fn() -> TimeMs) -> Vec<Duration> {
+/// operation's latency (call → durable ack) and the number of events logged.
+fn writer(
+    journal: &Journal<SledStore>,
+    ops: u64,
+    now: &dyn Fn() -> TimeMs,
+) -> (Vec<Duration>, usize) {
     let mut latencies = Vec::with_capacity(ops as usize);
+    let mut events = 0;
     let mut pending = None;
     for n in 0..ops {
         let command = match pending.take() {
@@ -79,11 +84,12 @@ fn writer(journal: &Journal<SledStore>, ops: u64, now: &dyn Fn() -> TimeMs) -> V
         let started = Instant::now();
         let ack = journal.execute(command, now()).expect("operation");
         latencies.push(started.elapsed());
+        events += ack.events.len();
         if n % 2 == 0 {
             pending = ack.interaction;
         }
     }
-    latencies
+    (latencies, events)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -104,22 +110,28 @@ fn append(durability: Durability, label: &str) {
         let clock = Instant::now();
         let now = || clock.elapsed().as_millis() as TimeMs;
         let started = Instant::now();
+        let mut events = 0;
         let mut latencies: Vec<Duration> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..writers)
                 .map(|_| s.spawn(|| writer(&journal, per_writer, &now)))
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| h.join().unwrap())
+                .flat_map(|h| {
+                    let (latencies, n) = h.join().unwrap();
+                    events += n;
+                    latencies
+                })
                 .collect()
         });
         let elapsed = started.elapsed();
         latencies.sort_unstable();
         let ops = latencies.len() as f64;
         println!(
-            "append {label:<12} writers={writers:<3} ops={:<7} {:>9.0} ops/s  p50={:>8.1?} p99={:>8.1?} max={:>8.1?}",
+            "append {label:<12} writers={writers:<3} ops={:<7} {:>7.0} records/s {:>7.0} events/s  p50={:>8.1?} p99={:>8.1?} max={:>8.1?}",
             latencies.len(),
             ops / elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64(),
             percentile(&latencies, 0.50),
             percentile(&latencies, 0.99),
             latencies.last().unwrap(),
@@ -164,7 +176,7 @@ fn recovery(records: u64) {
     let disk = dir_bytes(dir);
     {
         // Where recovery's time goes: reading the store, decoding and checking records.
-        let store = SledStore::open(dir, None).unwrap();
+        let store = SledStore::open(dir).unwrap();
         let started = Instant::now();
         let mut bytes = 0usize;
         for entry in store.read_from(0) {

@@ -69,16 +69,19 @@ enum Command {
         #[arg(long, default_value_t = 120_000)]
         reconnect_grace_ms: u64,
     },
-    /// Repair a log with a damaged record in its middle: remove that record and every
-    /// record after it (the server names the key when it refuses to start). The records
-    /// removed are lost: restore from a backup instead if you have one.
+    /// Repair a data directory the server refused to start on (it prints the command).
+    /// What a repair removes is lost: restore from a backup instead if you have one.
     Repair {
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Key of the first damaged record.
+        /// A damaged record in the middle of the log: remove it and every record after it.
         #[arg(long)]
-        cut_at: u64,
+        cut_at: Option<u64>,
+        /// The log ends before the last acknowledged record (the store's files were
+        /// damaged): accept the loss and lower the acknowledged high-water mark.
+        #[arg(long)]
+        accept_loss: bool,
     },
 }
 
@@ -115,12 +118,30 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Command::Repair { data_dir, cut_at } => {
-            match Journal::<SledStore>::cut_at(&data_dir, cut_at) {
-                Ok(removed) => println!(
-                    "removed {removed} record(s) from key {cut_at} on; the log now ends at {}",
-                    cut_at.saturating_sub(1)
-                ),
+        Command::Repair {
+            data_dir,
+            cut_at,
+            accept_loss,
+        } => {
+            let result = match (cut_at, accept_loss) {
+                (Some(key), false) => Journal::<SledStore>::cut_at(&data_dir, key).map(|removed| {
+                    format!(
+                        "removed {removed} record(s) from key {key} on; the log now ends at {}",
+                        key.saturating_sub(1)
+                    )
+                }),
+                (None, true) => Journal::<SledStore>::accept_loss(&data_dir).map(|(old, new)| {
+                    format!(
+                        "the acknowledged high-water mark was {old}; it is now {new}, the last record present"
+                    )
+                }),
+                _ => {
+                    eprintln!("error: give exactly one of --cut-at <key> and --accept-loss");
+                    std::process::exit(2);
+                }
+            };
+            match result {
+                Ok(done) => println!("{done}"),
                 Err(e) => {
                     eprintln!("error: {e}");
                     std::process::exit(1);
@@ -500,6 +521,14 @@ fn clock(ms: TimeMs) -> String {
 
 fn describe(event: &Event) -> String {
     match event {
+        Event::Configured { changes } => format!(
+            "configuration changed: {}",
+            changes
+                .iter()
+                .map(|c| format!("{} `{}` {:?}", c.kind, c.id, c.change).to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Event::Created {
             interaction,
             queue,

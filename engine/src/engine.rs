@@ -143,6 +143,9 @@ impl Engine {
             }
         }
 
+        out.push(Event::Configured {
+            changes: crate::journal::config_changes(&old.config, &compiled.catalog.config),
+        });
         self.catalog.store(Arc::new(compiled.catalog));
         let catalog = self.catalog.load_full();
         // Removed agents: out of every index.

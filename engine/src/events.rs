@@ -36,10 +36,39 @@ pub enum TransferTarget {
     Queue(String),
 }
 
+/// How a configuration entry changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// New.
+    Added,
+    /// Gone.
+    Removed,
+    /// Still there, with another definition.
+    Changed,
+}
+
+/// One entry of a configuration change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// `channel`, `skill`, `agent`, `queue`, `rule`, `default_queue` or `settings`.
+    pub kind: String,
+    /// Its name or id (the new default queue; empty for settings).
+    pub id: String,
+    /// How it changed.
+    pub change: ChangeKind,
+}
+
 /// Something that happened in the engine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// The configuration changed (the first configuration of a log lists everything as
+    /// added). Re-routing that the change causes follows as its own events.
+    Configured {
+        /// What changed.
+        changes: Vec<ConfigChange>,
+    },
     /// A new interaction was accepted by the engine (it is routed next: `Offered` or
     /// `Queued` follows).
     Created {
@@ -285,7 +314,7 @@ impl Event {
             | Event::Relaxed { interaction, .. }
             | Event::PreferredFallback { interaction }
             | Event::OfferLimitReached { interaction, .. } => Some(*interaction),
-            Event::PresenceChanged { .. } => None,
+            Event::PresenceChanged { .. } | Event::Configured { .. } => None,
         }
     }
 }

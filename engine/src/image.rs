@@ -437,6 +437,28 @@ impl Engine {
             }
             engine.interactions.insert(i.id, Arc::new(Mutex::new(i)));
         }
+        // Every piece of work an agent holds must be an interaction held by that agent,
+        // in the matching state: the restart rules and every later operation rely on it.
+        for cell in catalog.agents.iter().flatten() {
+            let s = cell.state.lock();
+            for w in &s.work {
+                let expected = match w.phase {
+                    WorkPhase::Offered => InteractionState::Offered,
+                    WorkPhase::Assigned => InteractionState::Assigned,
+                    WorkPhase::WrapUp => InteractionState::WrapUp,
+                };
+                let consistent = engine.interaction_ref(w.interaction).is_some_and(|ic| {
+                    let i = ic.lock();
+                    i.agent == Some(cell.idx) && i.state == expected && i.channel == w.channel
+                });
+                if !consistent {
+                    return Err(corrupt(format!(
+                        "agent `{}` holds {} as {:?} work, which the interaction does not match",
+                        cell.id, w.interaction, w.phase
+                    )));
+                }
+            }
+        }
         for cell in catalog.agents.iter().flatten() {
             engine.reindex(cell);
         }
@@ -485,9 +507,15 @@ impl Engine {
 
     /// An agent's grace period after a restart ended: if it is still offline, its
     /// assigned work goes back to the queue it came from (keeping its age, like a
-    /// transfer to that queue). Returns how many interactions went back; work a full
-    /// queue cannot take stays with the agent and is listed in the error.
-    pub fn reclaim_work(&self, agent: &str, now_ms: TimeMs, out: &mut Vec<Event>) -> Result<usize> {
+    /// transfer to that queue). Returns how many interactions went back, and those a
+    /// full queue could not take (they stay with the agent). Only an unknown agent is
+    /// an error.
+    pub fn reclaim_work(
+        &self,
+        agent: &str,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<(usize, Vec<(InteractionId, EngineError)>)> {
         let catalog: Arc<Catalog> = self.catalog.load_full();
         let cell = catalog
             .agent_by_id
@@ -498,7 +526,7 @@ impl Engine {
         let assigned: Vec<InteractionId> = {
             let s = cell.state.lock();
             if s.presence != Presence::Offline {
-                return Ok(0);
+                return Ok((0, Vec::new()));
             }
             s.work
                 .iter()
@@ -517,17 +545,10 @@ impl Engine {
             };
             match self.transfer(agent, id, TransferTarget::Queue(queue), now_ms, out) {
                 Ok(()) => moved += 1,
-                Err(e) => kept.push(format!("{id}: {e}")),
+                Err(e) => kept.push((id, e)),
             }
         }
-        if kept.is_empty() {
-            Ok(moved)
-        } else {
-            Err(EngineError::InvalidImage(format!(
-                "agent `{agent}` keeps work its queue could not take back: {}",
-                kept.join("; ")
-            )))
-        }
+        Ok((moved, kept))
     }
 
     /// The timers the current state implies, with their due times, in (due, timer)

@@ -58,7 +58,9 @@ pub use capacity::CapacityShortfall;
 pub use cells::HistoryEntry;
 pub use engine::Engine;
 pub use error::{EngineError, Result};
-pub use events::{Event, RescindReason, Scheduler, Timer, TransferTarget};
+pub use events::{
+    ChangeKind, ConfigChange, Event, RescindReason, Scheduler, Timer, TransferTarget,
+};
 pub use image::{AgentImage, EngineImage, InteractionImage, QueueImage, WorkImage, WorkPhaseImage};
 pub use inspect::{
     AgentSnapshot, Candidate, Exclusion, Explanation, InteractionSnapshot, QueueSnapshot,

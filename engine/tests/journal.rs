@@ -10,7 +10,7 @@ use omniroute_engine::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 type MemJournal = Journal<Arc<MemoryStore>>;
 
@@ -217,16 +217,19 @@ fn every_byte_flip_and_truncation_is_detected() {
 
 /// Drives a journal with the random operations of the engine's property tests.
 struct Driver {
-    journal: MemJournal,
-    store: Arc<MemoryStore>,
+    journal: Journal<Arc<TestStore>>,
+    store: Arc<TestStore>,
     config: CenterConfig,
     now: TimeMs,
     submitted: Vec<InteractionId>,
 }
 
 impl Driver {
-    fn new(shape: &Shape, snapshot_every: u64) -> Driver {
-        let store = Arc::new(MemoryStore::new());
+    fn new(shape: &Shape, snapshot_every: u64, fail_snapshots: bool) -> Driver {
+        let store = Arc::new(TestStore::default());
+        store
+            .fail_snapshots
+            .store(fail_snapshots, Ordering::Relaxed);
         let config = build(shape);
         let (journal, report) = Journal::open(
             store.clone(),
@@ -396,37 +399,43 @@ fn queue_order(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 1_000, ..ProptestConfig::default() })]
 
-    /// replay(log) == live state, with snapshots (and the rebase they imply) at random
-    /// spacing; restore(export(state)) == state; the restart rules hold after reopening.
+    /// replay(log) == live state, with snapshots (and the rebase records they add) at
+    /// random spacing, written or failing to be written; restore(export(state)) ==
+    /// state; the restart rules hold after reopening.
     #[test]
     fn replay_rebuilds_the_live_state(
         shape in shape_strategy(),
         ops in prop::collection::vec(op_strategy(6), 100..300),
         snapshot_every in prop_oneof![Just(0u64), Just(7u64), Just(50u64)],
+        fail_snapshots in any::<bool>(),
     ) {
-        let mut d = Driver::new(&shape, snapshot_every);
+        let mut d = Driver::new(&shape, snapshot_every, fail_snapshots);
         for op in &ops {
             d.apply(op);
         }
         let live = d.journal.read(Engine::export);
+        let last_seq = d.journal.last_seq();
+        let live_problems = d.journal.read(|e| e.check_invariants(d.now));
+        prop_assert!(live_problems.is_empty(), "live: {:?}", live_problems);
+        let before = d.journal.read(|e| {
+            e.interaction_ids().into_iter().map(|i| e.interaction(i).unwrap()).collect::<Vec<_>>()
+        });
+        drop(d.journal); // joins snapshot writers
         let restored = Engine::restore(live.clone()).unwrap();
         prop_assert_eq!(&restored.export(), &live, "restore(export) changed the state");
         let (replayed, report) = journal::replay(&d.store, true).unwrap();
         let replayed = replayed.unwrap();
-        prop_assert_eq!(report.last_seq, d.journal.last_seq());
+        prop_assert_eq!(report.last_seq, last_seq);
         prop_assert_eq!(&replayed.export(), &live, "replay differs from the live state");
         let problems = replayed.check_invariants(d.now);
         prop_assert!(problems.is_empty(), "{:?}", problems);
-        let live_problems = d.journal.read(|e| e.check_invariants(d.now));
-        prop_assert!(live_problems.is_empty(), "live: {:?}", live_problems);
+        if fail_snapshots {
+            prop_assert_eq!(report.snapshot_seq, None);
+        }
 
         // Restart: agents offline, offers back in their queues at their original
         // place, assigned work kept, enqueue times kept.
         let live_engine = Engine::restore(live.clone()).unwrap();
-        let before = d.journal.read(|e| {
-            e.interaction_ids().into_iter().map(|i| e.interaction(i).unwrap()).collect::<Vec<_>>()
-        });
-        drop(d.journal);
         let now = d.now + 1;
         let (reopened, report) =
             Journal::open(d.store.clone(), None, config(snapshot_every), now).unwrap();
@@ -578,7 +587,12 @@ fn an_agent_who_reconnects_within_the_grace_period_keeps_its_work() {
 fn sync_mode_loses_nothing_acknowledged_and_batched_mode_may() {
     for (durability, survives) in [
         (Durability::Sync, true),
-        (Durability::Batched { flush_every_ms: 10 }, false),
+        (
+            Durability::Batched {
+                flush_every_ms: 60_000,
+            },
+            false,
+        ),
     ] {
         let store = Arc::new(MemoryStore::new());
         let jc = JournalConfig {
@@ -587,31 +601,60 @@ fn sync_mode_loses_nothing_acknowledged_and_batched_mode_may() {
         };
         let (j, _) = Journal::open(store.clone(), Some(small_center()), jc.clone(), 0).unwrap();
         let acked = submit(&j, "chat", 5);
+        store.crash(); // power cut before the batched flusher's next round
         drop(j);
-        store.crash(); // power cut: what was not synced is gone
         let (j, _) = Journal::open(store.clone(), Some(small_center()), jc, 10).unwrap();
         let present = j.read(|e| e.interaction(acked).is_ok());
-        // The memory store never flushes by itself, so batched mode's unflushed ack is
-        // lost here; sled flushes it within `flush_every_ms`.
         assert_eq!(present, survives, "{durability:?}");
     }
 }
 
-/// A store whose fsync takes a millisecond and counts calls.
-struct SlowSync {
+#[test]
+fn batched_mode_flushes_within_its_interval() {
+    let store = Arc::new(MemoryStore::new());
+    let jc = JournalConfig {
+        durability: Durability::Batched { flush_every_ms: 5 },
+        ..config(0)
+    };
+    let (j, _) = Journal::open(store.clone(), Some(small_center()), jc.clone(), 0).unwrap();
+    let acked = submit(&j, "chat", 5);
+    // The flusher runs every 5 ms; give it far more than that, then cut the power.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.mark().unwrap() < Some(2) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    store.crash();
+    drop(j);
+    let (j, _) = Journal::open(store, None, jc, 10).unwrap();
+    assert!(j.read(|e| e.interaction(acked).is_ok()));
+}
+
+/// A memory store that counts appends and syncs, and can be told to sync slowly, to
+/// fail its syncs, or to fail writing snapshots.
+#[derive(Default)]
+struct TestStore {
     inner: MemoryStore,
     syncs: AtomicU64,
     appends: AtomicU64,
+    slow_sync_ms: AtomicU64,
+    fail_sync: AtomicBool,
+    fail_snapshots: AtomicBool,
 }
 
-impl LogStore for SlowSync {
+impl LogStore for TestStore {
     fn append(&self, key: u64, value: &[u8]) -> std::io::Result<()> {
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.inner.append(key, value)
     }
     fn sync(&self) -> std::io::Result<()> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        let ms = self.slow_sync_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if self.fail_sync.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("fsync failed (test)"));
+        }
         self.inner.sync()
     }
     fn read_from(
@@ -627,6 +670,9 @@ impl LogStore for SlowSync {
         self.inner.remove_through(key)
     }
     fn put_snapshot(&self, seq: u64, value: &[u8]) -> std::io::Result<()> {
+        if self.fail_snapshots.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("disk full (test)"));
+        }
         self.inner.put_snapshot(seq, value)
     }
     fn snapshots(&self) -> std::io::Result<Vec<journal::RawEntry>> {
@@ -638,15 +684,18 @@ impl LogStore for SlowSync {
     fn disk_bytes(&self) -> std::io::Result<u64> {
         Ok(0)
     }
+    fn mark(&self) -> std::io::Result<Option<u64>> {
+        self.inner.mark()
+    }
+    fn set_mark(&self, key: u64) -> std::io::Result<()> {
+        self.inner.set_mark(key)
+    }
 }
 
 #[test]
 fn concurrent_writers_share_fsyncs() {
-    let store = Arc::new(SlowSync {
-        inner: MemoryStore::new(),
-        syncs: AtomicU64::new(0),
-        appends: AtomicU64::new(0),
-    });
+    let store = Arc::new(TestStore::default());
+    store.slow_sync_ms.store(1, Ordering::Relaxed);
     let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
     let syncs_before = store.syncs.load(Ordering::Relaxed);
     let appends_before = store.appends.load(Ordering::Relaxed);
@@ -676,4 +725,143 @@ fn concurrent_writers_share_fsyncs() {
     assert!(syncs < appends / 2, "{syncs} fsyncs for {appends} appends");
     let (replayed, _) = journal::replay(&store.inner, true).unwrap();
     assert_eq!(replayed.unwrap().interaction_ids().len(), 400);
+}
+
+#[test]
+fn a_failed_fsync_fails_every_waiting_writer_and_hangs_none() {
+    for _ in 0..20 {
+        let store = Arc::new(TestStore::default());
+        let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
+        store.slow_sync_ms.store(1, Ordering::Relaxed);
+        let done = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                let (j, store, done) = (&j, &store, &done);
+                s.spawn(move || {
+                    for n in 0..20u64 {
+                        if t == 0 && n == 5 {
+                            store.fail_sync.store(true, Ordering::Relaxed);
+                        }
+                        let result = j.execute(
+                            Command::Submit {
+                                request: NewInteraction::new("email", "c").to_queue("billing"),
+                            },
+                            n,
+                        );
+                        if let Err(e) = result {
+                            assert!(matches!(e, JournalError::Failed(_)), "{e}");
+                            break;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            // A writer that never returns fails the test by hanging it: the scope joins
+            // every thread.
+        });
+        assert_eq!(done.load(Ordering::Relaxed), 16);
+        assert!(matches!(
+            j.execute(Command::Restart, 99).unwrap_err(),
+            JournalError::Failed(_)
+        ));
+    }
+}
+
+#[test]
+fn reclaiming_into_a_full_queue_moves_what_fits_logs_it_and_retries_the_rest() {
+    let mut center = small_center();
+    center
+        .queues
+        .iter_mut()
+        .find(|q| q.id == "billing")
+        .unwrap()
+        .max_waiting = 1;
+    let store = Arc::new(MemoryStore::new());
+    let (j, _) = Journal::open(store.clone(), Some(center), config(0), 0).unwrap();
+    presence(&j, "a1", Presence::Available, 1);
+    let first = submit(&j, "chat", 10);
+    let second = submit(&j, "chat", 11);
+    for id in [first, second] {
+        j.execute(
+            Command::Accept {
+                agent: "a1".into(),
+                interaction: id,
+            },
+            12,
+        )
+        .unwrap();
+    }
+    drop(j);
+    let (j, _) = Journal::open(store.clone(), None, config(0), 1_000).unwrap();
+    let acks = j.fire_due(31_000).unwrap();
+    assert_eq!(acks.len(), 1, "one reclaim record");
+    let state = |id| j.read(|e| e.interaction(id).unwrap().state);
+    assert_eq!(state(first), InteractionState::Queued);
+    assert_eq!(
+        state(second),
+        InteractionState::Assigned,
+        "the queue is full"
+    );
+    assert_eq!(j.grace_periods(), vec![("a1".to_string(), 41_000)]);
+    // What was moved is in the log.
+    let live = j.read(Engine::export);
+    let (replayed, _) = journal::replay(&store, true).unwrap();
+    assert_eq!(replayed.unwrap().export(), live);
+    // Room again: the retry moves the rest.
+    j.execute(Command::Abandon { interaction: first }, 35_000)
+        .unwrap();
+    assert_eq!(j.fire_due(41_000).unwrap().len(), 1);
+    assert_eq!(state(second), InteractionState::Queued);
+    assert!(j.grace_periods().is_empty());
+}
+
+#[test]
+fn a_log_that_lost_acknowledged_records_is_refused() {
+    let store = Arc::new(MemoryStore::new());
+    let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
+    for n in 0..5 {
+        submit(&j, "email", n);
+    }
+    drop(j);
+    store.lose_from(4);
+    let err = Journal::open(store.clone(), None, config(0), 10)
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("the log ends at record 3 but records up to 6 were acknowledged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_record_from_another_format_version_is_refused_not_cut() {
+    let store = Arc::new(MemoryStore::new());
+    let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
+    for n in 0..3 {
+        submit(&j, "email", n);
+    }
+    drop(j);
+    // Record 4 (the last) rewritten as format version 2 with a checksum that holds:
+    // intact bytes this build cannot read, not damage.
+    let mut bytes = store.get_raw(4).unwrap();
+    bytes[0] = 2;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[2]);
+    h.update(&4u64.to_be_bytes());
+    h.update(&bytes[5..]);
+    bytes[1..5].copy_from_slice(&h.finalize().to_be_bytes());
+    store.put_raw(4u64.to_be_bytes().to_vec(), bytes);
+    let err = Journal::open(store.clone(), None, config(0), 10)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, JournalError::Unreadable { key: 4, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("unknown format version 2"),
+        "{err}"
+    );
+    assert_eq!(store.len(), 4, "nothing was cut");
 }

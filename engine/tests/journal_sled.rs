@@ -39,7 +39,7 @@ fn write(dir: &Path, n: u64, snapshot_every: u64) -> EngineImage {
 }
 
 fn damage(dir: &Path, key: u64, how: impl FnOnce(&mut Vec<u8>)) {
-    let store = SledStore::open(dir, None).unwrap();
+    let store = SledStore::open(dir).unwrap();
     let (raw, mut value) = store.read_from(key).next().unwrap().unwrap();
     assert_eq!(raw, key.to_be_bytes());
     how(&mut value);
@@ -48,7 +48,7 @@ fn damage(dir: &Path, key: u64, how: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn replayed(dir: &Path) -> (Option<Engine>, RecoveryReport) {
-    let store = SledStore::open(dir, None).unwrap();
+    let store = SledStore::open(dir).unwrap();
     replay(&store, true).unwrap()
 }
 
@@ -132,7 +132,7 @@ fn a_missing_record_in_the_middle_is_refused() {
     let dir = tmp.path();
     write(dir, 10, 0);
     {
-        let store = SledStore::open(dir, None).unwrap();
+        let store = SledStore::open(dir).unwrap();
         // Remove record 5 alone: cut from 5, then put 6.. back.
         let rest: Vec<_> = store.read_from(6).map(|e| e.unwrap()).collect();
         store.remove_from(5).unwrap();
@@ -183,35 +183,106 @@ fn snapshots_truncate_the_log_and_recover_the_same_state() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let live = write(dir, 250, 40);
-    let store = SledStore::open(dir, None).unwrap();
-    let records = store.read_from(0).count();
-    assert!(
-        records < 40,
-        "{records} records left behind the newest snapshot"
-    );
-    assert_eq!(
-        store.snapshots().unwrap().len(),
-        1,
-        "older snapshots removed"
-    );
+    let store = SledStore::open(dir).unwrap();
+    // Every 40 records a `rebase` record and a snapshot of the state after it: at 41,
+    // 82, 123, 164, 205, 246. The newest and the one before it are kept, and the log
+    // from the one before on (206..=257).
+    let snapshots: Vec<u64> = store
+        .snapshots()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k.as_slice().try_into().unwrap()))
+        .collect();
+    assert_eq!(snapshots, vec![246, 205]);
+    let keys: Vec<u64> = store
+        .read_from(0)
+        .map(|e| u64::from_be_bytes(e.unwrap().0.try_into().unwrap()))
+        .collect();
+    assert_eq!(keys, (206..=257).collect::<Vec<_>>());
     let (engine, report) = replay(&store, true).unwrap();
-    assert_eq!(report.snapshot_seq, Some(240));
+    assert_eq!(report.snapshot_seq, Some(246));
     assert_eq!(report.replayed, 11);
     assert_eq!(engine.unwrap().export(), live);
 }
 
 #[test]
-fn the_first_record_must_configure() {
+fn a_damaged_newest_snapshot_recovers_from_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let live = write(dir, 250, 40);
+    let newest = dir.join("snapshots").join(format!("{:020}.snap", 246));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x08;
+    std::fs::write(&newest, bytes).unwrap();
+    let store = SledStore::open(dir).unwrap();
+    let (engine, report) = replay(&store, true).unwrap();
+    assert_eq!(report.snapshot_seq, Some(205));
+    assert_eq!(report.replayed, 52);
+    assert_eq!(engine.unwrap().export(), live);
+}
+
+#[test]
+fn no_usable_snapshot_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 250, 40);
+    for seq in [205, 246] {
+        let path = dir.join("snapshots").join(format!("{seq:020}.snap"));
+        std::fs::write(&path, b"garbage").unwrap();
+    }
+    let err = Journal::open_dir(dir, Some(center2()), jc(0), 1)
+        .err()
+        .expect("refused: starting empty would lose everything");
+    assert!(matches!(err, JournalError::Unrecoverable(_)), "{err}");
+    assert!(err.to_string().contains("no snapshot is usable"), "{err}");
+}
+
+#[test]
+fn a_log_missing_its_beginning_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write(dir, 3, 0);
-    let store = SledStore::open(dir, None).unwrap();
+    let store = SledStore::open(dir).unwrap();
     store.remove_through(1).unwrap();
     store.sync().unwrap();
     drop(store);
-    // Record 1 gone: the log starts at 2, which is a gap at 1, followed by good records.
+    // Record 1 gone and no snapshot: nothing can rebuild the state.
     let err = Journal::open_dir(dir, None, jc(0), 100)
         .err()
         .expect("refused");
-    assert!(matches!(err, JournalError::Corrupt { key: 1, .. }), "{err}");
+    assert!(matches!(err, JournalError::Unrecoverable(_)), "{err}");
+    assert!(
+        err.to_string().contains("the log starts at record 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_log_shorter_than_what_was_acknowledged_is_refused_until_the_loss_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(dir, 30, 0);
+    {
+        // What sled does when damage in its own files cuts its log short: the records
+        // are gone, with no damaged record left to see.
+        let store = SledStore::open(dir).unwrap();
+        assert_eq!(store.mark().unwrap(), Some(31));
+        store.remove_from(25).unwrap();
+        store.sync().unwrap();
+    }
+    let err = Journal::open_dir(dir, None, jc(0), 100)
+        .err()
+        .expect("refused");
+    let message = err.to_string();
+    assert!(matches!(err, JournalError::Unrecoverable(_)), "{message}");
+    assert!(
+        message.contains("the log ends at record 24 but records up to 31 were acknowledged")
+            && message.contains("--accept-loss"),
+        "{message}"
+    );
+    assert_eq!(Journal::<SledStore>::accept_loss(dir).unwrap(), (31, 24));
+    let (j, report) = Journal::open_dir(dir, None, jc(0), 100).unwrap();
+    assert_eq!(report.replayed, 24);
+    assert_eq!(j.read(|e| e.interaction_ids().len()), 23);
 }

@@ -4,12 +4,14 @@
 //! key:   u64 big-endian (records: the sequence number, 1, 2, 3, …; snapshots: the
 //!        sequence number of the last record they include)
 //! value: [version: u8 = 1][crc: u32 big-endian][payload: MessagePack]
-//!        crc = CRC-32 (IEEE) over the 8 key bytes followed by the payload
+//!        crc = CRC-32 (IEEE) over the version byte, the 8 key bytes, then the payload
 //! ```
 //!
 //! The payload is `rmp_serde::to_vec` of [`Record`] (or [`Snapshot`]): structs as
 //! arrays, enums tagged by name. Covering the key with the checksum catches a valid
-//! record stored under the wrong key as well as flipped or missing bytes.
+//! record stored under the wrong key as well as flipped or missing bytes. A value whose
+//! checksum holds but whose version or payload this build cannot read is not damage:
+//! recovery refuses it rather than cut it (see [`DecodeError::is_damage`]).
 
 use super::{Record, Snapshot};
 use serde::Serialize;
@@ -56,8 +58,21 @@ pub enum DecodeError {
     },
 }
 
-fn checksum(key: u64, payload: &[u8]) -> u32 {
+impl DecodeError {
+    /// Whether the bytes are damaged (torn, flipped, missing) — as opposed to intact
+    /// bytes this build cannot read (another format version or schema), or a record
+    /// written under the wrong key, which no crash produces.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::BadKey(_) | DecodeError::Short(_) | DecodeError::Checksum { .. }
+        )
+    }
+}
+
+fn checksum(version: u8, key: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
+    h.update(&[version]);
     h.update(&key.to_be_bytes());
     h.update(payload);
     h.finalize()
@@ -68,7 +83,7 @@ pub fn encode<T: Serialize>(key: u64, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0, 0]);
     rmp_serde::encode::write(&mut out, value).expect("journal types always encode");
-    let crc = checksum(key, &out[HEADER..]);
+    let crc = checksum(FORMAT_VERSION, key, &out[HEADER..]);
     out[1..HEADER].copy_from_slice(&crc.to_be_bytes());
     out
 }
@@ -78,18 +93,18 @@ pub fn decode<T: DeserializeOwned>(key: u64, bytes: &[u8]) -> Result<T, DecodeEr
     if bytes.len() < HEADER {
         return Err(DecodeError::Short(bytes.len()));
     }
-    if bytes[0] != FORMAT_VERSION {
-        return Err(DecodeError::Version(bytes[0]));
-    }
     let stored = u32::from_be_bytes(bytes[1..HEADER].try_into().expect("4 bytes"));
     let payload = &bytes[HEADER..];
-    let computed = checksum(key, payload);
+    let computed = checksum(bytes[0], key, payload);
     if stored != computed {
         return Err(DecodeError::Checksum {
             stored,
             computed,
             len: payload.len(),
         });
+    }
+    if bytes[0] != FORMAT_VERSION {
+        return Err(DecodeError::Version(bytes[0]));
     }
     rmp_serde::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))
 }

@@ -32,7 +32,8 @@ pub use store::{LogStore, MemoryStore, RawEntry};
 use crate::InteractionId;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::events::{Event, Timer, TransferTarget};
+
+use crate::events::{ChangeKind, ConfigChange, Event, Timer, TransferTarget};
 use crate::image::EngineImage;
 use crate::model::{CenterConfig, NewInteraction, Presence, TimeMs};
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,10 @@ pub enum Command {
         /// Agent.
         agent: String,
     },
+    /// The journal continued from a snapshot of the state: `restore(export(engine))`.
+    /// Written under the sequencer when a snapshot is taken; the snapshot holds the
+    /// state after this record.
+    Rebase,
     /// Forget interactions that finished before `finished_before_ms` (logged before a
     /// snapshot, so memory and snapshots stay bounded over a long run).
     PurgeFinished {
@@ -132,6 +137,7 @@ impl Command {
             Command::Restart => "restart",
             Command::ReclaimWork { .. } => "reclaim_work",
             Command::PurgeFinished { .. } => "purge_finished",
+            Command::Rebase => "rebase",
         }
     }
 
@@ -170,22 +176,90 @@ impl Command {
                 engine.recover(now_ms, out);
             }
             Command::ReclaimWork { agent } => {
-                return Ok(engine.reclaim_work(agent, now_ms, out)? > 0);
+                let (moved, kept) = engine.reclaim_work(agent, now_ms, out)?;
+                for (interaction, why) in kept {
+                    tracing::warn!(%agent, %interaction, error = %why, "kept by its agent: its queue cannot take it back");
+                }
+                return Ok(moved > 0);
             }
+            // Replaces the engine: the journal and replay handle it themselves.
+            Command::Rebase => return Ok(false),
             Command::PurgeFinished { finished_before_ms } => {
                 return Ok(engine.purge_finished_before(*finished_before_ms) > 0);
             }
         }
         Ok(true)
     }
+}
 
-    /// The engine a log's first record builds: it must be `Configure`.
-    pub fn build(&self) -> Option<Result<Engine>> {
-        match self {
-            Command::Configure { config } => Some(Engine::new(config.clone())),
-            _ => None,
+/// What changed between two configurations, for the `configured` event: every channel,
+/// skill, agent, queue and routing rule added, removed or changed (by name or id), plus
+/// the default queue and the settings. A queue's wrap-up codes, policy and relaxation
+/// are part of the queue.
+pub fn config_changes(old: &CenterConfig, new: &CenterConfig) -> Vec<ConfigChange> {
+    use std::collections::BTreeMap;
+    fn diff<T: PartialEq>(
+        kind: &'static str,
+        old: &[T],
+        new: &[T],
+        id: impl Fn(&T) -> &str,
+        out: &mut Vec<ConfigChange>,
+    ) {
+        let before: BTreeMap<&str, &T> = old.iter().map(|t| (id(t), t)).collect();
+        let after: BTreeMap<&str, &T> = new.iter().map(|t| (id(t), t)).collect();
+        for (name, t) in &after {
+            let change = match before.get(name) {
+                None => ChangeKind::Added,
+                Some(b) if *b != *t => ChangeKind::Changed,
+                Some(_) => continue,
+            };
+            out.push(ConfigChange {
+                kind: kind.to_string(),
+                id: name.to_string(),
+                change,
+            });
+        }
+        for name in before.keys().filter(|n| !after.contains_key(*n)) {
+            out.push(ConfigChange {
+                kind: kind.to_string(),
+                id: name.to_string(),
+                change: ChangeKind::Removed,
+            });
         }
     }
+    let mut out = Vec::new();
+    diff(
+        "channel",
+        &old.channels,
+        &new.channels,
+        |c| &c.name,
+        &mut out,
+    );
+    diff("skill", &old.skills, &new.skills, |s| &s.name, &mut out);
+    diff("agent", &old.agents, &new.agents, |a| &a.id, &mut out);
+    diff("queue", &old.queues, &new.queues, |q| &q.id, &mut out);
+    diff(
+        "rule",
+        &old.routing.rules,
+        &new.routing.rules,
+        |r| &r.name,
+        &mut out,
+    );
+    if old.routing.default_queue != new.routing.default_queue {
+        out.push(ConfigChange {
+            kind: "default_queue".into(),
+            id: new.routing.default_queue.clone().unwrap_or_default(),
+            change: ChangeKind::Changed,
+        });
+    }
+    if old.settings != new.settings {
+        out.push(ConfigChange {
+            kind: "settings".into(),
+            id: String::new(),
+            change: ChangeKind::Changed,
+        });
+    }
+    out
 }
 
 /// One log record: an operation, when it ran, and what it did.

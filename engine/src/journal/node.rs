@@ -1,8 +1,8 @@
 //! [`Journal`]: the engine made durable.
 
-use super::codec::{self, DecodeError};
+use super::codec;
 use super::store::LogStore;
-use super::{Command, Record, Snapshot};
+use super::{Command, Record, Snapshot, config_changes};
 use crate::InteractionId;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -22,10 +22,9 @@ pub enum Durability {
     /// fsync'd before the acknowledgement; concurrent writers share one fsync (group
     /// commit). Nothing acknowledged is lost, even on power loss.
     Sync,
-    /// Acknowledged once appended; the store flushes and fsyncs in the background at
-    /// least every `flush_every_ms`. A process crash loses nothing (the OS holds the
-    /// writes); a power loss loses at most the last `flush_every_ms` of acknowledged
-    /// records.
+    /// Acknowledged once appended; the journal's flusher thread fsyncs at least every
+    /// `flush_every_ms`. A crash — of the process (sled buffers writes in memory) or of
+    /// the machine — loses at most the acknowledgements of the last `flush_every_ms`.
     Batched {
         /// Flush interval.
         flush_every_ms: u64,
@@ -128,6 +127,19 @@ pub enum JournalError {
         /// What differed.
         detail: String,
     },
+    /// A record with an intact checksum that this build cannot read.
+    #[error(
+        "log record {key} was written by a different build of omniroute ({reason}); refusing to start rather than cut intact records. Run the build that wrote it"
+    )]
+    Unreadable {
+        /// Record key.
+        key: u64,
+        /// What this build could not read.
+        reason: String,
+    },
+    /// The state cannot be rebuilt from what is stored.
+    #[error("cannot recover: {0}")]
+    Unrecoverable(String),
     /// Nothing stored and no configuration to start from.
     #[error("the data directory holds no state and no configuration was given to start from")]
     Empty,
@@ -260,8 +272,18 @@ struct Commit {
     waiters: Vec<(u64, std::thread::Thread)>,
 }
 
-struct SnapshotState {
-    newest: u64,
+/// What the background threads (snapshot writer, batched flusher) share with the
+/// journal.
+struct Shared<S: LogStore> {
+    inner: Mutex<Inner>,
+    store: S,
+    commit: Mutex<Commit>,
+    appended: AtomicU64,
+    failure: Mutex<Option<String>>,
+    config: JournalConfig,
+    /// Serialises snapshot writes; the newest snapshot written.
+    snapshots: Mutex<u64>,
+    repair_hint: String,
 }
 
 /// The engine made durable (see the module docs). All methods take `&self` and may be
@@ -269,14 +291,14 @@ struct SnapshotState {
 /// engine, each appended in that order) and wait for durability outside the sequencer,
 /// so concurrent writers share fsyncs.
 pub struct Journal<S: LogStore> {
-    inner: Mutex<Inner>,
-    store: Arc<S>,
-    commit: Mutex<Commit>,
-    appended: AtomicU64,
-    failure: Mutex<Option<String>>,
-    config: JournalConfig,
-    snapshots: Mutex<SnapshotState>,
-    repair_hint: String,
+    shared: Arc<Shared<S>>,
+    /// Snapshot writes in flight (joined before the journal closes).
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The `batched` mode's flusher and its stop flag.
+    flusher: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
     _lock: Option<DataDirLock>,
 }
 
@@ -313,7 +335,11 @@ impl<S: LogStore> Journal<S> {
             (None, Some(config)) => (Engine::new(config.clone())?, Some(config.clone())),
             (None, None) => return Err(JournalError::Empty),
         };
-        let journal = Journal {
+        let batched = match journal_config.durability {
+            Durability::Batched { flush_every_ms } => Some(flush_every_ms),
+            Durability::Sync => None,
+        };
+        let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 engine,
                 next_seq: last + 1,
@@ -321,7 +347,7 @@ impl<S: LogStore> Journal<S> {
                 grace: BTreeMap::new(),
                 since_snapshot: 0,
             }),
-            store: Arc::new(store),
+            store,
             commit: Mutex::new(Commit {
                 durable: last,
                 flushing: false,
@@ -330,23 +356,41 @@ impl<S: LogStore> Journal<S> {
             appended: AtomicU64::new(last),
             failure: Mutex::new(None),
             config: journal_config,
-            snapshots: Mutex::new(SnapshotState {
-                newest: report.snapshot_seq.unwrap_or(0),
-            }),
+            snapshots: Mutex::new(report.snapshot_seq.unwrap_or(0)),
             repair_hint,
+        });
+        let flusher = batched.map(|every| {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (flag, shared) = (stop.clone(), shared.clone());
+            let handle = std::thread::Builder::new()
+                .name("omniroute-flusher".into())
+                .spawn(move || {
+                    while !flag.load(Ordering::Acquire) {
+                        std::thread::park_timeout(std::time::Duration::from_millis(every));
+                        if shared.flush().is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn the flusher thread");
+            (stop, handle)
+        });
+        let journal = Journal {
+            shared,
+            writers: Mutex::new(Vec::new()),
+            flusher,
             _lock: lock,
         };
+        let sh = &journal.shared;
         if let Some(config) = first {
             // The log's first record: the configuration the engine was built from.
-            let mut inner = journal.inner.lock();
-            journal.append(
-                &mut inner,
-                Command::Configure { config },
-                now_ms,
-                Vec::new(),
-            )?;
+            let mut inner = sh.inner.lock();
+            let events = vec![Event::Configured {
+                changes: config_changes(&CenterConfig::default(), &config),
+            }];
+            sh.append(&mut inner, Command::Configure { config }, now_ms, events)?;
         } else if let Some(config) = config {
-            let current = journal.inner.lock().engine.config();
+            let current = sh.inner.lock().engine.config();
             if config != current {
                 journal.execute(Command::Configure { config }, now_ms)?;
             }
@@ -367,7 +411,7 @@ impl<S: LogStore> Journal<S> {
                     )
                 })
                 .count();
-            let mut inner = journal.inner.lock();
+            let mut inner = sh.inner.lock();
             let agents: Vec<String> = inner
                 .engine
                 .config()
@@ -381,29 +425,31 @@ impl<S: LogStore> Journal<S> {
                     .agent(&agent)
                     .is_ok_and(|a| a.work.iter().any(|w| w.phase == "assigned"));
                 if holds {
-                    let until = now_ms.saturating_add(journal.config.reconnect_grace_ms);
+                    let until = now_ms.saturating_add(sh.config.reconnect_grace_ms);
                     inner.grace.insert(agent.clone(), until);
                     report.agents_in_grace.push(agent);
                 }
             }
         }
         {
-            let mut inner = journal.inner.lock();
+            let mut inner = sh.inner.lock();
             for (due, timer) in inner.engine.pending_timers() {
                 inner.scheduler.arm(due, timer);
             }
             report.last_seq = inner.next_seq - 1;
         }
-        journal.wait_durable(report.last_seq)?;
+        // Whatever the mode, recovery's own records are durable before anyone is served.
+        sh.flush()?;
         Ok((journal, report))
     }
 
     /// Runs one operation; returns once its record is durable (see [`Durability`]).
     /// An operation the engine refuses returns its error and logs nothing.
     pub fn execute(&self, command: Command, now_ms: TimeMs) -> Result<Ack, JournalError> {
+        let sh = &self.shared;
         let (ack, snapshot) = {
-            let mut inner = self.inner.lock();
-            self.check_failed()?;
+            let mut inner = sh.inner.lock();
+            sh.check_failed()?;
             let mut events = Vec::new();
             if !command.run(&inner.engine, now_ms, &mut events)? {
                 return Ok(Ack {
@@ -412,19 +458,24 @@ impl<S: LogStore> Journal<S> {
                     events,
                 });
             }
-            self.append(&mut inner, command, now_ms, events)?
+            sh.append(&mut inner, command, now_ms, events)?
         };
-        self.finish(ack, snapshot)
+        if let Some(seq) = ack.seq {
+            sh.wait_durable(seq)?;
+        }
+        self.spawn_snapshot(snapshot);
+        Ok(ack)
     }
 
     /// Fires every timer due at `now_ms` (offer timeouts, wrap-up ends, relaxation
     /// steps, preferred fallbacks, reconnect grace periods), each as a logged operation.
     pub fn fire_due(&self, now_ms: TimeMs) -> Result<Vec<Ack>, JournalError> {
+        let sh = &self.shared;
         let mut acks = Vec::new();
         let mut snapshots = Vec::new();
         {
-            let mut inner = self.inner.lock();
-            self.check_failed()?;
+            let mut inner = sh.inner.lock();
+            sh.check_failed()?;
             loop {
                 let grace_due = inner
                     .grace
@@ -440,33 +491,39 @@ impl<S: LogStore> Journal<S> {
                     break;
                 };
                 let mut events = Vec::new();
-                let changed = match command.run(&inner.engine, now_ms, &mut events) {
-                    Ok(changed) => changed,
-                    // Reclaiming into a full queue: the work stays with its agent.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reconnect grace ended");
-                        false
+                let changed = command.run(&inner.engine, now_ms, &mut events)?;
+                if let Command::ReclaimWork { agent } = &command {
+                    // Work a full queue could not take back stays with the agent: try
+                    // again in a while rather than leave it there for good.
+                    let kept = inner.engine.agent(agent).is_ok_and(|a| {
+                        a.presence == Presence::Offline
+                            && a.work.iter().any(|w| w.phase == "assigned")
+                    });
+                    if kept {
+                        let retry = now_ms.saturating_add(RECLAIM_RETRY_MS);
+                        tracing::warn!(%agent, retry_at_ms = retry, "reconnect grace ended but its queue is full: the agent keeps its work for now");
+                        inner.grace.insert(agent.clone(), retry);
                     }
-                };
+                }
                 if changed {
-                    let (ack, snapshot) = self.append(&mut inner, command, now_ms, events)?;
+                    let (ack, snapshot) = sh.append(&mut inner, command, now_ms, events)?;
                     acks.push(ack);
                     snapshots.extend(snapshot);
                 }
             }
         }
         if let Some(seq) = acks.last().and_then(|a| a.seq) {
-            self.wait_durable(seq)?;
+            sh.wait_durable(seq)?;
         }
         for s in snapshots {
-            self.write_snapshot(s);
+            self.spawn_snapshot(Some(s));
         }
         Ok(acks)
     }
 
     /// When the next timer (or reconnect grace period) is due.
     pub fn next_due(&self) -> Option<TimeMs> {
-        let inner = self.inner.lock();
+        let inner = self.shared.inner.lock();
         let grace = inner.grace.values().min().copied();
         match (inner.scheduler.next_due(), grace) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -477,43 +534,84 @@ impl<S: LogStore> Journal<S> {
     /// Reads the engine (snapshots, explanations, invariant checks) while no operation
     /// runs.
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
-        f(&self.inner.lock().engine)
+        f(&self.shared.inner.lock().engine)
     }
 
     /// The last record appended.
     pub fn last_seq(&self) -> u64 {
-        self.appended.load(Ordering::Acquire)
+        self.shared.appended.load(Ordering::Acquire)
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.shared.store
     }
 
     /// Agents in their reconnect grace period, with its end.
     pub fn grace_periods(&self) -> Vec<(String, TimeMs)> {
-        let inner = self.inner.lock();
+        let inner = self.shared.inner.lock();
         inner.grace.iter().map(|(a, t)| (a.clone(), *t)).collect()
     }
 
-    /// Takes a snapshot now and truncates the log behind it. Returns its sequence
-    /// number.
+    /// Takes a snapshot now (a logged `rebase`), waits until it is written, and
+    /// truncates the log behind the previous one. Returns its sequence number.
     pub fn snapshot_now(&self, now_ms: TimeMs) -> Result<u64, JournalError> {
+        let sh = &self.shared;
         let snapshot = {
-            let mut inner = self.inner.lock();
-            self.check_failed()?;
-            let seq = inner.next_seq - 1;
+            let mut inner = sh.inner.lock();
+            sh.check_failed()?;
             inner.since_snapshot = 0;
-            self.rebase(&mut inner, seq, now_ms)
+            sh.take_snapshot(&mut inner, now_ms)?
         };
-        let seq = snapshot.as_ref().map_or(0, |s| s.0.seq);
-        self.wait_durable(seq)?;
-        if let Some(s) = snapshot {
-            self.write_snapshot(s);
-        }
+        let seq = snapshot.0.seq;
+        sh.wait_durable(seq)?;
+        sh.write_snapshot(snapshot)?;
         Ok(seq)
     }
 
+    /// Writes a snapshot on a background thread: the operation that triggered it is
+    /// acknowledged without waiting for it.
+    fn spawn_snapshot(&self, snapshot: Option<PendingSnapshot>) {
+        let Some(snapshot) = snapshot else { return };
+        let shared = self.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("omniroute-snapshot".into())
+            .spawn(move || {
+                if let Err(e) = shared.write_snapshot(snapshot) {
+                    tracing::error!(error = %e, "snapshot not written; the log keeps every record and the next snapshot tries again");
+                }
+            })
+            .expect("spawn a snapshot writer");
+        let mut writers = self.writers.lock();
+        writers.retain(|w| !w.is_finished());
+        writers.push(handle);
+    }
+
+    /// The repair command to print for a damaged log.
+    pub fn repair_hint(&self) -> &str {
+        &self.shared.repair_hint
+    }
+}
+
+impl<S: LogStore> Drop for Journal<S> {
+    fn drop(&mut self) {
+        for writer in self.writers.get_mut().drain(..) {
+            let _ = writer.join();
+        }
+        if let Some((stop, handle)) = self.flusher.take() {
+            stop.store(true, Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+            let _ = self.shared.flush();
+        }
+    }
+}
+
+/// How long an agent's work waits before the journal tries again to put it back in a
+/// full queue after its grace period.
+const RECLAIM_RETRY_MS: u64 = 10_000;
+
+impl<S: LogStore> Shared<S> {
     fn check_failed(&self) -> Result<(), JournalError> {
         match &*self.failure.lock() {
             Some(why) => Err(JournalError::Failed(why.clone())),
@@ -568,18 +666,7 @@ impl<S: LogStore> Journal<S> {
             && inner.since_snapshot >= self.config.snapshot_every
         {
             inner.since_snapshot = 0;
-            let mut last = seq;
-            if let Some(retain) = self.config.retain_finished_ms {
-                let purge = Command::PurgeFinished {
-                    finished_before_ms: now_ms.saturating_sub(retain),
-                };
-                let mut none = Vec::new();
-                if purge.run(&inner.engine, now_ms, &mut none)? {
-                    let (ack, _) = self.append(inner, purge, now_ms, none)?;
-                    last = ack.seq.unwrap_or(last);
-                }
-            }
-            self.rebase(inner, last, now_ms)
+            Some(self.take_snapshot(inner, now_ms)?)
         } else {
             None
         };
@@ -593,44 +680,125 @@ impl<S: LogStore> Journal<S> {
         ))
     }
 
-    /// Snapshots the engine after record `seq` and continues from the snapshot's own
-    /// restore, so that what recovery rebuilds from the snapshot and what runs live
-    /// are the same engine, decision for decision.
-    fn rebase(&self, inner: &mut Inner, seq: u64, now_ms: TimeMs) -> Option<PendingSnapshot> {
+    /// Under the sequencer: forgets old finished work (a logged `purge_finished`), then
+    /// appends a `rebase` record and continues from the state image's own restore. The
+    /// image is the snapshot of the state after the `rebase` record. Replaying the log
+    /// performs the same rebase at the same place, so a recovery from this snapshot,
+    /// from an older one or from the log alone rebuilds the same engine, decision for
+    /// decision, whether or not the snapshot is ever written.
+    fn take_snapshot(
+        &self,
+        inner: &mut Inner,
+        now_ms: TimeMs,
+    ) -> Result<PendingSnapshot, JournalError> {
+        if let Some(retain) = self.config.retain_finished_ms {
+            let purge = Command::PurgeFinished {
+                finished_before_ms: now_ms.saturating_sub(retain),
+            };
+            let mut none = Vec::new();
+            if purge.run(&inner.engine, now_ms, &mut none)? {
+                self.append_plain(inner, purge, now_ms)?;
+            }
+        }
         let image = inner.engine.export();
-        match Engine::restore(image.clone()) {
-            Ok(engine) => {
-                inner.engine = engine;
-                Some(PendingSnapshot(Snapshot {
-                    seq,
-                    taken_ms: now_ms,
-                    image,
-                }))
+        let engine = Engine::restore(image.clone()).map_err(|e| {
+            self.fail(format!(
+                "the engine's state image does not restore ({e}); refusing to continue"
+            ))
+        })?;
+        let seq = self.append_plain(inner, Command::Rebase, now_ms)?;
+        inner.engine = engine;
+        Ok(PendingSnapshot(Snapshot {
+            seq,
+            taken_ms: now_ms,
+            image,
+        }))
+    }
+
+    /// Appends a record with no events and no further bookkeeping.
+    fn append_plain(
+        &self,
+        inner: &mut Inner,
+        command: Command,
+        now_ms: TimeMs,
+    ) -> Result<u64, JournalError> {
+        let seq = inner.next_seq;
+        let record = Record {
+            seq,
+            now_ms,
+            command,
+            events: Vec::new(),
+        };
+        if let Err(e) = self.store.append(seq, &codec::encode_record(&record)) {
+            return Err(self.fail(format!("appending record {seq}: {e}")));
+        }
+        inner.next_seq += 1;
+        self.appended.store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Makes everything appended so far durable (the batched flusher, shutdown).
+    fn flush(&self) -> Result<(), JournalError> {
+        let target = self.appended.load(Ordering::Acquire);
+        let mut c = self.commit.lock();
+        if c.durable >= target {
+            return Ok(());
+        }
+        // One flush at a time: wait out a group-commit leader's.
+        while c.flushing {
+            drop(c);
+            std::thread::yield_now();
+            c = self.commit.lock();
+        }
+        c.flushing = true;
+        drop(c);
+        let result = self.store.sync();
+        let mut c = self.commit.lock();
+        c.flushing = false;
+        match result {
+            Ok(()) => {
+                c.durable = c.durable.max(target);
+                self.wake(&mut c);
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, seq, "snapshot skipped: the state image does not restore");
-                None
+                let err = self.fail(format!("flushing the log: {e}"));
+                for (_, waiter) in c.waiters.drain(..) {
+                    waiter.unpark();
+                }
+                Err(err)
             }
         }
     }
 
-    fn finish(&self, ack: Ack, snapshot: Option<PendingSnapshot>) -> Result<Ack, JournalError> {
-        if let Some(seq) = ack.seq {
-            self.wait_durable(seq)?;
+    /// Wakes the waiters the last flush made durable, and one other to lead the next.
+    fn wake(&self, c: &mut Commit) {
+        let durable = c.durable;
+        let mut next_leader = None;
+        c.waiters.retain(|(waiting_for, waiter)| {
+            if *waiting_for <= durable {
+                waiter.unpark();
+                false
+            } else {
+                if next_leader.is_none() {
+                    next_leader = Some(waiter.clone());
+                }
+                true
+            }
+        });
+        if let Some(leader) = next_leader {
+            leader.unpark();
         }
-        if let Some(s) = snapshot {
-            self.write_snapshot(s);
-        }
-        Ok(ack)
     }
 
     /// Waits until record `seq` is durable. In `sync` mode the first waiter flushes
     /// everything appended so far while later ones wait for it (group commit). After a
     /// flush the leader wakes exactly the waiters it made durable, plus one of the others
     /// to lead the next flush: on two cores, waking everyone costs more than the fsync.
+    /// In `batched` mode it returns at once (the flusher thread makes records durable).
     fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
         if let Durability::Batched { .. } = self.config.durability {
-            return Ok(());
+            return self.check_failed();
         }
         let mut registered = false;
         loop {
@@ -659,69 +827,51 @@ impl<S: LogStore> Journal<S> {
             let mut c = self.commit.lock();
             c.flushing = false;
             if let Err(e) = result {
+                // Record the failure before waking anyone, so every waiter sees it.
+                let err = self.fail(format!("flushing the log: {e}"));
                 for (_, waiter) in c.waiters.drain(..) {
                     waiter.unpark();
                 }
-                drop(c);
-                return Err(self.fail(format!("flushing the log: {e}")));
+                return Err(err);
             }
             c.durable = c.durable.max(target);
-            let durable = c.durable;
-            let mut next_leader = None;
-            c.waiters.retain(|(waiting_for, waiter)| {
-                if *waiting_for <= durable {
-                    waiter.unpark();
-                    false
-                } else {
-                    if next_leader.is_none() {
-                        next_leader = Some(waiter.clone());
-                    }
-                    true
-                }
-            });
-            if let Some(leader) = next_leader {
-                leader.unpark();
-            }
+            self.wake(&mut c);
         }
     }
 
-    /// Writes a snapshot, makes it durable, then truncates the log and older snapshots
-    /// behind it. A failure here loses nothing (the log still holds every record): it is
-    /// reported and the next snapshot tries again.
-    fn write_snapshot(&self, PendingSnapshot(snapshot): PendingSnapshot) {
-        let mut state = self.snapshots.lock();
-        if snapshot.seq <= state.newest {
-            return;
+    /// Writes a snapshot and makes it durable, then removes snapshots older than the
+    /// previous one and the log records the previous one covers. Keeping one snapshot
+    /// back means a damaged newest snapshot still recovers (from the previous one and
+    /// the records after it). A failure loses nothing: the log still holds every record
+    /// since the previous snapshot, and the next snapshot tries again.
+    fn write_snapshot(
+        &self,
+        PendingSnapshot(snapshot): PendingSnapshot,
+    ) -> Result<(), JournalError> {
+        let mut newest = self.snapshots.lock();
+        if snapshot.seq <= *newest {
+            return Ok(());
         }
         let seq = snapshot.seq;
         let bytes = codec::encode_snapshot(&snapshot);
         drop(snapshot);
-        let result = (|| -> io::Result<()> {
-            self.store.put_snapshot(seq, &bytes)?;
-            self.store.sync()?;
-            for (raw, _) in self.store.snapshots()? {
-                match codec::key(&raw) {
-                    Ok(older) if older < seq => self.store.remove_snapshot(older)?,
-                    _ => {}
-                }
+        self.store.put_snapshot(seq, &bytes)?;
+        let mut kept: Vec<u64> = self
+            .store
+            .snapshots()?
+            .iter()
+            .filter_map(|(raw, _)| codec::key(raw).ok())
+            .collect();
+        kept.sort_unstable_by_key(|seq| std::cmp::Reverse(*seq));
+        if let Some(&previous) = kept.get(1) {
+            for older in &kept[2..] {
+                self.store.remove_snapshot(*older)?;
             }
-            self.store.remove_through(seq)?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                state.newest = seq;
-                tracing::info!(seq, bytes = bytes.len(), "snapshot written, log truncated");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, seq, "snapshot failed; the log keeps every record")
-            }
+            self.store.remove_through(previous)?;
         }
-    }
-
-    /// The repair command to print for a damaged log.
-    pub fn repair_hint(&self) -> &str {
-        &self.repair_hint
+        *newest = seq;
+        tracing::info!(seq, bytes = bytes.len(), "snapshot written");
+        Ok(())
     }
 }
 
@@ -735,15 +885,8 @@ impl Journal<super::SledStore> {
         now_ms: TimeMs,
     ) -> Result<(Self, RecoveryReport), JournalError> {
         let lock = DataDirLock::acquire(dir)?;
-        let flush = match journal_config.durability {
-            Durability::Sync => None,
-            Durability::Batched { flush_every_ms } => Some(flush_every_ms),
-        };
-        let store = super::SledStore::open(dir, flush)?;
-        let hint = format!(
-            "omniroute repair --data-dir {} --cut-at <key>",
-            dir.display()
-        );
+        let store = super::SledStore::open(dir)?;
+        let hint = format!("omniroute repair --data-dir {}", dir.display());
         Self::open_inner(store, config, journal_config, now_ms, Some(lock), hint)
     }
 
@@ -752,10 +895,34 @@ impl Journal<super::SledStore> {
     /// how many records were removed.
     pub fn cut_at(dir: &Path, key: u64) -> Result<u64, JournalError> {
         let _lock = DataDirLock::acquire(dir)?;
-        let store = super::SledStore::open(dir, None)?;
+        let store = super::SledStore::open(dir)?;
         let removed = store.remove_from(key)?;
         store.sync()?;
+        store.set_mark(key.saturating_sub(1))?;
         Ok(removed)
+    }
+
+    /// Accepts that acknowledged records past the end of the log are lost (the store's
+    /// files were damaged): lowers the acknowledged high-water mark to the last record
+    /// present. Returns (the old mark, the new one).
+    pub fn accept_loss(dir: &Path) -> Result<(u64, u64), JournalError> {
+        let _lock = DataDirLock::acquire(dir)?;
+        let store = super::SledStore::open(dir)?;
+        let old = store.mark()?.unwrap_or(0);
+        let mut last = 0;
+        for entry in store.read_from(0) {
+            let (raw, _) = entry?;
+            if let Ok(key) = codec::key(&raw) {
+                last = key;
+            }
+        }
+        for (raw, _) in store.snapshots()? {
+            if let Ok(key) = codec::key(&raw) {
+                last = last.max(key);
+            }
+        }
+        store.set_mark(last)?;
+        Ok((old, last))
     }
 }
 
@@ -772,13 +939,14 @@ pub fn replay<S: LogStore>(
         ..JournalConfig::default()
     };
     let mut report = RecoveryReport::default();
-    let (engine, last) = recover(store, &config, "", &mut report)?;
+    let (engine, last) = recover(store, &config, "omniroute repair", &mut report)?;
     report.last_seq = last;
     Ok((engine, report))
 }
 
 /// Rebuilds the engine from the newest intact snapshot and the records after it. Cuts a
-/// damaged tail; refuses damage before the end.
+/// damaged tail; refuses damage before the end, records this build cannot read, and a
+/// log shorter than what was acknowledged.
 fn recover<S: LogStore>(
     store: &S,
     config: &JournalConfig,
@@ -787,8 +955,10 @@ fn recover<S: LogStore>(
 ) -> Result<(Option<Engine>, u64), JournalError> {
     let mut engine = None;
     let mut last = 0;
-    for (raw, bytes) in store.snapshots()? {
-        let decoded = codec::key(&raw).and_then(|key| codec::decode_snapshot(key, &bytes));
+    let snapshots = store.snapshots()?;
+    let mut damaged_snapshots = Vec::new();
+    for (raw, bytes) in &snapshots {
+        let decoded = codec::key(raw).and_then(|key| codec::decode_snapshot(key, bytes));
         match decoded {
             Ok(snapshot) => match Engine::restore(snapshot.image) {
                 Ok(e) => {
@@ -797,14 +967,19 @@ fn recover<S: LogStore>(
                     report.snapshot_seq = Some(snapshot.seq);
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!(key = ?raw, error = %e, "snapshot does not restore; trying an older one");
-                }
+                Err(e) => damaged_snapshots.push(format!("snapshot {raw:?}: {e}")),
             },
-            Err(e) => {
-                tracing::warn!(key = ?raw, error = %e, "snapshot is damaged; trying an older one");
-            }
+            Err(e) => damaged_snapshots.push(format!("snapshot {raw:?}: {e}")),
         }
+    }
+    for what in &damaged_snapshots {
+        tracing::warn!(%what, "snapshot unusable; trying an older one");
+    }
+    if engine.is_none() && !snapshots.is_empty() {
+        return Err(JournalError::Unrecoverable(format!(
+            "no snapshot is usable ({}); the log behind them was truncated, so the state cannot be rebuilt. Restore the data directory from a backup",
+            damaged_snapshots.join("; ")
+        )));
     }
     let mut damaged: Option<(u64, String)> = None;
     let mut good_after = 0u64;
@@ -822,6 +997,11 @@ fn recover<S: LogStore>(
         }
         let (key, record) = match decoded {
             Ok((key, record)) if key == expected => (key, record),
+            Ok((key, _)) if engine.is_none() && expected == 1 => {
+                return Err(JournalError::Unrecoverable(format!(
+                    "the log starts at record {key} and no snapshot covers the records before it. Restore the data directory from a backup"
+                )));
+            }
             Ok((key, _)) => {
                 damaged = Some((
                     expected,
@@ -830,40 +1010,21 @@ fn recover<S: LogStore>(
                 good_after += 1;
                 continue;
             }
+            Err(e) if !e.is_damage() => {
+                let key = codec::key(&raw).unwrap_or(expected);
+                return Err(JournalError::Unreadable {
+                    key,
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => {
                 let key = codec::key(&raw).unwrap_or(expected);
-                damaged = Some((key, describe(&e)));
+                damaged = Some((key, e.to_string()));
                 continue;
             }
         };
         out.clear();
-        match &engine {
-            None => match record.command.build() {
-                Some(built) => {
-                    engine = Some(built.map_err(|e| diverged(key, &record, e.to_string()))?)
-                }
-                None => {
-                    return Err(diverged(
-                        key,
-                        &record,
-                        "the first record of a log must be `configure`".to_string(),
-                    ));
-                }
-            },
-            Some(e) => match record.command.run(e, record.now_ms, &mut out) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(diverged(key, &record, "it changed nothing".to_string()));
-                }
-                Err(err) => {
-                    return Err(diverged(
-                        key,
-                        &record,
-                        format!("the engine refused it: {err}"),
-                    ));
-                }
-            },
-        }
+        engine = Some(replay_one(engine, key, &record, &mut out)?);
         if config.verify_replay && out != record.events {
             return Err(diverged(
                 key,
@@ -877,35 +1038,87 @@ fn recover<S: LogStore>(
         last = key;
         report.replayed += 1;
     }
+    let mark = store.mark()?.unwrap_or(0);
     if let Some((key, reason)) = damaged {
         if good_after > 0 {
             return Err(JournalError::Corrupt {
                 key,
                 reason,
                 good_after,
-                repair: repair_hint.replace("<key>", &key.to_string()),
+                repair: format!("{repair_hint} --cut-at {key}"),
             });
         }
         let removed = store.remove_from(key)?;
         store.sync()?;
-        tracing::warn!(
-            key,
-            %reason,
-            removed,
-            "the log's tail is damaged (a crash mid-write?): cut back to record {}",
-            key - 1
-        );
+        if mark >= key {
+            tracing::error!(
+                key,
+                %reason,
+                acknowledged_through = mark,
+                "acknowledged records {key}..={mark} are damaged and lost: the log is cut back to record {}",
+                key - 1
+            );
+        } else {
+            tracing::warn!(
+                key,
+                %reason,
+                removed,
+                "the log's tail is damaged (a crash mid-write?): cut back to record {}",
+                key - 1
+            );
+        }
+        store.set_mark(key - 1)?;
         report.tail_cut = Some(TailCut {
             key,
             reason,
             removed,
         });
+    } else if mark > last {
+        return Err(JournalError::Unrecoverable(format!(
+            "the log ends at record {last} but records up to {mark} were acknowledged: the store lost them (its files are damaged). Restore the data directory from a backup, or accept the loss of records {}..={mark} with: {repair_hint} --accept-loss",
+            last + 1
+        )));
     }
     Ok((engine, last))
 }
 
-fn describe(e: &DecodeError) -> String {
-    e.to_string()
+/// Applies one record to the engine it follows (`None` before the first record).
+fn replay_one(
+    engine: Option<Engine>,
+    key: u64,
+    record: &Record,
+    out: &mut Vec<Event>,
+) -> Result<Engine, JournalError> {
+    let Some(engine) = engine else {
+        return match &record.command {
+            Command::Configure { config } => {
+                let built = Engine::new(config.clone())
+                    .map_err(|e| diverged(key, record, e.to_string()))?;
+                out.push(Event::Configured {
+                    changes: config_changes(&CenterConfig::default(), config),
+                });
+                Ok(built)
+            }
+            _ => Err(diverged(
+                key,
+                record,
+                "the first record of a log must be `configure`".to_string(),
+            )),
+        };
+    };
+    if let Command::Rebase = record.command {
+        return Engine::restore(engine.export())
+            .map_err(|e| diverged(key, record, format!("the rebase does not restore: {e}")));
+    }
+    match record.command.run(&engine, record.now_ms, out) {
+        Ok(true) => Ok(engine),
+        Ok(false) => Err(diverged(key, record, "it changed nothing".to_string())),
+        Err(err) => Err(diverged(
+            key,
+            record,
+            format!("the engine refused it: {err}"),
+        )),
+    }
 }
 
 fn diverged(key: u64, record: &Record, detail: String) -> JournalError {

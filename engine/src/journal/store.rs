@@ -9,9 +9,14 @@ pub type RawEntry = (Vec<u8>, Vec<u8>);
 
 /// An ordered key-value log with a separate area for snapshots. Keys are `u64`,
 /// stored big-endian so the store's byte order is numeric order. Implementations must
-/// make everything appended before a successful [`LogStore::sync`] survive a crash;
-/// appends after it may be lost (the journal never acknowledges them before a sync in
-/// `sync` mode).
+/// make everything appended before a successful [`LogStore::sync`] survive a crash or a
+/// power loss (a real fsync); appends after it may be lost (the journal never
+/// acknowledges them before a sync in `sync` mode).
+///
+/// A store also keeps an acknowledged *high-water mark*, outside the log itself: the
+/// last key made durable by a sync. Recovery compares it with the last record it can
+/// read, so a log that silently lost acknowledged records (damage the store absorbed)
+/// is refused instead of served.
 pub trait LogStore: Send + Sync + 'static {
     /// Appends one record value under `key` (greater than every key appended before).
     fn append(&self, key: u64, value: &[u8]) -> io::Result<()>;
@@ -32,6 +37,11 @@ pub trait LogStore: Send + Sync + 'static {
     fn remove_snapshot(&self, seq: u64) -> io::Result<()>;
     /// Bytes the store occupies on disk (0 for memory).
     fn disk_bytes(&self) -> io::Result<u64>;
+    /// The high-water mark: the last key a sync made durable (`None`: never synced, or
+    /// the store keeps none).
+    fn mark(&self) -> io::Result<Option<u64>>;
+    /// Lowers (or sets) the high-water mark, durably: after a tail cut or a repair.
+    fn set_mark(&self, key: u64) -> io::Result<()>;
 }
 
 /// An in-memory [`LogStore`] for tests and the simulator: nothing survives the process.
@@ -47,6 +57,7 @@ struct MemoryInner {
     snapshots: BTreeMap<u64, Vec<u8>>,
     synced: BTreeMap<Vec<u8>, Vec<u8>>,
     synced_snapshots: BTreeMap<u64, Vec<u8>>,
+    mark: Option<u64>,
 }
 
 impl MemoryStore {
@@ -60,6 +71,21 @@ impl MemoryStore {
         let mut g = self.inner.lock();
         g.records = g.synced.clone();
         g.snapshots = g.synced_snapshots.clone();
+    }
+
+    /// Loses every record from `key` on without touching the high-water mark: what a
+    /// store that absorbed damage to its files does (corruption tests).
+    pub fn lose_from(&self, key: u64) {
+        let mut g = self.inner.lock();
+        let doomed: Vec<_> = g
+            .records
+            .range(key.to_be_bytes().to_vec()..)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            g.records.remove(k);
+            g.synced.remove(k);
+        }
     }
 
     /// Overwrites a stored record's raw bytes (corruption tests).
@@ -102,6 +128,15 @@ impl LogStore for MemoryStore {
         let mut g = self.inner.lock();
         g.synced = g.records.clone();
         g.synced_snapshots = g.snapshots.clone();
+        let last = g
+            .records
+            .keys()
+            .next_back()
+            .and_then(|k| <[u8; 8]>::try_from(k.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        if last > g.mark {
+            g.mark = last;
+        }
         Ok(())
     }
 
@@ -167,6 +202,15 @@ impl LogStore for MemoryStore {
     fn disk_bytes(&self) -> io::Result<u64> {
         Ok(0)
     }
+
+    fn mark(&self) -> io::Result<Option<u64>> {
+        Ok(self.inner.lock().mark)
+    }
+
+    fn set_mark(&self, key: u64) -> io::Result<()> {
+        self.inner.lock().mark = Some(key);
+        Ok(())
+    }
 }
 
 impl<T: LogStore> LogStore for std::sync::Arc<T> {
@@ -196,5 +240,11 @@ impl<T: LogStore> LogStore for std::sync::Arc<T> {
     }
     fn disk_bytes(&self) -> io::Result<u64> {
         (**self).disk_bytes()
+    }
+    fn mark(&self) -> io::Result<Option<u64>> {
+        (**self).mark()
+    }
+    fn set_mark(&self, key: u64) -> io::Result<()> {
+        (**self).set_mark(key)
     }
 }

@@ -279,6 +279,8 @@ struct Shared<S: LogStore> {
     store: S,
     commit: Mutex<Commit>,
     appended: AtomicU64,
+    /// Writers between entering `execute` and appending their record.
+    entering: std::sync::atomic::AtomicUsize,
     failure: Mutex<Option<String>>,
     config: JournalConfig,
     /// Serialises snapshot writes; the newest snapshot written.
@@ -354,6 +356,7 @@ impl<S: LogStore> Journal<S> {
                 waiters: Vec::new(),
             }),
             appended: AtomicU64::new(last),
+            entering: std::sync::atomic::AtomicUsize::new(0),
             failure: Mutex::new(None),
             config: journal_config,
             snapshots: Mutex::new(report.snapshot_seq.unwrap_or(0)),
@@ -447,6 +450,7 @@ impl<S: LogStore> Journal<S> {
     /// An operation the engine refuses returns its error and logs nothing.
     pub fn execute(&self, command: Command, now_ms: TimeMs) -> Result<Ack, JournalError> {
         let sh = &self.shared;
+        let entering = Entering::new(&sh.entering);
         let (ack, snapshot) = {
             let mut inner = sh.inner.lock();
             sh.check_failed()?;
@@ -458,7 +462,9 @@ impl<S: LogStore> Journal<S> {
                     events,
                 });
             }
-            sh.append(&mut inner, command, now_ms, events)?
+            let appended = sh.append(&mut inner, command, now_ms, events)?;
+            drop(entering);
+            appended
         };
         if let Some(seq) = ack.seq {
             sh.wait_durable(seq)?;
@@ -604,6 +610,25 @@ impl<S: LogStore> Drop for Journal<S> {
             let _ = handle.join();
             let _ = self.shared.flush();
         }
+    }
+}
+
+/// At most this many yields of a group-commit leader waiting for writers on their way.
+const COMMIT_DELAY_ROUNDS: usize = 8;
+
+/// Counts a writer on its way to the sequencer until dropped.
+struct Entering<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Entering<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Entering(count)
+    }
+}
+
+impl Drop for Entering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -819,9 +844,16 @@ impl<S: LogStore> Shared<S> {
             }
             c.flushing = true;
             drop(c);
-            // Let writers that are runnable append before the flush starts, so it covers
-            // them too (PostgreSQL's commit_delay, at its smallest).
+            // Let writers that are on their way to the sequencer append before the flush
+            // starts, so it covers them too (PostgreSQL's commit_delay and
+            // commit_siblings): yield while any is, for at most a few rounds.
             std::thread::yield_now();
+            for _ in 0..COMMIT_DELAY_ROUNDS {
+                if self.entering.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             let target = self.appended.load(Ordering::Acquire);
             let result = self.store.sync();
             let mut c = self.commit.lock();

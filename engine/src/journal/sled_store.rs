@@ -9,9 +9,11 @@
 //!
 //! sled 0.34's `flush` writes its buffers with `sync_file_range`, which neither flushes
 //! the drive's cache nor the file's metadata; [`LogStore::sync`] therefore follows it
-//! with an `fdatasync` of sled's data file, then records the high-water mark (and
-//! fdatasyncs that). Snapshots live outside sled so a large value neither sits in
-//! sled's cache nor goes through its blob files.
+//! with an `fdatasync` of sled's data file. The high-water mark is then written by a
+//! small background thread (and fdatasync'd) within a few milliseconds, off the
+//! acknowledgement's path: it trails the durable log by at most one round of that
+//! thread, and is written for good when the store closes. Snapshots live outside sled
+//! so a large value neither sits in sled's cache nor goes through its blob files.
 
 use super::store::{LogStore, RawEntry};
 use parking_lot::Mutex;
@@ -19,7 +21,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How often the background thread writes the high-water mark, at most.
+const MARK_EVERY_MS: u64 = 5;
 
 /// sled behind [`LogStore`].
 pub struct SledStore {
@@ -29,11 +35,54 @@ pub struct SledStore {
     data_file: File,
     path: PathBuf,
     snapshot_dir: PathBuf,
-    mark_file: File,
-    /// The mark on disk.
-    mark: Mutex<Option<u64>>,
+    marker: Arc<Marker>,
+    mark_thread: Option<std::thread::JoinHandle<()>>,
     /// The last key appended.
     last_appended: AtomicU64,
+}
+
+/// The high-water mark file and what is to be written to it.
+struct Marker {
+    file: File,
+    /// (on disk, made durable by a sync and waiting to be written).
+    state: Mutex<(Option<u64>, Option<u64>)>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Marker {
+    fn write(&self, key: u64) -> io::Result<()> {
+        let mut raw = [0u8; 12];
+        raw[..8].copy_from_slice(&key.to_be_bytes());
+        let crc = crc32fast::hash(&raw[..8]);
+        raw[8..].copy_from_slice(&crc.to_be_bytes());
+        self.file.write_all_at(&raw, 0)?;
+        self.file.sync_data()
+    }
+
+    /// Writes the pending mark, if it is ahead of the one on disk.
+    fn catch_up(&self) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if let (written, Some(pending)) = *state
+            && written.is_none_or(|w| w < pending)
+        {
+            self.write(pending)?;
+            state.0 = Some(pending);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.marker.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.mark_thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        if let Err(e) = self.marker.catch_up() {
+            tracing::error!(error = %e, "cannot record the high-water mark on close");
+        }
+    }
 }
 
 fn io_err(what: &str, path: &Path, e: sled::Error) -> io::Error {
@@ -129,14 +178,30 @@ impl SledStore {
             .map_err(|e| io_err("cannot read the log", &path, e))?
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
+        let marker = Arc::new(Marker {
+            file: mark_file,
+            state: Mutex::new((mark, None)),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let thread_marker = marker.clone();
+        let mark_thread = std::thread::Builder::new()
+            .name("omniroute-mark".into())
+            .spawn(move || {
+                while !thread_marker.stop.load(Ordering::Acquire) {
+                    std::thread::park_timeout(std::time::Duration::from_millis(MARK_EVERY_MS));
+                    if let Err(e) = thread_marker.catch_up() {
+                        tracing::error!(error = %e, "cannot record the high-water mark");
+                    }
+                }
+            })?;
         Ok(SledStore {
             db,
             log,
             data_file,
             path,
             snapshot_dir,
-            mark_file,
-            mark: Mutex::new(mark),
+            marker,
+            mark_thread: Some(mark_thread),
             last_appended: AtomicU64::new(last),
         })
     }
@@ -164,15 +229,6 @@ impl SledStore {
         Ok(removed)
     }
 
-    fn write_mark(&self, key: u64) -> io::Result<()> {
-        let mut raw = [0u8; 12];
-        raw[..8].copy_from_slice(&key.to_be_bytes());
-        let crc = crc32fast::hash(&raw[..8]);
-        raw[8..].copy_from_slice(&crc.to_be_bytes());
-        self.mark_file.write_all_at(&raw, 0)?;
-        self.mark_file.sync_data()
-    }
-
     fn snapshot_path(&self, seq: u64) -> PathBuf {
         self.snapshot_dir.join(format!("{seq:020}.snap"))
     }
@@ -195,11 +251,9 @@ impl LogStore for SledStore {
         self.data_file
             .sync_data()
             .map_err(with_path("cannot fsync the log", &self.path))?;
-        let mut mark = self.mark.lock();
-        if mark.is_none_or(|m| m < target) {
-            self.write_mark(target)
-                .map_err(with_path("cannot record the high-water mark", &self.path))?;
-            *mark = Some(target);
+        let mut state = self.marker.state.lock();
+        if state.1.is_none_or(|m| m < target) {
+            state.1 = Some(target);
         }
         Ok(())
     }
@@ -276,14 +330,16 @@ impl LogStore for SledStore {
     }
 
     fn mark(&self) -> io::Result<Option<u64>> {
-        Ok(*self.mark.lock())
+        let state = self.marker.state.lock();
+        Ok(state.1.max(state.0))
     }
 
     fn set_mark(&self, key: u64) -> io::Result<()> {
-        let mut mark = self.mark.lock();
-        self.write_mark(key)
+        let mut state = self.marker.state.lock();
+        self.marker
+            .write(key)
             .map_err(with_path("cannot record the high-water mark", &self.path))?;
-        *mark = Some(key);
+        *state = (Some(key), Some(key));
         Ok(())
     }
 }

@@ -151,9 +151,35 @@ fn check(dir: &Path, acked: &Acked, cycle: usize) {
                 }
             }
         }
-        // Nothing acknowledged twice: the engine has one record per id, and every
-        // assigned interaction is in exactly one agent's hands (check_invariants).
-        assert!(e.interaction_ids().len() >= acked.submitted.len());
+        // Exactly once in agents' hands: every interaction an agent holds is held by
+        // that agent alone, and names it.
+        let mut holders: BTreeMap<InteractionId, Vec<String>> = BTreeMap::new();
+        for agent in ["ana", "ben", "chloe", "dev", "eva", "femi", "gus"] {
+            for w in e.agent(agent).unwrap().work {
+                holders
+                    .entry(w.interaction)
+                    .or_default()
+                    .push(agent.to_string());
+            }
+        }
+        for (id, agents) in &holders {
+            assert_eq!(agents.len(), 1, "cycle {cycle}: {id} held by {agents:?}");
+            let s = e.interaction(*id).unwrap();
+            assert_eq!(
+                s.agent.as_deref(),
+                Some(agents[0].as_str()),
+                "cycle {cycle}: {id}"
+            );
+        }
+        for &id in acked.submitted.keys() {
+            let s = e.interaction(InteractionId(id)).unwrap();
+            let held = holders.contains_key(&InteractionId(id));
+            let should = matches!(
+                s.state,
+                InteractionState::Assigned | InteractionState::WrapUp
+            );
+            assert_eq!(held, should, "cycle {cycle}: i-{id} is {:?}", s.state);
+        }
     });
 }
 

@@ -8,7 +8,7 @@
 //! * disk use over a long run with snapshots every 100k records.
 //!
 //! `cargo bench --bench journal` (all), or name parts: `cargo bench --bench journal --
-//! codec append recovery disk`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
+//! codec append recovery snapshot disk`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
 //!
 //! Each operation is a real engine operation with its record: a submit into a queue
 //! whose agents are away (the interaction waits: `created` + `queued` events), then an
@@ -285,6 +285,58 @@ fn codec() {
     );
 }
 
+/// A snapshot with `waiting` interactions in queue: how long `snapshot_now` takes (the
+/// rebase under the sequencer, then the write), and how long one operation issued
+/// meanwhile waits.
+fn snapshot(waiting: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let batched = Durability::Batched {
+        flush_every_ms: 100,
+    };
+    let (journal, _) =
+        Journal::open_dir(tmp.path(), Some(center()), journal_config(batched, 0), 0).unwrap();
+    for _ in 0..waiting {
+        journal
+            .execute(
+                Command::Submit {
+                    request: NewInteraction::new("chat", "c").to_queue("q"),
+                },
+                1,
+            )
+            .unwrap();
+    }
+    let (total, blocked) = std::thread::scope(|s| {
+        let snap = s.spawn(|| {
+            let started = Instant::now();
+            journal.snapshot_now(2).unwrap();
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(1));
+        let started = Instant::now();
+        journal
+            .execute(
+                Command::SetPresence {
+                    agent: "a0".into(),
+                    presence: Presence::Away {
+                        reason: "x".into(),
+                    },
+                },
+                2,
+            )
+            .unwrap();
+        (snap.join().unwrap(), started.elapsed())
+    });
+    let bytes: u64 = std::fs::read_dir(tmp.path().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    println!(
+        "snapshot     waiting={waiting:<7} snapshot_now {total:>8.1?}  an operation issued meanwhile waited {blocked:>8.1?}  file {:.1} MB",
+        bytes as f64 / 1e6
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -306,6 +358,10 @@ fn main() {
     if want("recovery") {
         recovery(scaled(100_000));
         recovery(scaled(1_000_000));
+    }
+    if want("snapshot") {
+        snapshot(scaled(10_000));
+        snapshot(scaled(100_000));
     }
     if want("disk") {
         disk();

@@ -305,6 +305,17 @@ fn snapshot(waiting: u64) {
             )
             .unwrap();
     }
+    let (export, restore) = journal.read(|e| {
+        let started = Instant::now();
+        let image = e.export();
+        let export = started.elapsed();
+        let started = Instant::now();
+        let restored = Engine::restore(image).unwrap();
+        let restore = started.elapsed();
+        drop(restored);
+        (export, restore)
+    });
+    println!("snapshot     waiting={waiting:<7} export {export:.1?}, restore {restore:.1?}");
     let (total, blocked) = std::thread::scope(|s| {
         let snap = s.spawn(|| {
             let started = Instant::now();
@@ -317,9 +328,7 @@ fn snapshot(waiting: u64) {
             .execute(
                 Command::SetPresence {
                     agent: "a0".into(),
-                    presence: Presence::Away {
-                        reason: "x".into(),
-                    },
+                    presence: Presence::Away { reason: "x".into() },
                 },
                 2,
             )

@@ -305,7 +305,12 @@ pub struct Journal<S: LogStore> {
 }
 
 /// A snapshot taken under the sequencer, to be written outside it.
-struct PendingSnapshot(Snapshot);
+struct PendingSnapshot {
+    seq: u64,
+    /// The encoded snapshot (encoding it under the sequencer is cheaper than keeping a
+    /// copy of the image for later).
+    bytes: Vec<u8>,
+}
 
 impl<S: LogStore> Journal<S> {
     /// Recovers from `store` (newest intact snapshot, then every record after it) and
@@ -569,7 +574,7 @@ impl<S: LogStore> Journal<S> {
             inner.since_snapshot = 0;
             sh.take_snapshot(&mut inner, now_ms)?
         };
-        let seq = snapshot.0.seq;
+        let seq = snapshot.seq;
         sh.wait_durable(seq)?;
         sh.write_snapshot(snapshot)?;
         Ok(seq)
@@ -725,19 +730,21 @@ impl<S: LogStore> Shared<S> {
                 self.append_plain(inner, purge, now_ms)?;
             }
         }
-        let image = inner.engine.export();
-        let engine = Engine::restore(image.clone()).map_err(|e| {
+        let snapshot = Snapshot {
+            seq: inner.next_seq,
+            taken_ms: now_ms,
+            image: inner.engine.export(),
+        };
+        let bytes = codec::encode_snapshot(&snapshot);
+        let engine = Engine::restore(snapshot.image).map_err(|e| {
             self.fail(format!(
                 "the engine's state image does not restore ({e}); refusing to continue"
             ))
         })?;
         let seq = self.append_plain(inner, Command::Rebase, now_ms)?;
+        debug_assert_eq!(seq, snapshot.seq);
         inner.engine = engine;
-        Ok(PendingSnapshot(Snapshot {
-            seq,
-            taken_ms: now_ms,
-            image,
-        }))
+        Ok(PendingSnapshot { seq, bytes })
     }
 
     /// Appends a record with no events and no further bookkeeping.
@@ -878,15 +885,12 @@ impl<S: LogStore> Shared<S> {
     /// since the previous snapshot, and the next snapshot tries again.
     fn write_snapshot(
         &self,
-        PendingSnapshot(snapshot): PendingSnapshot,
+        PendingSnapshot { seq, bytes }: PendingSnapshot,
     ) -> Result<(), JournalError> {
         let mut newest = self.snapshots.lock();
-        if snapshot.seq <= *newest {
+        if seq <= *newest {
             return Ok(());
         }
-        let seq = snapshot.seq;
-        let bytes = codec::encode_snapshot(&snapshot);
-        drop(snapshot);
         self.store.put_snapshot(seq, &bytes)?;
         let mut kept: Vec<u64> = self
             .store

@@ -129,7 +129,7 @@ pub enum JournalError {
     },
     /// A record with an intact checksum that this build cannot read.
     #[error(
-        "log record {key} was written by a different build of omniroute ({reason}); refusing to start rather than cut intact records. Run the build that wrote it"
+        "log record {key} is intact but this build cannot read it ({reason}); refusing to start rather than cut intact records. Was it written by another build of omniroute? Run the build that wrote it"
     )]
     Unreadable {
         /// Record key.
@@ -352,7 +352,9 @@ impl<S: LogStore> Journal<S> {
                 next_seq: last + 1,
                 scheduler: Scheduler::new(),
                 grace: BTreeMap::new(),
-                since_snapshot: 0,
+                // Counting from the snapshot recovery started at, so a server restarted
+                // more often than every interval still snapshots.
+                since_snapshot: report.replayed,
             }),
             store,
             commit: Mutex::new(Commit {
@@ -891,18 +893,23 @@ impl<S: LogStore> Shared<S> {
         if seq <= *newest {
             return Ok(());
         }
+        // The snapshot stands for the log up to its `rebase` record: that record must be
+        // durable first (in batched mode it may not be yet), so no snapshot ever sits
+        // ahead of a gap in the log.
+        self.flush()?;
         self.store.put_snapshot(seq, &bytes)?;
-        let mut kept: Vec<u64> = self
-            .store
-            .snapshots()?
-            .iter()
-            .filter_map(|(raw, _)| codec::key(raw).ok())
-            .collect();
-        kept.sort_unstable_by_key(|seq| std::cmp::Reverse(*seq));
-        if let Some(&previous) = kept.get(1) {
-            for older in &kept[2..] {
-                self.store.remove_snapshot(*older)?;
+        // Keep the new snapshot and the previous good one (written by this journal, or
+        // the one recovery used); remove every other, and the log the previous covers.
+        let previous = *newest;
+        for (raw, _) in self.store.snapshots()? {
+            if let Ok(older) = codec::key(&raw)
+                && older != seq
+                && older != previous
+            {
+                self.store.remove_snapshot(older)?;
             }
+        }
+        if previous > 0 {
             self.store.remove_through(previous)?;
         }
         *newest = seq;
@@ -944,7 +951,8 @@ impl Journal<super::SledStore> {
     pub fn accept_loss(dir: &Path) -> Result<(u64, u64), JournalError> {
         let _lock = DataDirLock::acquire(dir)?;
         let store = super::SledStore::open(dir)?;
-        let old = store.mark()?.unwrap_or(0);
+        // A damaged mark is what this repair is for: read it as nothing.
+        let old = store.mark().ok().flatten().unwrap_or(0);
         let mut last = 0;
         for entry in store.read_from(0) {
             let (raw, _) = entry?;
@@ -994,6 +1002,7 @@ fn recover<S: LogStore>(
     let snapshots = store.snapshots()?;
     let mut damaged_snapshots = Vec::new();
     for (raw, bytes) in &snapshots {
+        let name = codec::key(raw).map_or_else(|_| format!("{raw:?}"), |k| k.to_string());
         let decoded = codec::key(raw).and_then(|key| codec::decode_snapshot(key, bytes));
         match decoded {
             Ok(snapshot) => match Engine::restore(snapshot.image) {
@@ -1003,19 +1012,13 @@ fn recover<S: LogStore>(
                     report.snapshot_seq = Some(snapshot.seq);
                     break;
                 }
-                Err(e) => damaged_snapshots.push(format!("snapshot {raw:?}: {e}")),
+                Err(e) => damaged_snapshots.push(format!("snapshot {name}: {e}")),
             },
-            Err(e) => damaged_snapshots.push(format!("snapshot {raw:?}: {e}")),
+            Err(e) => damaged_snapshots.push(format!("snapshot {name}: {e}")),
         }
     }
     for what in &damaged_snapshots {
-        tracing::warn!(%what, "snapshot unusable; trying an older one");
-    }
-    if engine.is_none() && !snapshots.is_empty() {
-        return Err(JournalError::Unrecoverable(format!(
-            "no snapshot is usable ({}); the log behind them was truncated, so the state cannot be rebuilt. Restore the data directory from a backup",
-            damaged_snapshots.join("; ")
-        )));
+        tracing::warn!(%what, "snapshot unusable; trying an older one, or the log from its start");
     }
     let mut damaged: Option<(u64, String)> = None;
     let mut good_after = 0u64;
@@ -1034,8 +1037,16 @@ fn recover<S: LogStore>(
         let (key, record) = match decoded {
             Ok((key, record)) if key == expected => (key, record),
             Ok((key, _)) if engine.is_none() && expected == 1 => {
+                let snapshots = if damaged_snapshots.is_empty() {
+                    "no snapshot covers the records before it".to_string()
+                } else {
+                    format!(
+                        "no usable snapshot covers the records before it ({})",
+                        damaged_snapshots.join("; ")
+                    )
+                };
                 return Err(JournalError::Unrecoverable(format!(
-                    "the log starts at record {key} and no snapshot covers the records before it. Restore the data directory from a backup"
+                    "the log starts at record {key} and {snapshots}. Restore the data directory from a backup"
                 )));
             }
             Ok((key, _)) => {
@@ -1073,6 +1084,12 @@ fn recover<S: LogStore>(
         }
         last = key;
         report.replayed += 1;
+    }
+    if engine.is_none() && !snapshots.is_empty() {
+        return Err(JournalError::Unrecoverable(format!(
+            "no snapshot is usable ({}) and the log behind them is gone. Restore the data directory from a backup",
+            damaged_snapshots.join("; ")
+        )));
     }
     let mark = store.mark()?.unwrap_or(0);
     if let Some((key, reason)) = damaged {

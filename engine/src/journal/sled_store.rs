@@ -39,13 +39,20 @@ pub struct SledStore {
     mark_thread: Option<std::thread::JoinHandle<()>>,
     /// The last key appended.
     last_appended: AtomicU64,
+    /// Blob files already fsync'd.
+    synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 /// The high-water mark file and what is to be written to it.
 struct Marker {
     file: File,
-    /// (on disk, made durable by a sync and waiting to be written).
+    /// (on disk, made durable by a sync and waiting to be written). Held only briefly:
+    /// the acknowledgement path takes it.
     state: Mutex<(Option<u64>, Option<u64>)>,
+    /// Held while the file is written and fdatasync'd.
+    writing: Mutex<()>,
+    /// Why the mark read at open is unusable, until it is set again.
+    damaged: Mutex<Option<String>>,
     stop: std::sync::atomic::AtomicBool,
 }
 
@@ -61,13 +68,17 @@ impl Marker {
 
     /// Writes the pending mark, if it is ahead of the one on disk.
     fn catch_up(&self) -> io::Result<()> {
-        let mut state = self.state.lock();
-        if let (written, Some(pending)) = *state
-            && written.is_none_or(|w| w < pending)
-        {
-            self.write(pending)?;
-            state.0 = Some(pending);
+        let _writing = self.writing.lock();
+        let pending = match *self.state.lock() {
+            (written, Some(pending)) if written.is_none_or(|w| w < pending) => pending,
+            _ => return Ok(()),
+        };
+        if self.damaged.lock().is_some() {
+            return Ok(()); // kept as found until a repair sets it
         }
+        self.write(pending)?;
+        let mut state = self.state.lock();
+        state.0 = Some(state.0.map_or(pending, |w| w.max(pending)));
         Ok(())
     }
 }
@@ -100,6 +111,26 @@ fn with_path(what: &str, path: &Path) -> impl Fn(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{context}: {e}"))
 }
 
+/// Removes files a crash left half-written: `<prefix>*<suffix>` in `dir`. sled 0.34
+/// writes `snap.<lsn>.generating` while it builds its own snapshot at open and renames
+/// it when done; an unfinished one left by a crash makes the next open fail with
+/// "Read corrupted data" (sled issue #1527). Our snapshot files are written as `.tmp`
+/// and renamed likewise.
+fn remove_unfinished(dir: &Path, prefix: &str, suffix: &str) -> io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(prefix) && name.ends_with(suffix) {
+            tracing::warn!(file = %entry.path().display(), "removing a file a crash left half-written");
+            fs::remove_file(entry.path()).map_err(with_path("cannot remove", &entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -112,6 +143,7 @@ impl SledStore {
     /// from its flusher thread (`batched` mode).
     pub fn open(dir: &Path) -> io::Result<SledStore> {
         let path = dir.join("sled");
+        remove_unfinished(&path, "snap.", ".generating")?;
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(None)
@@ -132,6 +164,7 @@ impl SledStore {
         sync_dir(&path)?;
         let snapshot_dir = dir.join("snapshots");
         fs::create_dir_all(&snapshot_dir).map_err(with_path("cannot create", &snapshot_dir))?;
+        remove_unfinished(&snapshot_dir, "", ".tmp")?;
         let mark_path = dir.join("ACKED");
         let mut mark_file = OpenOptions::new()
             .read(true)
@@ -144,32 +177,31 @@ impl SledStore {
         mark_file
             .read_to_end(&mut raw)
             .map_err(with_path("cannot read", &mark_path))?;
-        let mark = match raw.len() {
-            0 => None,
+        let repair = format!(
+            "restore the data directory from a backup, or accept what the log holds with `omniroute repair --data-dir {} --accept-loss`",
+            dir.display()
+        );
+        let (mark, damaged) = match raw.len() {
+            0 => (None, None),
             12 => {
                 let value = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
                 let crc = u32::from_be_bytes(raw[8..].try_into().expect("4 bytes"));
-                if crc32fast::hash(&raw[..8]) != crc {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "the acknowledged high-water mark in {} is damaged (checksum mismatch); restore the data directory from a backup, or accept what the log holds with `omniroute repair --data-dir {} --accept-loss`",
-                            mark_path.display(),
-                            dir.display()
-                        ),
-                    ));
+                if crc32fast::hash(&raw[..8]) == crc {
+                    (Some(value), None)
+                } else {
+                    let why = format!(
+                        "the acknowledged high-water mark in {} is damaged (checksum mismatch); {repair}",
+                        mark_path.display()
+                    );
+                    (None, Some(why))
                 }
-                Some(value)
             }
             n => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the acknowledged high-water mark in {} is {n} bytes long, expected 12; restore the data directory from a backup, or accept what the log holds with `omniroute repair --data-dir {} --accept-loss`",
-                        mark_path.display(),
-                        dir.display()
-                    ),
-                ));
+                let why = format!(
+                    "the acknowledged high-water mark in {} is {n} bytes long, expected 12; {repair}",
+                    mark_path.display()
+                );
+                (None, Some(why))
             }
         };
         sync_dir(dir)?;
@@ -181,6 +213,8 @@ impl SledStore {
         let marker = Arc::new(Marker {
             file: mark_file,
             state: Mutex::new((mark, None)),
+            writing: Mutex::new(()),
+            damaged: Mutex::new(damaged),
             stop: std::sync::atomic::AtomicBool::new(false),
         });
         let thread_marker = marker.clone();
@@ -203,6 +237,7 @@ impl SledStore {
             marker,
             mark_thread: Some(mark_thread),
             last_appended: AtomicU64::new(last),
+            synced_blobs: Mutex::new(Default::default()),
         })
     }
 
@@ -229,6 +264,38 @@ impl SledStore {
         Ok(removed)
     }
 
+    /// sled writes values larger than about a quarter of a segment (and leaves that
+    /// grow that large) to files in `blobs/` with a plain write and close: fsync every
+    /// blob file not synced yet, and the directory when there are new ones.
+    fn sync_blobs(&self) -> io::Result<()> {
+        let blobs = self.path.join("blobs");
+        let Ok(entries) = fs::read_dir(&blobs) else {
+            return Ok(());
+        };
+        let mut synced = self.synced_blobs.lock();
+        let mut fresh = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if synced.contains(&name) {
+                continue;
+            }
+            match File::open(entry.path()) {
+                Ok(f) => f
+                    .sync_data()
+                    .map_err(with_path("cannot fsync", &entry.path()))?,
+                // Removed by sled meanwhile: nothing to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(with_path("cannot open", &entry.path())(e)),
+            }
+            synced.insert(name);
+            fresh = true;
+        }
+        if fresh {
+            sync_dir(&blobs)?;
+        }
+        Ok(())
+    }
+
     fn snapshot_path(&self, seq: u64) -> PathBuf {
         self.snapshot_dir.join(format!("{seq:020}.snap"))
     }
@@ -251,6 +318,7 @@ impl LogStore for SledStore {
         self.data_file
             .sync_data()
             .map_err(with_path("cannot fsync the log", &self.path))?;
+        self.sync_blobs()?;
         let mut state = self.marker.state.lock();
         if state.1.is_none_or(|m| m < target) {
             state.1 = Some(target);
@@ -330,16 +398,20 @@ impl LogStore for SledStore {
     }
 
     fn mark(&self) -> io::Result<Option<u64>> {
+        if let Some(why) = &*self.marker.damaged.lock() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+        }
         let state = self.marker.state.lock();
         Ok(state.1.max(state.0))
     }
 
     fn set_mark(&self, key: u64) -> io::Result<()> {
-        let mut state = self.marker.state.lock();
+        let _writing = self.marker.writing.lock();
         self.marker
             .write(key)
             .map_err(with_path("cannot record the high-water mark", &self.path))?;
-        *state = (Some(key), Some(key));
+        *self.marker.state.lock() = (Some(key), Some(key));
+        *self.marker.damaged.lock() = None;
         Ok(())
     }
 }

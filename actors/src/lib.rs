@@ -5,9 +5,13 @@
 //! preferred-agent fallback, patience) and the transcript, while the shared dispatcher in
 //! [`omniroute_engine`] stays the hot path they call into.
 //!
-//! Not built yet: this crate fixes the dependency direction `transport → actors → engine`
-//! (see `ARCHITECTURE` in the repository's shared notes). Its work is the "actor runtime"
-//! issue; until then the engine is driven directly (see `omniroute demo`).
+//! Mostly not built yet: this crate fixes the dependency direction `transport → actors →
+//! engine` (see `ARCHITECTURE` in the repository's shared notes). Its work is the "actor
+//! runtime" issue. Built so far: [`stats`], the per-queue sliding-window statistics the
+//! queue actors will serve. Until the actors exist the engine is driven directly (see
+//! `omniroute demo`) or through its durable journal (`omniroute drive`).
 #![warn(missing_docs)]
+
+pub mod stats;
 
 pub use omniroute_engine as engine;

@@ -869,3 +869,50 @@ fn a_record_from_another_format_version_is_refused_not_cut() {
     );
     assert_eq!(store.len(), 4, "nothing was cut");
 }
+
+#[test]
+fn observers_see_every_record_in_log_order_once_durable() {
+    let store = Arc::new(TestStore::default());
+    let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
+    store.slow_sync_ms.store(1, Ordering::Relaxed);
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<(u64, usize)>::new()));
+    {
+        let (seen, store) = (seen.clone(), store.clone());
+        j.observe(move |p: &Published| {
+            // Durable already: the store's high-water mark covers it.
+            assert!(
+                store.mark().unwrap() >= Some(p.seq),
+                "record {} not durable yet",
+                p.seq
+            );
+            seen.lock().push((p.seq, p.events.len()));
+        });
+    }
+    let acked = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let (j, acked) = (&j, &acked);
+            s.spawn(move || {
+                for n in 0..30 {
+                    let ack = j
+                        .execute(
+                            Command::Submit {
+                                request: NewInteraction::new("email", &format!("c{t}-{n}"))
+                                    .to_queue("billing"),
+                            },
+                            n,
+                        )
+                        .unwrap();
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((ack.seq.unwrap(), ack.events.len()));
+                }
+            });
+        }
+    });
+    let mut acked = acked.into_inner().unwrap();
+    acked.sort_unstable();
+    let seen = seen.lock().clone();
+    assert_eq!(seen, acked, "every record once, in log order");
+}

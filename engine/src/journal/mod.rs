@@ -22,8 +22,8 @@ mod sled_store;
 mod store;
 
 pub use node::{
-    Ack, DataDirLock, Durability, Journal, JournalConfig, JournalError, RecoveryReport, TailCut,
-    replay,
+    Ack, DataDirLock, Durability, Journal, JournalConfig, JournalError, Observer, Published,
+    RecoveryReport, TailCut, replay,
 };
 #[cfg(feature = "sled")]
 pub use sled_store::SledStore;

@@ -161,6 +161,22 @@ pub struct Ack {
     pub events: Vec<Event>,
 }
 
+/// One durable record's events, as observers see them (see [`Journal::observe`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// The record's key.
+    pub seq: u64,
+    /// When the operation ran.
+    pub at_ms: TimeMs,
+    /// The operation's name (`submit`, `accept`, `timer`, …).
+    pub command: &'static str,
+    /// Its events, in order.
+    pub events: Vec<Event>,
+}
+
+/// What observers are given.
+pub type Observer = Arc<dyn Fn(&Published) + Send + Sync>;
+
 /// A damaged tail that recovery cut off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TailCut {
@@ -285,6 +301,13 @@ struct Shared<S: LogStore> {
     config: JournalConfig,
     /// Serialises snapshot writes; the newest snapshot written.
     snapshots: Mutex<u64>,
+    /// The observer, if any, and records waiting to be durable before it sees them
+    /// (filled under the sequencer, so in log order).
+    observer: Mutex<Option<Observer>>,
+    observed: std::sync::atomic::AtomicBool,
+    outbox: Mutex<std::collections::VecDeque<Published>>,
+    /// Held while the outbox is delivered, so deliveries stay in order.
+    delivering: Mutex<()>,
     repair_hint: String,
 }
 
@@ -367,6 +390,10 @@ impl<S: LogStore> Journal<S> {
             failure: Mutex::new(None),
             config: journal_config,
             snapshots: Mutex::new(report.snapshot_seq.unwrap_or(0)),
+            observer: Mutex::new(None),
+            observed: std::sync::atomic::AtomicBool::new(false),
+            outbox: Mutex::new(Default::default()),
+            delivering: Mutex::new(()),
             repair_hint,
         });
         let flusher = batched.map(|every| {
@@ -600,6 +627,20 @@ impl<S: LogStore> Journal<S> {
         writers.push(handle);
     }
 
+    /// Calls `observer` with every record's events from now on, in log order, once each
+    /// record is durable (in `batched` mode: once the flusher has flushed it), from
+    /// whichever thread made it durable. Keep it short and non-blocking (hand the events
+    /// to a channel). Replaces any earlier observer.
+    pub fn observe(&self, observer: impl Fn(&Published) + Send + Sync + 'static) {
+        *self.shared.observer.lock() = Some(Arc::new(observer));
+        self.shared.observed.store(true, Ordering::Release);
+    }
+
+    /// The last record known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.commit.lock().durable
+    }
+
     /// The repair command to print for a damaged log.
     pub fn repair_hint(&self) -> &str {
         &self.shared.repair_hint
@@ -682,6 +723,14 @@ impl<S: LogStore> Shared<S> {
             command, events, ..
         } = record;
         inner.scheduler.arm_from(&events);
+        if self.observed.load(Ordering::Acquire) && !events.is_empty() {
+            self.outbox.lock().push_back(Published {
+                seq,
+                at_ms: now_ms,
+                command: command.name(),
+                events: events.clone(),
+            });
+        }
         if let Command::SetPresence { agent, presence } = &command
             && *presence != Presence::Offline
         {
@@ -793,6 +842,8 @@ impl<S: LogStore> Shared<S> {
             Ok(()) => {
                 c.durable = c.durable.max(target);
                 self.wake(&mut c);
+                drop(c);
+                self.deliver();
                 Ok(())
             }
             Err(e) => {
@@ -877,6 +928,33 @@ impl<S: LogStore> Shared<S> {
             }
             c.durable = c.durable.max(target);
             self.wake(&mut c);
+            drop(c);
+            self.deliver();
+        }
+    }
+
+    /// Hands observers the records that are durable now, in log order.
+    fn deliver(&self) {
+        if !self.observed.load(Ordering::Acquire) {
+            return;
+        }
+        let _order = self.delivering.lock();
+        let Some(observer) = self.observer.lock().clone() else {
+            return;
+        };
+        let durable = self.commit.lock().durable;
+        loop {
+            let next = {
+                let mut outbox = self.outbox.lock();
+                match outbox.front() {
+                    Some(p) if p.seq <= durable => outbox.pop_front(),
+                    _ => None,
+                }
+            };
+            match next {
+                Some(published) => observer(&published),
+                None => break,
+            }
         }
     }
 

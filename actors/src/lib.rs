@@ -9,11 +9,13 @@
 //! engine` (see `ARCHITECTURE` in the repository's shared notes). Its work is the "actor
 //! runtime" issue. Built so far: [`stats`], the per-queue sliding-window statistics the
 //! queue actors will serve, and [`bus`], the ordered, durable-only, bounded stream of
-//! routing events for observers. Until the actors exist the engine is driven directly (see
+//! routing events for observers, and [`center`], the durable engine on tokio time (so a
+//! paused clock runs it virtually) with its timer driver. Until the actors exist the engine is driven directly (see
 //! `omniroute demo`) or through its durable journal (`omniroute drive`).
 #![warn(missing_docs)]
 
 pub mod bus;
+pub mod center;
 pub mod stats;
 
 pub use omniroute_engine as engine;

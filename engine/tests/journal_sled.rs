@@ -351,7 +351,7 @@ fn a_damaged_high_water_mark_is_refused_until_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write(dir, 5, 0);
-    std::fs::write(dir.join("ACKED"), [0u8; 12].map(|_| 0xAB)).unwrap();
+    std::fs::write(dir.join("ACKED"), [0xABu8; 14]).unwrap(); // wrong length too
     let err = Journal::open_dir(dir, None, jc(0), 100)
         .err()
         .expect("refused");

@@ -39,8 +39,8 @@ pub struct SledStore {
     mark_thread: Option<std::thread::JoinHandle<()>>,
     /// The last key appended.
     last_appended: AtomicU64,
-    /// Blob files already fsync'd.
-    synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// Blob files already fsync'd, with the length they had then.
+    synced_blobs: Mutex<std::collections::HashMap<std::ffi::OsString, u64>>,
 }
 
 /// The high-water mark file and what is to be written to it.
@@ -63,6 +63,8 @@ impl Marker {
         let crc = crc32fast::hash(&raw[..8]);
         raw[8..].copy_from_slice(&crc.to_be_bytes());
         self.file.write_all_at(&raw, 0)?;
+        // A longer file (damaged, or hand-edited) would keep failing its length check.
+        self.file.set_len(raw.len() as u64)?;
         self.file.sync_data()
     }
 
@@ -138,7 +140,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`. Appends become durable only through
+    /// Opens (or creates) the store in `dir`, removing files a crash left half-written —
+    /// so hold the directory's [`DataDirLock`](super::DataDirLock) first
+    /// ([`Journal::open_dir`](super::Journal::open_dir) does). Appends become durable only through
     /// [`LogStore::sync`]; the journal calls it before acknowledging (`sync` mode) or
     /// from its flusher thread (`batched` mode).
     pub fn open(dir: &Path) -> io::Result<SledStore> {
@@ -273,23 +277,29 @@ impl SledStore {
             return Ok(());
         };
         let mut synced = self.synced_blobs.lock();
+        let mut present = std::collections::HashMap::new();
         let mut fresh = false;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if synced.contains(&name) {
-                continue;
+            // sled writes a blob in several writes without a rename: one seen while
+            // still being written (by a sync that does not cover its record) is synced
+            // again once its length has changed.
+            let Ok(len) = entry.metadata().map(|m| m.len()) else {
+                continue; // removed by sled meanwhile
+            };
+            if synced.get(&name) != Some(&len) {
+                match File::open(entry.path()) {
+                    Ok(f) => f
+                        .sync_data()
+                        .map_err(with_path("cannot fsync", &entry.path()))?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(with_path("cannot open", &entry.path())(e)),
+                }
+                fresh = true;
             }
-            match File::open(entry.path()) {
-                Ok(f) => f
-                    .sync_data()
-                    .map_err(with_path("cannot fsync", &entry.path()))?,
-                // Removed by sled meanwhile: nothing to make durable.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(with_path("cannot open", &entry.path())(e)),
-            }
-            synced.insert(name);
-            fresh = true;
+            present.insert(name, len);
         }
+        *synced = present;
         if fresh {
             sync_dir(&blobs)?;
         }

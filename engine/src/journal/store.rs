@@ -76,6 +76,11 @@ impl MemoryStore {
     /// Loses every record from `key` on without touching the high-water mark: what a
     /// store that absorbed damage to its files does (corruption tests).
     pub fn lose_from(&self, key: u64) {
+        self.drop_from(key);
+    }
+
+    /// Removes every record from `key` on, synced or not; returns how many.
+    fn drop_from(&self, key: u64) -> u64 {
         let mut g = self.inner.lock();
         let doomed: Vec<_> = g
             .records
@@ -86,6 +91,7 @@ impl MemoryStore {
             g.records.remove(k);
             g.synced.remove(k);
         }
+        doomed.len() as u64
     }
 
     /// Overwrites a stored record's raw bytes (corruption tests).
@@ -152,17 +158,7 @@ impl LogStore for MemoryStore {
     }
 
     fn remove_from(&self, key: u64) -> io::Result<u64> {
-        let mut g = self.inner.lock();
-        let doomed: Vec<_> = g
-            .records
-            .range(key.to_be_bytes().to_vec()..)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &doomed {
-            g.records.remove(k);
-            g.synced.remove(k);
-        }
-        Ok(doomed.len() as u64)
+        Ok(self.drop_from(key))
     }
 
     fn remove_through(&self, key: u64) -> io::Result<u64> {

@@ -5,19 +5,8 @@ use omniroute_engine::journal::{Command, Journal, JournalConfig, MemoryStore};
 use omniroute_engine::*;
 use std::sync::Arc;
 
-fn center() -> CenterConfig {
-    let mut config = CenterConfig {
-        channels: ChannelDef::builtin(),
-        skills: vec![SkillDef {
-            name: "s".into(),
-            is_language: false,
-        }],
-        ..Default::default()
-    };
-    config.queues = vec![QueueDef::new("q", &[("s", 1)])];
-    config.routing.default_queue = Some("q".into());
-    config
-}
+mod common;
+use common::one_queue_center as center;
 
 fn submit(j: &Journal<Arc<MemoryStore>>, n: u64) -> u64 {
     j.execute(

@@ -8,20 +8,12 @@ use omniroute_engine::*;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 fn center() -> CenterConfig {
-    let mut config = CenterConfig {
-        channels: ChannelDef::builtin(),
-        skills: vec![SkillDef {
-            name: "s".into(),
-            is_language: false,
-        }],
-        ..Default::default()
-    };
-    let mut q = QueueDef::new("q", &[("s", 1)]);
-    q.offer_timeout_ms = 30_000;
-    q.wrap_up_ms = 60_000;
-    config.queues = vec![q];
-    config.routing.default_queue = Some("q".into());
+    let mut config = common::one_queue_center();
+    config.queues[0].offer_timeout_ms = 30_000;
+    config.queues[0].wrap_up_ms = 60_000;
     config.agents = vec![AgentDef {
         id: "ana".into(),
         name: "Ana".into(),

@@ -696,6 +696,34 @@ impl LogStore for TestStore {
     }
 }
 
+/// `threads` writers each submitting `each` emails to `billing` at once; every ack.
+fn submits_from_threads<S: LogStore>(j: &Journal<S>, threads: usize, each: u64) -> Vec<Ack> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..each)
+                        .map(|n| {
+                            j.execute(
+                                Command::Submit {
+                                    request: NewInteraction::new("email", &format!("c{t}-{n}"))
+                                        .to_queue("billing"),
+                                },
+                                n,
+                            )
+                            .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 #[test]
 fn concurrent_writers_share_fsyncs() {
     let store = Arc::new(TestStore::default());
@@ -703,25 +731,8 @@ fn concurrent_writers_share_fsyncs() {
     let (j, _) = Journal::open(store.clone(), Some(small_center()), config(0), 0).unwrap();
     let syncs_before = store.syncs.load(Ordering::Relaxed);
     let appends_before = store.appends.load(Ordering::Relaxed);
-    std::thread::scope(|s| {
-        for t in 0..8 {
-            let j = &j;
-            s.spawn(move || {
-                for n in 0..50 {
-                    let ack = j
-                        .execute(
-                            Command::Submit {
-                                request: NewInteraction::new("email", &format!("c{t}-{n}"))
-                                    .to_queue("billing"),
-                            },
-                            n,
-                        )
-                        .unwrap();
-                    assert!(ack.interaction.is_some());
-                }
-            });
-        }
-    });
+    let acks = submits_from_threads(&j, 8, 50);
+    assert!(acks.iter().all(|a| a.interaction.is_some()));
     let syncs = store.syncs.load(Ordering::Relaxed) - syncs_before;
     let appends = store.appends.load(Ordering::Relaxed) - appends_before;
     assert_eq!(appends, 400);
@@ -888,30 +899,11 @@ fn observers_see_every_record_in_log_order_once_durable() {
             seen.lock().push((p.seq, p.events.len()));
         });
     }
-    let acked = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for t in 0..6 {
-            let (j, acked) = (&j, &acked);
-            s.spawn(move || {
-                for n in 0..30 {
-                    let ack = j
-                        .execute(
-                            Command::Submit {
-                                request: NewInteraction::new("email", &format!("c{t}-{n}"))
-                                    .to_queue("billing"),
-                            },
-                            n,
-                        )
-                        .unwrap();
-                    acked
-                        .lock()
-                        .unwrap()
-                        .push((ack.seq.unwrap(), ack.events.len()));
-                }
-            });
-        }
-    });
-    let mut acked = acked.into_inner().unwrap();
+    let acked = submits_from_threads(&j, 6, 30);
+    let mut acked: Vec<(u64, usize)> = acked
+        .iter()
+        .map(|a| (a.seq.unwrap(), a.events.len()))
+        .collect();
     acked.sort_unstable();
     let seen = seen.lock().clone();
     assert_eq!(seen, acked, "every record once, in log order");

@@ -308,7 +308,6 @@ struct Shared<S: LogStore> {
     outbox: Mutex<std::collections::VecDeque<Published>>,
     /// Held while the outbox is delivered, so deliveries stay in order.
     delivering: Mutex<()>,
-    repair_hint: String,
 }
 
 /// The engine made durable (see the module docs). All methods take `&self` and may be
@@ -394,7 +393,6 @@ impl<S: LogStore> Journal<S> {
             observed: std::sync::atomic::AtomicBool::new(false),
             outbox: Mutex::new(Default::default()),
             delivering: Mutex::new(()),
-            repair_hint,
         });
         let flusher = batched.map(|every| {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -640,11 +638,6 @@ impl<S: LogStore> Journal<S> {
     pub fn durable_seq(&self) -> u64 {
         self.shared.commit.lock().durable
     }
-
-    /// The repair command to print for a damaged log.
-    pub fn repair_hint(&self) -> &str {
-        &self.shared.repair_hint
-    }
 }
 
 impl<S: LogStore> Drop for Journal<S> {
@@ -706,19 +699,13 @@ impl<S: LogStore> Shared<S> {
         now_ms: TimeMs,
         events: Vec<Event>,
     ) -> Result<(Ack, Option<PendingSnapshot>), JournalError> {
-        let seq = inner.next_seq;
         let record = Record {
-            seq,
+            seq: inner.next_seq,
             now_ms,
             command,
             events,
         };
-        let bytes = codec::encode_record(&record);
-        if let Err(e) = self.store.append(seq, &bytes) {
-            return Err(self.fail(format!("appending record {seq}: {e}")));
-        }
-        inner.next_seq += 1;
-        self.appended.store(seq, Ordering::Release);
+        let seq = self.write_record(inner, &record)?;
         let Record {
             command, events, ..
         } = record;
@@ -805,14 +792,21 @@ impl<S: LogStore> Shared<S> {
         command: Command,
         now_ms: TimeMs,
     ) -> Result<u64, JournalError> {
-        let seq = inner.next_seq;
         let record = Record {
-            seq,
+            seq: inner.next_seq,
             now_ms,
             command,
             events: Vec::new(),
         };
-        if let Err(e) = self.store.append(seq, &codec::encode_record(&record)) {
+        self.write_record(inner, &record)
+    }
+
+    /// Encodes and appends the next record (under the sequencer); a store failure
+    /// stops the journal.
+    fn write_record(&self, inner: &mut Inner, record: &Record) -> Result<u64, JournalError> {
+        let seq = record.seq;
+        debug_assert_eq!(seq, inner.next_seq);
+        if let Err(e) = self.store.append(seq, &codec::encode_record(record)) {
             return Err(self.fail(format!("appending record {seq}: {e}")));
         }
         inner.next_seq += 1;

@@ -442,3 +442,46 @@ fn damage_inside_sled_never_silently_loses_acknowledged_work() {
         }
     }
 }
+
+#[test]
+fn bad_repair_and_durability_arguments_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_omniroute"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let dir = tmp.path().join("data");
+    let dir = dir.to_str().unwrap();
+    for args in [
+        vec!["repair", "--data-dir", dir],
+        vec![
+            "repair",
+            "--data-dir",
+            dir,
+            "--cut-at",
+            "3",
+            "--accept-loss",
+        ],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("give exactly one of --cut-at <key> and --accept-loss"),
+            "{args:?}"
+        );
+    }
+    let out = run(&["drive", "--data-dir", dir, "--durability", "batched:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`0` in `batched:0` is not a positive number of milliseconds"),
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "a refused command touched nothing"
+    );
+}

@@ -458,7 +458,14 @@ proptest! {
                     }
                     state => {
                         prop_assert_eq!(new.state, state, "{}", old.id);
-                        prop_assert_eq!(&new.agent, &old.agent);
+                        // A finished interaction whose agent a reconfiguration removed
+                        // (shown as `#<index>`) loses that reference in a snapshot's
+                        // image (documented in image.rs); every other keeps its agent.
+                        let removed_agent = state.is_terminal()
+                            && old.agent.as_deref().is_some_and(|a| a.starts_with('#'));
+                        if !(removed_agent && new.agent.is_none()) {
+                            prop_assert_eq!(&new.agent, &old.agent);
+                        }
                     }
                 }
             }

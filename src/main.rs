@@ -521,6 +521,16 @@ fn clock(ms: TimeMs) -> String {
 
 fn describe(event: &Event) -> String {
     match event {
+        Event::MessagePosted {
+            interaction,
+            message,
+        } => format!(
+            "{interaction}: {:?} {} on {}: {}",
+            message.from,
+            message.from_id.as_deref().unwrap_or(""),
+            message.channel,
+            message.text
+        ),
         Event::Configured { changes } => format!(
             "configuration changed: {}",
             changes

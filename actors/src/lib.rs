@@ -1,21 +1,31 @@
 //! # omniroute-actors
 //!
-//! The actor runtime around the routing engine: one supervised actor per agent, queue and
-//! live conversation, owning sessions, timers (offer timeout, wrap-up, relaxation steps,
-//! preferred-agent fallback, patience) and the transcript, while the shared dispatcher in
-//! [`omniroute_engine`] stays the hot path they call into.
+//! The actor runtime around the routing engine ([`runtime::Runtime`]): one supervised
+//! [ractor](https://docs.rs/ractor) actor per agent ([`agent`]), per queue ([`queue`])
+//! and per live conversation ([`conversation`]), owning sessions, timers (offer
+//! timeout, wrap-up, relaxation steps, preferred-agent fallback, disconnect grace) and
+//! transcripts, while the shared dispatcher in [`omniroute_engine`] — made durable by
+//! its journal — stays the hot path every operation runs through.
 //!
-//! Mostly not built yet: this crate fixes the dependency direction `transport → actors →
-//! engine` (see `ARCHITECTURE` in the repository's shared notes). Its work is the "actor
-//! runtime" issue. Built so far: [`stats`], the per-queue sliding-window statistics the
-//! queue actors will serve, and [`bus`], the ordered, durable-only, bounded stream of
-//! routing events for observers, and [`center`], the durable engine on tokio time (so a
-//! paused clock runs it virtually) with its timer driver. Until the actors exist the engine is driven directly (see
-//! `omniroute demo`) or through its durable journal (`omniroute drive`).
+//! Also here: [`virtual_agent`] (the pluggable automated first stage and a rule-based
+//! one), [`stats`] (per-queue sliding windows), [`bus`] (the ordered, bounded stream of
+//! routing events for observers) and [`center`] (the journal on tokio time with its own
+//! timer driver, for tools that want the engine without actors).
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod bus;
 pub mod center;
+pub mod conversation;
+mod core;
+pub mod queue;
+pub mod runtime;
+pub mod session;
 pub mod stats;
+pub mod transcript;
+pub mod virtual_agent;
 
+pub use crate::core::{JournalHandle, RuntimeConfig, RuntimeError};
 pub use omniroute_engine as engine;
+pub use runtime::{ActorKey, AgentSession, Inbound, InboundOutcome, Runtime};
+pub use session::{AgentView, OfferPush, Push};

@@ -19,9 +19,58 @@ use std::sync::Arc;
 
 /// How one interaction's wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Answered { wait_ms: u64 },
-    Abandoned { wait_ms: u64 },
+pub enum Outcome {
+    /// First accepted after waiting this long.
+    Answered {
+        /// Wait, ms.
+        wait_ms: u64,
+    },
+    /// The customer left after waiting this long.
+    Abandoned {
+        /// Wait, ms.
+        wait_ms: u64,
+    },
+}
+
+/// One queue's outcomes over the longest window kept: what a queue actor owns.
+#[derive(Debug)]
+pub struct QueueWindow {
+    retain_ms: u64,
+    outcomes: QueueOutcomes,
+}
+
+impl QueueWindow {
+    /// Keeps outcomes for `retain_ms`.
+    pub fn new(retain_ms: u64) -> Self {
+        QueueWindow {
+            retain_ms,
+            outcomes: QueueOutcomes::default(),
+        }
+    }
+
+    /// Records an outcome at `at_ms` (in time order).
+    pub fn record(&mut self, at_ms: TimeMs, outcome: Outcome) {
+        self.outcomes.outcomes.push_back((at_ms, outcome));
+        let horizon = at_ms.saturating_sub(self.retain_ms);
+        while self
+            .outcomes
+            .outcomes
+            .front()
+            .is_some_and(|(at, _)| *at < horizon)
+        {
+            self.outcomes.outcomes.pop_front();
+        }
+    }
+
+    /// Figures over the last `window_ms` (at most the retention) before `now_ms`.
+    pub fn window(&self, now_ms: TimeMs, window_ms: u64, threshold_ms: u64) -> WindowStats {
+        summarise(
+            Some(&self.outcomes),
+            now_ms,
+            window_ms.min(self.retain_ms),
+            threshold_ms,
+        )
+    }
 }
 
 /// One queue's outcomes, oldest first, kept for the longest window asked of it.
@@ -31,7 +80,7 @@ struct QueueOutcomes {
 }
 
 /// A queue's figures over one window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Window length.
     pub window_ms: u64,
@@ -148,42 +197,55 @@ impl QueueStatsBook {
         window_ms: u64,
         threshold_ms: u64,
     ) -> WindowStats {
-        let window_ms = window_ms.min(self.retain_ms);
-        let from = now_ms.saturating_sub(window_ms);
-        let mut stats = WindowStats {
-            window_ms,
-            answered: 0,
-            answered_in_threshold: 0,
-            abandoned: 0,
-            service_level: None,
-            average_speed_of_answer_ms: None,
-            abandon_rate: None,
-        };
-        let mut total_wait = 0u64;
-        if let Some(q) = self.queues.get(queue) {
-            for (_, outcome) in q.outcomes.iter().rev().take_while(|(at, _)| *at >= from) {
-                match *outcome {
-                    Outcome::Answered { wait_ms } => {
-                        stats.answered += 1;
-                        total_wait += wait_ms;
-                        if wait_ms <= threshold_ms {
-                            stats.answered_in_threshold += 1;
-                        }
+        summarise(
+            self.queues.get(queue),
+            now_ms,
+            window_ms.min(self.retain_ms),
+            threshold_ms,
+        )
+    }
+}
+
+fn summarise(
+    q: Option<&QueueOutcomes>,
+    now_ms: TimeMs,
+    window_ms: u64,
+    threshold_ms: u64,
+) -> WindowStats {
+    let from = now_ms.saturating_sub(window_ms);
+    let mut stats = WindowStats {
+        window_ms,
+        answered: 0,
+        answered_in_threshold: 0,
+        abandoned: 0,
+        service_level: None,
+        average_speed_of_answer_ms: None,
+        abandon_rate: None,
+    };
+    let mut total_wait = 0u64;
+    if let Some(q) = q {
+        for (_, outcome) in q.outcomes.iter().rev().take_while(|(at, _)| *at >= from) {
+            match *outcome {
+                Outcome::Answered { wait_ms } => {
+                    stats.answered += 1;
+                    total_wait += wait_ms;
+                    if wait_ms <= threshold_ms {
+                        stats.answered_in_threshold += 1;
                     }
-                    Outcome::Abandoned { .. } => stats.abandoned += 1,
                 }
+                Outcome::Abandoned { .. } => stats.abandoned += 1,
             }
         }
-        let ended = stats.answered + stats.abandoned;
-        if ended > 0 {
-            stats.service_level = Some(stats.answered_in_threshold as f64 / ended as f64);
-            stats.abandon_rate = Some(stats.abandoned as f64 / ended as f64);
-        }
-        if stats.answered > 0 {
-            stats.average_speed_of_answer_ms = Some(total_wait as f64 / stats.answered as f64);
-        }
-        stats
     }
+    let ended = stats.answered + stats.abandoned;
+    if ended > 0 {
+        stats.service_level = Some(stats.answered_in_threshold as f64 / ended as f64);
+        stats.abandon_rate = Some(stats.abandoned as f64 / ended as f64);
+    }
+    if stats.answered > 0 {
+        stats.average_speed_of_answer_ms = Some(total_wait as f64 / stats.answered as f64);
+    }
+    stats
 }
 
 #[cfg(test)]

@@ -394,6 +394,13 @@ pub enum HistoryEntry {
         /// Offers made.
         offers: u32,
     },
+    /// A message of the conversation (customer, agent, virtual agent or system).
+    Message {
+        /// When it was logged.
+        at_ms: TimeMs,
+        /// The message.
+        message: crate::model::Message,
+    },
 }
 
 impl HistoryEntry {
@@ -410,7 +417,8 @@ impl HistoryEntry {
             | HistoryEntry::Completed { at_ms, .. }
             | HistoryEntry::WrapUpEnded { at_ms }
             | HistoryEntry::Abandoned { at_ms }
-            | HistoryEntry::OfferLimitReached { at_ms, .. } => *at_ms,
+            | HistoryEntry::OfferLimitReached { at_ms, .. }
+            | HistoryEntry::Message { at_ms, .. } => *at_ms,
         }
     }
 }

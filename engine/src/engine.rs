@@ -446,6 +446,65 @@ impl Engine {
         Ok(())
     }
 
+    /// Adds a message to an interaction's transcript (its history), for a live
+    /// interaction only. An agent's message must come from the agent it is assigned to;
+    /// the channel must exist (a customer may write on another channel than the one the
+    /// interaction arrived on).
+    pub fn post_message(
+        &self,
+        interaction: InteractionId,
+        message: crate::model::Message,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        if message.text.len() > crate::model::MAX_MESSAGE_BYTES {
+            return Err(EngineError::MessageTooLong {
+                len: message.text.len(),
+                max: crate::model::MAX_MESSAGE_BYTES,
+            });
+        }
+        let ic = self.existing(interaction)?;
+        let catalog = self.catalog.load();
+        if !catalog.channel_by_name.contains_key(&message.channel) {
+            return Err(EngineError::UnknownChannel {
+                channel: message.channel.clone(),
+                context: format!("a message to interaction {interaction}"),
+            });
+        }
+        let mut i = ic.lock();
+        match i.state {
+            InteractionState::Completed
+            | InteractionState::Abandoned
+            | InteractionState::WrapUp => {
+                return Err(EngineError::InvalidState {
+                    interaction,
+                    state: i.state,
+                    operation: "post a message (the conversation is over)",
+                });
+            }
+            _ => {}
+        }
+        if message.from == crate::model::Sender::Agent {
+            let agent = message.from_id.clone().unwrap_or_default();
+            let holds = i.state == InteractionState::Assigned
+                && i.agent
+                    .and_then(|a| catalog.agent(a))
+                    .is_some_and(|cell| *cell.id == *agent);
+            if !holds {
+                return Err(EngineError::NotAssignedToAgent { interaction, agent });
+            }
+        }
+        i.history.push(HistoryEntry::Message {
+            at_ms: now_ms,
+            message: message.clone(),
+        });
+        out.push(Event::MessagePosted {
+            interaction,
+            message,
+        });
+        Ok(())
+    }
+
     // ------------------------------------------------------------------- agent side
 
     /// Sets an agent's presence. Available: the agent pulls waiting work at once.

@@ -24,6 +24,14 @@ pub enum EngineError {
         /// Which entity referenced it.
         context: String,
     },
+    /// A message too long to keep.
+    #[error("message is {len} bytes; the limit is {max}")]
+    MessageTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No channel with this name.
     #[error("unknown channel `{channel}` (referenced by {context})")]
     UnknownChannel {

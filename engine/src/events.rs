@@ -201,6 +201,13 @@ pub enum Event {
         /// Offers made in this queue.
         offers: u32,
     },
+    /// A message was added to the conversation's transcript.
+    MessagePosted {
+        /// Interaction.
+        interaction: InteractionId,
+        /// The message.
+        message: crate::model::Message,
+    },
     /// An agent's presence changed (by the agent, a supervisor, or the engine after
     /// missed offers).
     PresenceChanged {
@@ -313,7 +320,8 @@ impl Event {
             | Event::Transferred { interaction, .. }
             | Event::Relaxed { interaction, .. }
             | Event::PreferredFallback { interaction }
-            | Event::OfferLimitReached { interaction, .. } => Some(*interaction),
+            | Event::OfferLimitReached { interaction, .. }
+            | Event::MessagePosted { interaction, .. } => Some(*interaction),
             Event::PresenceChanged { .. } | Event::Configured { .. } => None,
         }
     }

@@ -483,6 +483,39 @@ impl InteractionState {
     }
 }
 
+/// Who wrote a conversation message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sender {
+    /// The customer.
+    Customer,
+    /// An agent (`from_id` names it).
+    Agent,
+    /// An automated virtual agent (`from_id` names it).
+    VirtualAgent,
+    /// The system (routing notes, data a virtual agent collected).
+    System,
+}
+
+/// Longest message text accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// One message of a conversation's transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who wrote it.
+    pub from: Sender,
+    /// The agent id or virtual agent name, when `from` is one.
+    #[serde(default)]
+    pub from_id: Option<String>,
+    /// The channel it came or went on (a customer may switch channel mid-conversation).
+    pub channel: String,
+    /// The text (at most [`MAX_MESSAGE_BYTES`]).
+    pub text: String,
+    /// When it was written (a virtual agent's messages are posted later, on escalation).
+    pub sent_ms: TimeMs,
+}
+
 /// A new interaction as a channel adapter submits it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewInteraction {

@@ -35,7 +35,7 @@ use crate::error::Result;
 
 use crate::events::{ChangeKind, ConfigChange, Event, Timer, TransferTarget};
 use crate::image::EngineImage;
-use crate::model::{CenterConfig, NewInteraction, Presence, TimeMs};
+use crate::model::{CenterConfig, Message, NewInteraction, Presence, TimeMs};
 use serde::{Deserialize, Serialize};
 
 /// One operation that changes the engine's state: what a record replays.
@@ -97,6 +97,13 @@ pub enum Command {
         /// Destination.
         to: TransferTarget,
     },
+    /// A message joined a conversation's transcript.
+    Post {
+        /// Interaction.
+        interaction: InteractionId,
+        /// The message.
+        message: Message,
+    },
     /// A timer fired (offer timeout, wrap-up end, relaxation step, preferred fallback).
     Timer {
         /// The timer.
@@ -133,6 +140,7 @@ impl Command {
             Command::Reject { .. } => "reject",
             Command::Complete { .. } => "complete",
             Command::Transfer { .. } => "transfer",
+            Command::Post { .. } => "post",
             Command::Timer { .. } => "timer",
             Command::Restart => "restart",
             Command::ReclaimWork { .. } => "reclaim_work",
@@ -171,6 +179,10 @@ impl Command {
                 interaction,
                 to,
             } => engine.transfer(agent, *interaction, to.clone(), now_ms, out)?,
+            Command::Post {
+                interaction,
+                message,
+            } => engine.post_message(*interaction, message.clone(), now_ms, out)?,
             Command::Timer { timer } => return Ok(engine.on_timer(*timer, now_ms, out)),
             Command::Restart => {
                 engine.recover(now_ms, out);

@@ -68,6 +68,11 @@ pub struct JournalConfig {
     /// record), so memory and snapshots stay bounded. `None` keeps them forever
     /// (default 24 hours).
     pub retain_finished_ms: Option<u64>,
+    /// The caller owns the engine's timers (the actor runtime arms them from events
+    /// and from `Engine::pending_timers()` at start, and fires them as
+    /// [`Command::Timer`]); the journal keeps no timer queue of its own and
+    /// [`Journal::fire_due`] fires only reconnect grace periods (default off).
+    pub external_timers: bool,
 }
 
 impl Default for JournalConfig {
@@ -78,6 +83,7 @@ impl Default for JournalConfig {
             reconnect_grace_ms: 120_000,
             verify_replay: true,
             retain_finished_ms: Some(24 * 3_600_000),
+            external_timers: false,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct Published {
     pub command: &'static str,
     /// Its events, in order.
     pub events: Vec<Event>,
+    /// For a `submit`, the request (customer, attributes) the events do not repeat.
+    pub request: Option<Arc<crate::model::NewInteraction>>,
 }
 
 /// What observers are given.
@@ -468,8 +476,10 @@ impl<S: LogStore> Journal<S> {
         }
         {
             let mut inner = sh.inner.lock();
-            for (due, timer) in inner.engine.pending_timers() {
-                inner.scheduler.arm(due, timer);
+            if !sh.config.external_timers {
+                for (due, timer) in inner.engine.pending_timers() {
+                    inner.scheduler.arm(due, timer);
+                }
             }
             report.last_seq = inner.next_seq - 1;
         }
@@ -573,6 +583,11 @@ impl<S: LogStore> Journal<S> {
     /// runs.
     pub fn read<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
         f(&self.shared.inner.lock().engine)
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.shared.config.durability
     }
 
     /// The last record appended.
@@ -709,13 +724,19 @@ impl<S: LogStore> Shared<S> {
         let Record {
             command, events, ..
         } = record;
-        inner.scheduler.arm_from(&events);
+        if !self.config.external_timers {
+            inner.scheduler.arm_from(&events);
+        }
         if self.observed.load(Ordering::Acquire) && !events.is_empty() {
             self.outbox.lock().push_back(Published {
                 seq,
                 at_ms: now_ms,
                 command: command.name(),
                 events: events.clone(),
+                request: match &command {
+                    Command::Submit { request } => Some(Arc::new(request.clone())),
+                    _ => None,
+                },
             });
         }
         if let Command::SetPresence { agent, presence } = &command
@@ -877,7 +898,9 @@ impl<S: LogStore> Shared<S> {
     /// In `batched` mode it returns at once (the flusher thread makes records durable).
     fn wait_durable(&self, seq: u64) -> Result<(), JournalError> {
         if let Durability::Batched { .. } = self.config.durability {
-            return self.check_failed();
+            self.check_failed()?;
+            self.deliver();
+            return Ok(());
         }
         let mut registered = false;
         loop {
@@ -936,12 +959,17 @@ impl<S: LogStore> Shared<S> {
         let Some(observer) = self.observer.lock().clone() else {
             return;
         };
-        let durable = self.commit.lock().durable;
+        // `batched` acknowledges writers at append, so observers see records then too
+        // (their pushes may not wait for the flusher); `sync` only once durable.
+        let upto = match self.config.durability {
+            Durability::Batched { .. } => self.appended.load(Ordering::Acquire),
+            Durability::Sync => self.commit.lock().durable,
+        };
         loop {
             let next = {
                 let mut outbox = self.outbox.lock();
                 match outbox.front() {
-                    Some(p) if p.seq <= durable => outbox.pop_front(),
+                    Some(p) if p.seq <= upto => outbox.pop_front(),
                     _ => None,
                 }
             };

@@ -1,0 +1,333 @@
+//! The conversation actor: one per live interaction, from its creation until it is
+//! finished (completed and wrapped up, or abandoned). It owns the transcript (every
+//! message and a line per routing step), the participants, and the context an agent is
+//! offered with — so a transferred conversation reaches its next agent with everything
+//! said and collected so far. Events about an interaction reach its agent through this
+//! actor, in log order.
+
+use crate::agent::AgentMsg;
+use crate::runtime::Core;
+use crate::session::OfferPush;
+use crate::transcript::{self, TranscriptEntry};
+use omniroute_engine::{Event, InteractionId, InteractionState, NewInteraction, Sender, TimeMs};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A conversation as its actor holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationView {
+    /// Interaction.
+    pub interaction: InteractionId,
+    /// Customer.
+    pub customer: String,
+    /// The channel it arrived on.
+    pub channel: String,
+    /// Current queue.
+    pub queue: String,
+    /// Attributes (including what a virtual agent collected).
+    pub attributes: BTreeMap<String, String>,
+    /// Lifecycle state as last seen.
+    pub state: InteractionState,
+    /// The agent holding the offer or the work, if any.
+    pub agent: Option<String>,
+    /// Everyone who took part: `customer`, `agent:<id>`, `virtual_agent:<name>`.
+    pub participants: BTreeSet<String>,
+    /// Channels the customer used, in first-use order.
+    pub channels: Vec<String>,
+    /// The transcript, oldest first.
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+/// Messages a conversation actor handles.
+pub enum ConversationMsg {
+    /// Build state from the engine (after a restart, or for work that existed at start).
+    Rebuild,
+    /// An event about this interaction.
+    Routed {
+        /// Record sequence.
+        seq: u64,
+        /// When it happened.
+        at_ms: TimeMs,
+        /// The event.
+        event: Event,
+    },
+    /// The conversation.
+    View(RpcReplyPort<ConversationView>),
+    /// Fault injection: panic now.
+    Crash,
+}
+
+pub(crate) struct ConversationActor;
+
+pub(crate) enum ConversationArgs {
+    /// A new interaction (its `created` event follows as the first message).
+    New {
+        core: Arc<Core>,
+        interaction: InteractionId,
+        request: Option<Arc<NewInteraction>>,
+    },
+    /// Rebuild from the engine on `Rebuild`.
+    Existing {
+        core: Arc<Core>,
+        interaction: InteractionId,
+    },
+}
+
+pub(crate) struct ConversationState {
+    core: Arc<Core>,
+    ready: bool,
+    stash: Vec<ConversationMsg>,
+    seen_seq: u64,
+    view: ConversationView,
+}
+
+fn participant_of(entry: &TranscriptEntry) -> Option<String> {
+    match entry.from {
+        Sender::Customer => Some("customer".to_string()),
+        Sender::Agent => entry.from_id.as_ref().map(|a| format!("agent:{a}")),
+        Sender::VirtualAgent => entry.from_id.as_ref().map(|a| format!("virtual_agent:{a}")),
+        Sender::System => None,
+    }
+}
+
+impl ConversationState {
+    fn push_entry(&mut self, entry: TranscriptEntry) {
+        if let Some(p) = participant_of(&entry) {
+            self.view.participants.insert(p);
+        }
+        if entry.from == Sender::Customer && !self.view.channels.contains(&entry.channel) {
+            self.view.channels.push(entry.channel.clone());
+        }
+        self.view.transcript.push(entry);
+    }
+
+    fn rebuild(&mut self) {
+        let id = self.view.interaction;
+        let (snapshot, seq) = self.core.shared.read(|engine| engine.interaction(id).ok());
+        self.seen_seq = seq;
+        let Some(s) = snapshot else {
+            // Finished and forgotten meanwhile: nothing to hold.
+            self.view.state = InteractionState::Completed;
+            self.ready = true;
+            return;
+        };
+        self.view.customer = s.customer;
+        self.view.channel = s.channel.clone();
+        self.view.channels = vec![s.channel];
+        self.view.queue = s.queue;
+        self.view.attributes = s.attributes;
+        self.view.state = s.state;
+        self.view.agent = s.agent;
+        self.view.participants = BTreeSet::from(["customer".to_string()]);
+        self.view.transcript.clear();
+        for h in &s.history {
+            if let omniroute_engine::HistoryEntry::Accepted { agent, .. } = h {
+                self.view.participants.insert(format!("agent:{agent}"));
+            }
+            if let Some(entry) = transcript::from_history(h) {
+                self.push_entry(entry);
+            }
+        }
+        self.ready = true;
+    }
+
+    fn agent_ref(&self, agent: &str) -> Option<ActorRef<AgentMsg>> {
+        self.core.agents.get(agent).map(|r| r.clone())
+    }
+
+    fn on_event(&mut self, seq: u64, at_ms: TimeMs, event: Event) {
+        if let Some(entry) = transcript::from_event(at_ms, &event) {
+            self.push_entry(entry);
+        }
+        match &event {
+            Event::Created { queue, channel, .. } => {
+                self.view.queue = queue.to_string();
+                self.view.channel = channel.to_string();
+                if self.view.channels.is_empty() {
+                    self.view.channels.push(channel.to_string());
+                }
+                self.view.state = InteractionState::Queued;
+            }
+            Event::Queued { queue, .. } => {
+                self.view.queue = queue.to_string();
+                self.view.state = InteractionState::Queued;
+                self.view.agent = None;
+            }
+            Event::Offered {
+                interaction,
+                agent,
+                queue,
+                channel,
+                offer_seq,
+                deadline_ms,
+                auto_accepted,
+            } => {
+                self.view.queue = queue.to_string();
+                self.view.state = InteractionState::Offered;
+                self.view.agent = Some(agent.to_string());
+                if let Some(a) = self.agent_ref(agent) {
+                    let push = Arc::new(OfferPush {
+                        interaction: *interaction,
+                        queue: queue.to_string(),
+                        channel: channel.to_string(),
+                        offer_seq: *offer_seq,
+                        deadline_ms: *deadline_ms,
+                        auto_accepted: *auto_accepted,
+                        customer: self.view.customer.clone(),
+                        attributes: self.view.attributes.clone(),
+                        transcript: self.view.transcript.clone(),
+                    });
+                    let _ = a.cast(AgentMsg::Offer { seq, push });
+                }
+                return;
+            }
+            Event::Accepted { agent, .. } => {
+                self.view.state = InteractionState::Assigned;
+                self.view.participants.insert(format!("agent:{agent}"));
+            }
+            Event::Rejected { .. } | Event::OfferTimedOut { .. } | Event::OfferRescinded { .. } => {
+                self.view.agent = None;
+            }
+            Event::Completed {
+                wrap_up_until_ms, ..
+            } => {
+                self.view.state = if wrap_up_until_ms.is_some() {
+                    InteractionState::WrapUp
+                } else {
+                    InteractionState::Completed
+                };
+            }
+            Event::WrapUpEnded { .. } => self.view.state = InteractionState::Completed,
+            Event::Abandoned { .. } => {
+                self.view.state = InteractionState::Abandoned;
+                self.view.agent = None;
+            }
+            _ => {}
+        }
+        // Tell the agent concerned, in this interaction's order.
+        let agent: Option<Arc<str>> = match &event {
+            Event::Accepted { agent, .. }
+            | Event::Rejected { agent, .. }
+            | Event::OfferTimedOut { agent, .. }
+            | Event::OfferRescinded { agent, .. }
+            | Event::Completed { agent, .. }
+            | Event::WrapUpEnded { agent, .. } => Some(agent.clone()),
+            Event::Transferred { from_agent, .. } => from_agent.clone(),
+            // The agent holding the offer sees messages too (an inbound conversation's
+            // first message is logged just after its creation and offer).
+            Event::MessagePosted { .. } => match self.view.state {
+                InteractionState::Assigned | InteractionState::Offered => {
+                    self.view.agent.as_deref().map(Arc::from)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(agent) = agent
+            && let Some(a) = self.agent_ref(&agent)
+        {
+            let _ = a.cast(AgentMsg::Routed { seq, event });
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.view.state.is_terminal()
+    }
+}
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ConversationMsg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        let (core, interaction, request, ready) = match args {
+            ConversationArgs::New {
+                core,
+                interaction,
+                request,
+            } => (core, interaction, request, true),
+            ConversationArgs::Existing { core, interaction } => (core, interaction, None, false),
+        };
+        let (customer, attributes) = request
+            .map(|r| (r.customer.clone(), r.attributes.clone()))
+            .unwrap_or_default();
+        Ok(ConversationState {
+            core,
+            ready,
+            stash: Vec::new(),
+            seen_seq: 0,
+            view: ConversationView {
+                interaction,
+                customer,
+                channel: String::new(),
+                queue: String::new(),
+                attributes,
+                state: InteractionState::Queued,
+                agent: None,
+                participants: BTreeSet::from(["customer".to_string()]),
+                channels: Vec::new(),
+                transcript: Vec::new(),
+            },
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        msg: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.step(&myself, msg);
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    fn step(&mut self, myself: &ActorRef<ConversationMsg>, msg: ConversationMsg) {
+        let state = self;
+        match msg {
+            ConversationMsg::Rebuild => {
+                let first = !state.ready;
+                state.rebuild();
+                if first {
+                    for m in std::mem::take(&mut state.stash) {
+                        state.step(myself, m);
+                    }
+                }
+            }
+            m @ ConversationMsg::Routed { .. } if !state.ready => state.stash.push(m),
+            ConversationMsg::Routed { seq, at_ms, event } => {
+                // Records up to the rebuild's are in the state already (one record
+                // may hold several events: all share its sequence number).
+                if seq > state.seen_seq {
+                    state.on_event(seq, at_ms, event);
+                }
+            }
+            ConversationMsg::View(reply) => {
+                let _ = reply.send(state.view.clone());
+            }
+            ConversationMsg::Crash => {
+                panic!(
+                    "fault injected into conversation actor {}",
+                    state.view.interaction
+                )
+            }
+        }
+        if state.ready && state.finished() {
+            state
+                .core
+                .conversations
+                .remove_if(&state.view.interaction, |_, r| {
+                    r.get_id() == myself.get_id()
+                });
+            myself.stop(None);
+        }
+    }
+}

@@ -1,0 +1,1372 @@
+//! [`Runtime`]: the actor system around the durable engine.
+//!
+//! ```text
+//!  sessions / adapters ──execute──▶ Journal (engine + log) ──records, in log order──▶ router
+//!                                                                                     │
+//!          ┌───────────────────────────────┬───────────────────────────┬──────────────┤
+//!          ▼                               ▼                           ▼              ▼
+//!   conversation actor (per live     queue actor (per queue):    agent actor (per   event bus
+//!   interaction): transcript,        stats windows, relaxation   agent): sessions,  (observers)
+//!   participants, context ──offers──▶ and preferred timers        offers, timers,
+//!                          ──events──▶                            grace, pushes
+//! ```
+//!
+//! Routing is never an actor's job: operations run through the journal (the shared
+//! dispatcher), on the caller's task. The router hands each record's events to the
+//! actors concerned; events about an interaction go through its conversation actor, so
+//! an agent sees them in that interaction's order. Timers are armed by the actors on
+//! tokio time and fire back as logged `timer` operations, so the whole system runs on a
+//! paused clock.
+//!
+//! Supervision: every actor is linked to a supervisor. A failed (panicking) actor is
+//! logged and started again; it rebuilds its state from the engine — which is the
+//! log's state — and ignores events its rebuild already includes, so nothing is lost or
+//! applied twice. Agent sessions live outside the agent's actor and survive it; they
+//! get a [`Push::Resync`] with the rebuilt state.
+
+use crate::agent::{AgentActor, AgentArgs, AgentMsg};
+use crate::bus::{EventBus, Subscription};
+use crate::center::Clock;
+use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg, ConversationView};
+use crate::core::{JournalHandle, RuntimeConfig, RuntimeError, Shared};
+use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
+use crate::session::{AgentView, Push, SessionSet};
+use crate::stats::Outcome;
+use crate::transcript;
+use crate::virtual_agent::{BotMemory, BotTurn, VirtualAgent};
+use dashmap::DashMap;
+use omniroute_engine::journal::{Ack, Command, Journal, LogStore, Published};
+use omniroute_engine::{
+    ChangeKind, Event, InteractionId, InteractionState, Message, NewInteraction, Presence, Sender,
+    TimeMs, TransferTarget,
+};
+use parking_lot::Mutex;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Restarts allowed per actor within [`RESTART_WINDOW_MS`] before the supervisor gives
+/// up on it (a crash loop is logged, not spun).
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW_MS: u64 = 60_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Identity {
+    Agent(Arc<str>),
+    Queue(Arc<str>),
+    Conversation(InteractionId),
+}
+
+/// Which actor a fault is injected into ([`Runtime::inject_panic`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActorKey {
+    /// An agent's actor.
+    Agent(String),
+    /// A queue's actor.
+    Queue(String),
+    /// A live interaction's conversation actor.
+    Conversation(InteractionId),
+}
+
+#[derive(Clone, Debug, Default)]
+struct CustomerTrack {
+    live: Option<InteractionId>,
+    last_activity_ms: TimeMs,
+    last_agent: Option<Arc<str>>,
+    last: Option<InteractionId>,
+    ended_ms: Option<TimeMs>,
+}
+
+struct LiveInfo {
+    queue: Arc<str>,
+    enqueued_ms: TimeMs,
+    customer: Option<Arc<str>>,
+    answered: bool,
+}
+
+#[derive(Default)]
+struct RouterState {
+    live: HashMap<InteractionId, LiveInfo>,
+}
+
+/// What the actors share.
+pub(crate) struct Core {
+    pub shared: Arc<Shared>,
+    pub agents: DashMap<Arc<str>, ActorRef<AgentMsg>>,
+    pub sessions: DashMap<Arc<str>, Arc<SessionSet>>,
+    pub queues: DashMap<Arc<str>, ActorRef<QueueMsg>>,
+    pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>>,
+    identities: DashMap<ActorId, Identity>,
+    customers: DashMap<String, CustomerTrack>,
+    bots: DashMap<String, ActorRef<BotMsg>>,
+    virtual_agents: HashMap<String, Arc<dyn VirtualAgent>>,
+    live: AtomicUsize,
+    next_session: AtomicU64,
+    router: Mutex<RouterState>,
+    bus: EventBus,
+    supervisor: std::sync::OnceLock<ActorCell>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Core {
+    fn supervisor(&self) -> ActorCell {
+        self.supervisor.get().expect("supervisor started").clone()
+    }
+
+    /// Runs a sequence of operations in order for an actor, off its thread in `sync`.
+    pub(crate) fn fire_sequence(self: &Arc<Self>, commands: Vec<Command>, why: &'static str) {
+        let shared = self.shared.clone();
+        let run = move || {
+            for command in commands {
+                if let Err(e) = shared.journal.execute(command, shared.now_ms()) {
+                    tracing::warn!(error = %e, why, "operation refused");
+                }
+            }
+        };
+        if self.shared.journal.is_sync() {
+            tokio::task::spawn_blocking(run);
+        } else {
+            run();
+        }
+    }
+
+    /// Runs one operation for a caller: inline when acknowledgements do not wait for an
+    /// fsync, on a blocking thread when they do.
+    async fn run(&self, command: Command) -> Result<Ack, RuntimeError> {
+        if self.shared.journal.is_sync() {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.journal.execute(command, shared.now_ms()))
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("the journal worker ({e})")))?
+                .map_err(RuntimeError::from)
+        } else {
+            self.shared
+                .journal
+                .execute(command, self.shared.now_ms())
+                .map_err(RuntimeError::from)
+        }
+    }
+
+    fn spawn_agent(self: &Arc<Self>, id: Arc<str>, grace: Option<TimeMs>, restarted: bool) {
+        let sessions = self.sessions.entry(id.clone()).or_default().clone();
+        let args = AgentArgs {
+            core: self.clone(),
+            id: id.clone(),
+            sessions,
+            grace_until_ms: grace,
+            restarted,
+        };
+        let _g = self.handle.enter();
+        match ractor::ActorRuntime::spawn_linked_instant(None, AgentActor, args, self.supervisor())
+        {
+            Ok((actor, _)) => {
+                self.identities
+                    .insert(actor.get_id(), Identity::Agent(id.clone()));
+                self.agents.insert(id, actor.clone());
+                let _ = actor.cast(AgentMsg::Rebuild);
+            }
+            Err(e) => tracing::error!(agent = %id, error = %e, "could not start agent actor"),
+        }
+    }
+
+    fn spawn_queue(self: &Arc<Self>, id: Arc<str>) {
+        let args = QueueArgs {
+            core: self.clone(),
+            id: id.clone(),
+        };
+        let _g = self.handle.enter();
+        match ractor::ActorRuntime::spawn_linked_instant(None, QueueActor, args, self.supervisor())
+        {
+            Ok((actor, _)) => {
+                self.identities
+                    .insert(actor.get_id(), Identity::Queue(id.clone()));
+                self.queues.insert(id, actor.clone());
+                let _ = actor.cast(QueueMsg::Rebuild);
+            }
+            Err(e) => tracing::error!(queue = %id, error = %e, "could not start queue actor"),
+        }
+    }
+
+    fn spawn_conversation(
+        self: &Arc<Self>,
+        interaction: InteractionId,
+        request: Option<Arc<NewInteraction>>,
+    ) {
+        let args = match request {
+            Some(_) => ConversationArgs::New {
+                core: self.clone(),
+                interaction,
+                request,
+            },
+            None => ConversationArgs::Existing {
+                core: self.clone(),
+                interaction,
+            },
+        };
+        let rebuild = matches!(args, ConversationArgs::Existing { .. });
+        let _g = self.handle.enter();
+        match ractor::ActorRuntime::spawn_linked_instant(
+            None,
+            ConversationActor,
+            args,
+            self.supervisor(),
+        ) {
+            Ok((actor, _)) => {
+                self.identities
+                    .insert(actor.get_id(), Identity::Conversation(interaction));
+                self.conversations.insert(interaction, actor.clone());
+                if rebuild {
+                    let _ = actor.cast(ConversationMsg::Rebuild);
+                }
+            }
+            Err(e) => {
+                tracing::error!(%interaction, error = %e, "could not start conversation actor")
+            }
+        }
+    }
+
+    /// Hands one durable record's events to the actors concerned (log order: the
+    /// journal calls this for one record at a time).
+    fn route(self: &Arc<Self>, p: &Published) {
+        self.bus.publish(p);
+        let mut st = self.router.lock();
+        for event in &p.events {
+            match event {
+                Event::Created {
+                    interaction, queue, ..
+                } => {
+                    let customer = p
+                        .request
+                        .as_ref()
+                        .map(|r| Arc::<str>::from(r.customer.as_str()));
+                    if let Some(c) = &customer {
+                        let mut t = self.customers.entry(c.to_string()).or_default();
+                        t.live = Some(*interaction);
+                        t.last_activity_ms = p.at_ms;
+                    }
+                    st.live.insert(
+                        *interaction,
+                        LiveInfo {
+                            queue: queue.clone(),
+                            enqueued_ms: p.at_ms,
+                            customer,
+                            answered: false,
+                        },
+                    );
+                    self.spawn_conversation(
+                        *interaction,
+                        Some(
+                            p.request
+                                .clone()
+                                .unwrap_or_else(|| Arc::new(NewInteraction::new("", ""))),
+                        ),
+                    );
+                }
+                Event::Queued {
+                    interaction, queue, ..
+                }
+                | Event::Offered {
+                    interaction, queue, ..
+                } => {
+                    if let Some(info) = st.live.get_mut(interaction) {
+                        info.queue = queue.clone();
+                    }
+                }
+                Event::Transferred {
+                    interaction,
+                    to: TransferTarget::Queue(q),
+                    ..
+                } => {
+                    if let Some(info) = st.live.get_mut(interaction) {
+                        info.queue = Arc::from(q.as_str());
+                    }
+                }
+                Event::Accepted { interaction, agent } => {
+                    if let Some(info) = st.live.get_mut(interaction) {
+                        if !info.answered {
+                            info.answered = true;
+                            let wait_ms = p.at_ms.saturating_sub(info.enqueued_ms);
+                            if let Some(q) = self.queues.get(&info.queue) {
+                                let _ = q.cast(QueueMsg::Outcome {
+                                    seq: p.seq,
+                                    at_ms: p.at_ms,
+                                    outcome: Outcome::Answered { wait_ms },
+                                });
+                            }
+                        }
+                        if let Some(c) = &info.customer
+                            && let Some(mut t) = self.customers.get_mut(&**c)
+                        {
+                            t.last_agent = Some(agent.clone());
+                        }
+                    }
+                }
+                Event::Abandoned {
+                    interaction, queue, ..
+                } => {
+                    if let Some(info) = st.live.remove(interaction) {
+                        if !info.answered
+                            && let Some(q) = self.queues.get(queue)
+                        {
+                            let _ = q.cast(QueueMsg::Outcome {
+                                seq: p.seq,
+                                at_ms: p.at_ms,
+                                outcome: Outcome::Abandoned {
+                                    wait_ms: p.at_ms.saturating_sub(info.enqueued_ms),
+                                },
+                            });
+                        }
+                        self.finished(*interaction, info, p.at_ms);
+                    }
+                }
+                Event::Completed { interaction, .. } => {
+                    if let Some(info) = st.live.remove(interaction) {
+                        self.finished(*interaction, info, p.at_ms);
+                    }
+                }
+                Event::PresenceChanged { agent, .. } => {
+                    if let Some(a) = self.agents.get(agent) {
+                        let _ = a.cast(AgentMsg::Routed {
+                            seq: p.seq,
+                            event: event.clone(),
+                        });
+                    }
+                }
+                Event::MessagePosted {
+                    interaction,
+                    message,
+                } if message.from == Sender::Customer => {
+                    if let Some(info) = st.live.get(interaction)
+                        && let Some(c) = &info.customer
+                        && let Some(mut t) = self.customers.get_mut(&**c)
+                    {
+                        t.last_activity_ms = p.at_ms;
+                    }
+                }
+                Event::Configured { changes } => {
+                    for change in changes {
+                        let id: Arc<str> = Arc::from(change.id.as_str());
+                        match (change.kind.as_str(), change.change) {
+                            ("agent", ChangeKind::Added) => self.spawn_agent(id, None, false),
+                            ("agent", ChangeKind::Removed) => {
+                                if let Some((_, a)) = self.agents.remove(&id) {
+                                    a.stop(Some("agent removed from the configuration".into()));
+                                }
+                            }
+                            ("queue", ChangeKind::Added) => self.spawn_queue(id),
+                            ("queue", ChangeKind::Removed) => {
+                                if let Some((_, q)) = self.queues.remove(&id) {
+                                    q.stop(Some("queue removed from the configuration".into()));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(interaction) = event.interaction()
+                && let Some(c) = self.conversations.get(&interaction)
+            {
+                let _ = c.cast(ConversationMsg::Routed {
+                    seq: p.seq,
+                    at_ms: p.at_ms,
+                    event: event.clone(),
+                });
+            }
+            if let Event::Queued { queue, .. } = event
+                && let Some(q) = self.queues.get(queue)
+            {
+                let _ = q.cast(QueueMsg::Routed {
+                    seq: p.seq,
+                    event: event.clone(),
+                });
+            }
+        }
+    }
+
+    fn finished(&self, interaction: InteractionId, info: LiveInfo, at_ms: TimeMs) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some(c) = info.customer
+            && let Some(mut t) = self.customers.get_mut(&*c)
+        {
+            if t.live == Some(interaction) {
+                t.live = None;
+            }
+            t.last = Some(interaction);
+            t.ended_ms = Some(at_ms);
+            t.last_activity_ms = at_ms;
+        }
+    }
+
+    /// Reserves a place for one more live interaction (admission control).
+    fn admit(&self) -> Result<(), RuntimeError> {
+        let max = self.shared.config.max_live_interactions;
+        let before = self.live.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(RuntimeError::Busy(format!(
+                "{before} interactions are live, the limit is {max}; try again later"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, request: NewInteraction) -> Result<InteractionId, RuntimeError> {
+        self.admit()?;
+        match self.run(Command::Submit { request }).await {
+            Ok(ack) => Ok(ack.interaction.expect("a submit creates an interaction")),
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+
+    async fn post(&self, interaction: InteractionId, message: Message) -> Result<(), RuntimeError> {
+        self.run(Command::Post {
+            interaction,
+            message,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn call<M: ractor::Message, T: Send + 'static>(
+        &self,
+        what: &str,
+        actor: Option<ActorRef<M>>,
+        msg: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+    ) -> Result<T, RuntimeError> {
+        let timeout = self.shared.config.call_timeout;
+        let actor = actor.ok_or_else(|| RuntimeError::Unavailable(what.to_string()))?;
+        match actor.call(msg, Some(timeout)).await {
+            Ok(CallResult::Success(v)) => Ok(v),
+            Ok(CallResult::Timeout) => Err(RuntimeError::Timeout {
+                what: what.to_string(),
+                ms: timeout.as_millis() as u64,
+            }),
+            Ok(CallResult::SenderError) | Err(_) => {
+                Err(RuntimeError::Unavailable(what.to_string()))
+            }
+        }
+    }
+}
+
+/// What happened to an inbound customer message ([`Runtime::inbound`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum InboundOutcome {
+    /// A new conversation was created and routed.
+    Created {
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// The message joined the customer's open conversation (perhaps from another
+    /// channel than it started on).
+    Joined {
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// The customer's previous conversation ended within the switching window: a new
+    /// one continues it, waiting first for the agent who served it.
+    Returning {
+        /// New interaction.
+        interaction: InteractionId,
+        /// The one it continues.
+        previous: InteractionId,
+        /// The agent it waits for.
+        agent: String,
+    },
+    /// A virtual agent answered; the conversation stays with it.
+    Bot {
+        /// Its reply.
+        reply: String,
+    },
+    /// The virtual agent resolved the conversation.
+    Resolved {
+        /// Its last reply.
+        reply: String,
+    },
+    /// The virtual agent handed over to a live queue: a new interaction carrying what
+    /// it collected (as attributes) and the exchange (as transcript).
+    Escalated {
+        /// Interaction.
+        interaction: InteractionId,
+        /// Its last reply.
+        reply: String,
+    },
+}
+
+/// An inbound customer message from a channel adapter.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    /// Channel it came on.
+    pub channel: String,
+    /// Customer id or contact point (the same customer across channels).
+    pub customer: String,
+    /// Text.
+    pub text: String,
+    /// Attributes for a new conversation.
+    pub attributes: BTreeMap<String, String>,
+    /// Queue for a new conversation (else the routing rules decide).
+    pub queue: Option<String>,
+    /// Start a new conversation with this virtual agent.
+    pub virtual_agent: Option<String>,
+}
+
+impl Inbound {
+    /// A message from `customer` on `channel`.
+    pub fn new(channel: &str, customer: &str, text: &str) -> Self {
+        Inbound {
+            channel: channel.to_string(),
+            customer: customer.to_string(),
+            text: text.to_string(),
+            attributes: BTreeMap::new(),
+            queue: None,
+            virtual_agent: None,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ virtual agent stage
+
+/// Messages of a virtual-agent conversation.
+pub(crate) enum BotMsg {
+    Say {
+        channel: String,
+        text: String,
+        reply: ractor::RpcReplyPort<Result<InboundOutcome, RuntimeError>>,
+    },
+}
+
+struct BotActor;
+
+struct BotState {
+    core: Arc<Core>,
+    bot: Arc<dyn VirtualAgent>,
+    base: Inbound,
+    memory: BotMemory,
+    messages: Vec<Message>,
+}
+
+impl Actor for BotActor {
+    type Msg = BotMsg;
+    type State = BotState;
+    type Arguments = BotState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<BotMsg>,
+        mut state: BotState,
+    ) -> Result<BotState, ActorProcessingErr> {
+        if let Some(greeting) = state.bot.greeting() {
+            state.messages.push(Message {
+                from: Sender::VirtualAgent,
+                from_id: Some(state.bot.name().to_string()),
+                channel: state.base.channel.clone(),
+                text: greeting,
+                sent_ms: state.core.shared.now_ms(),
+            });
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<BotMsg>,
+        msg: BotMsg,
+        st: &mut BotState,
+    ) -> Result<(), ActorProcessingErr> {
+        let BotMsg::Say {
+            channel,
+            text,
+            reply,
+        } = msg;
+        let now = st.core.shared.now_ms();
+        st.messages.push(Message {
+            from: Sender::Customer,
+            from_id: None,
+            channel: channel.clone(),
+            text: text.clone(),
+            sent_ms: now,
+        });
+        let turn = st.bot.respond(&mut st.memory, &text);
+        let said = match &turn {
+            BotTurn::Reply(r) | BotTurn::Resolve(r) | BotTurn::Escalate { reply: r, .. } => {
+                r.clone()
+            }
+        };
+        st.messages.push(Message {
+            from: Sender::VirtualAgent,
+            from_id: Some(st.bot.name().to_string()),
+            channel: channel.clone(),
+            text: said.clone(),
+            sent_ms: now,
+        });
+        let outcome = match turn {
+            BotTurn::Reply(reply) => Ok(InboundOutcome::Bot { reply }),
+            BotTurn::Resolve(reply) => {
+                tracing::info!(customer = %st.base.customer, bot = st.bot.name(), "resolved by the virtual agent");
+                Ok(InboundOutcome::Resolved { reply })
+            }
+            BotTurn::Escalate { reply, queue } => {
+                let mut request = NewInteraction::new(&st.base.channel, &st.base.customer);
+                request.attributes = st.base.attributes.clone();
+                for (k, v) in &st.memory.collected {
+                    request.attributes.insert(k.clone(), v.clone());
+                }
+                request
+                    .attributes
+                    .insert("virtual_agent".to_string(), st.bot.name().to_string());
+                request.queue = queue.or(st.base.queue.clone());
+                match st.core.submit(request).await {
+                    Ok(interaction) => {
+                        let mut summary: Vec<String> = st
+                            .memory
+                            .collected
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
+                        summary.sort();
+                        let mut messages = std::mem::take(&mut st.messages);
+                        messages.push(Message {
+                            from: Sender::System,
+                            from_id: Some(st.bot.name().to_string()),
+                            channel: channel.clone(),
+                            text: format!(
+                                "virtual agent escalated; collected: {}",
+                                summary.join(", ")
+                            ),
+                            sent_ms: now,
+                        });
+                        for m in messages {
+                            if let Err(e) = st.core.post(interaction, m).await {
+                                tracing::warn!(%interaction, error = %e, "virtual agent transcript line not kept");
+                            }
+                        }
+                        Ok(InboundOutcome::Escalated { interaction, reply })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let done = matches!(
+            outcome,
+            Ok(InboundOutcome::Resolved { .. }) | Ok(InboundOutcome::Escalated { .. })
+        );
+        let _ = reply.send(outcome);
+        if done {
+            st.core
+                .bots
+                .remove_if(&st.base.customer, |_, r| r.get_id() == myself.get_id());
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ supervisor
+
+struct Supervisor;
+
+struct SupervisorState {
+    core: std::sync::Weak<Core>,
+    failures: HashMap<Identity, VecDeque<TimeMs>>,
+}
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = SupervisorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        args: SupervisorState,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(core) = state.core.upgrade() else {
+            return Ok(());
+        };
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some((_, identity)) = core.identities.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let now = core.shared.now_ms();
+                let recent = state.failures.entry(identity.clone()).or_default();
+                recent.push_back(now);
+                while recent.front().is_some_and(|t| *t + RESTART_WINDOW_MS < now) {
+                    recent.pop_front();
+                }
+                if recent.len() > MAX_RESTARTS {
+                    tracing::error!(actor = ?identity, %error, "actor failed {} times within {} s: not restarting it (its work stays in the engine)", recent.len(), RESTART_WINDOW_MS / 1000);
+                    match &identity {
+                        Identity::Agent(a) => {
+                            core.agents.remove(a);
+                        }
+                        Identity::Queue(q) => {
+                            core.queues.remove(q);
+                        }
+                        Identity::Conversation(i) => {
+                            core.conversations.remove(i);
+                        }
+                    }
+                    return Ok(());
+                }
+                tracing::error!(actor = ?identity, %error, "actor failed: restarting it from the engine's state");
+                match identity {
+                    Identity::Agent(a) => core.spawn_agent(a, None, true),
+                    Identity::Queue(q) => core.spawn_queue(q),
+                    Identity::Conversation(i) => core.spawn_conversation(i, None),
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                core.identities.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ sessions
+
+/// One connected session of an agent: its pushes and its requests.
+pub struct AgentSession {
+    core: Arc<Core>,
+    agent: Arc<str>,
+    id: u64,
+    rx: mpsc::Receiver<Push>,
+    permits: Arc<Semaphore>,
+}
+
+impl AgentSession {
+    /// The agent.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The next push; `None` once the runtime is gone.
+    pub async fn next(&mut self) -> Option<Push> {
+        self.rx.recv().await
+    }
+
+    /// A push if one is waiting.
+    pub fn try_next(&mut self) -> Option<Push> {
+        self.rx.try_recv().ok()
+    }
+
+    async fn request(&self, command: Command) -> Result<Ack, RuntimeError> {
+        let _permit = self.permits.try_acquire().map_err(|_| {
+            RuntimeError::Busy(format!(
+                "session has {} requests in flight (the limit); wait for answers",
+                self.core.shared.config.session_max_in_flight
+            ))
+        })?;
+        self.core.run(command).await
+    }
+
+    /// Sets the agent's presence (log in: `Available`; log out: `Offline`).
+    pub async fn set_presence(&self, presence: Presence) -> Result<Ack, RuntimeError> {
+        self.request(Command::SetPresence {
+            agent: self.agent.to_string(),
+            presence,
+        })
+        .await
+    }
+
+    /// Accepts an offer.
+    pub async fn accept(&self, interaction: InteractionId) -> Result<Ack, RuntimeError> {
+        self.request(Command::Accept {
+            agent: self.agent.to_string(),
+            interaction,
+        })
+        .await
+    }
+
+    /// Rejects an offer.
+    pub async fn reject(&self, interaction: InteractionId) -> Result<Ack, RuntimeError> {
+        self.request(Command::Reject {
+            agent: self.agent.to_string(),
+            interaction,
+        })
+        .await
+    }
+
+    /// Completes assigned work.
+    pub async fn complete(
+        &self,
+        interaction: InteractionId,
+        wrap_up_code: Option<&str>,
+    ) -> Result<Ack, RuntimeError> {
+        self.request(Command::Complete {
+            agent: self.agent.to_string(),
+            interaction,
+            wrap_up_code: wrap_up_code.map(String::from),
+        })
+        .await
+    }
+
+    /// Transfers assigned work to an agent or a queue; the transcript and attributes
+    /// go with it.
+    pub async fn transfer(
+        &self,
+        interaction: InteractionId,
+        to: TransferTarget,
+    ) -> Result<Ack, RuntimeError> {
+        self.request(Command::Transfer {
+            agent: self.agent.to_string(),
+            interaction,
+            to,
+        })
+        .await
+    }
+
+    /// Sends a message to the customer of assigned work, on the channel the customer
+    /// last wrote on (or `channel`).
+    pub async fn send_message(
+        &self,
+        interaction: InteractionId,
+        text: &str,
+        channel: Option<&str>,
+    ) -> Result<Ack, RuntimeError> {
+        let channel = match channel {
+            Some(c) => c.to_string(),
+            None => self.core_channel(interaction).await?,
+        };
+        self.request(Command::Post {
+            interaction,
+            message: Message {
+                from: Sender::Agent,
+                from_id: Some(self.agent.to_string()),
+                channel,
+                text: text.to_string(),
+                sent_ms: self.core.shared.now_ms(),
+            },
+        })
+        .await
+    }
+
+    async fn core_channel(&self, interaction: InteractionId) -> Result<String, RuntimeError> {
+        let actor = self.core.conversations.get(&interaction).map(|r| r.clone());
+        match actor {
+            Some(_) => {
+                let view = self
+                    .core
+                    .call(
+                        &format!("conversation {interaction}"),
+                        actor,
+                        ConversationMsg::View,
+                    )
+                    .await?;
+                Ok(view.channels.last().cloned().unwrap_or(view.channel))
+            }
+            None => Err(RuntimeError::Journal(
+                omniroute_engine::journal::JournalError::Engine(
+                    omniroute_engine::EngineError::UnknownInteraction(interaction),
+                ),
+            )),
+        }
+    }
+
+    /// The agent's state as its actor holds it.
+    pub async fn view(&self) -> Result<AgentView, RuntimeError> {
+        let actor = self.core.agents.get(&self.agent).map(|r| r.clone());
+        self.core
+            .call(&format!("agent `{}`", self.agent), actor, AgentMsg::View)
+            .await
+    }
+}
+
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        if let Some(set) = self.core.sessions.get(&self.agent) {
+            set.remove(self.id);
+        }
+        if let Some(a) = self.core.agents.get(&self.agent) {
+            let _ = a.cast(AgentMsg::SessionClosed);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the runtime
+
+/// The actor runtime (see the module docs).
+pub struct Runtime {
+    core: Arc<Core>,
+    supervisor: ActorRef<()>,
+    grace_driver: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Starts the actors around an opened journal (configured with
+    /// `external_timers: true`, so the actors own the timers): one actor per configured
+    /// agent and queue, one per live interaction, timers re-armed from the engine, and
+    /// agents in a restart grace period waiting for their sessions.
+    pub async fn start<S: LogStore>(
+        journal: Journal<S>,
+        clock: Clock,
+        config: RuntimeConfig,
+        virtual_agents: Vec<Arc<dyn VirtualAgent>>,
+    ) -> Result<Runtime, RuntimeError> {
+        let journal: Arc<Journal<S>> = Arc::new(journal);
+        let handle: Arc<dyn JournalHandle> = journal.clone();
+        let bus = EventBus::new(config.bus_capacity);
+        let core = Arc::new(Core {
+            shared: Arc::new(Shared {
+                journal: handle,
+                clock,
+                config,
+            }),
+            agents: DashMap::new(),
+            sessions: DashMap::new(),
+            queues: DashMap::new(),
+            conversations: DashMap::new(),
+            identities: DashMap::new(),
+            customers: DashMap::new(),
+            bots: DashMap::new(),
+            virtual_agents: virtual_agents
+                .into_iter()
+                .map(|v| (v.name().to_string(), v))
+                .collect(),
+            live: AtomicUsize::new(0),
+            next_session: AtomicU64::new(1),
+            router: Mutex::new(RouterState::default()),
+            bus,
+            supervisor: std::sync::OnceLock::new(),
+            handle: tokio::runtime::Handle::current(),
+        });
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorState {
+                core: Arc::downgrade(&core),
+                failures: HashMap::new(),
+            },
+        )
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("the supervisor ({e})")))?;
+        let _ = core.supervisor.set(supervisor.get_cell());
+
+        // What exists now: agents, queues, live interactions.
+        let grace: HashMap<String, TimeMs> = journal.grace_periods().into_iter().collect();
+        let ((agents, queues, live), _) = core.shared.read(|engine| {
+            let config = engine.config();
+            let mut live = Vec::new();
+            for id in engine.interaction_ids() {
+                if let Ok(s) = engine.interaction(id)
+                    && !s.state.is_terminal()
+                {
+                    live.push(s);
+                }
+            }
+            (
+                config.agents.into_iter().map(|a| a.id).collect::<Vec<_>>(),
+                config.queues.into_iter().map(|q| q.id).collect::<Vec<_>>(),
+                live,
+            )
+        });
+        for a in agents {
+            let g = grace.get(&a).copied();
+            core.spawn_agent(Arc::from(a.as_str()), g, false);
+        }
+        for q in queues {
+            core.spawn_queue(Arc::from(q.as_str()));
+        }
+        {
+            let mut st = core.router.lock();
+            for s in &live {
+                let customer: Arc<str> = Arc::from(s.customer.as_str());
+                st.live.insert(
+                    s.id,
+                    LiveInfo {
+                        queue: Arc::from(s.queue.as_str()),
+                        enqueued_ms: s.enqueued_ms,
+                        customer: Some(customer.clone()),
+                        answered: s.answered_ms.is_some(),
+                    },
+                );
+                let mut t = core.customers.entry(s.customer.clone()).or_default();
+                t.live = Some(s.id);
+                t.last_activity_ms = s.created_ms;
+                if s.state == InteractionState::Assigned || s.state == InteractionState::Offered {
+                    t.last_agent = s.agent.as_deref().map(Arc::from);
+                }
+            }
+            core.live.store(st.live.len(), Ordering::Release);
+        }
+        for s in &live {
+            core.spawn_conversation(s.id, None);
+        }
+        // Every actor has rebuilt from the engine before anyone is served (a session
+        // connected before its agent's rebuild would miss what the rebuild absorbed).
+        let agents: Vec<_> = core.agents.iter().map(|r| r.clone()).collect();
+        for a in agents {
+            core.call("an agent actor starting", Some(a), AgentMsg::View)
+                .await?;
+        }
+        let queues: Vec<_> = core.queues.iter().map(|r| r.clone()).collect();
+        for q in queues {
+            core.call("a queue actor starting", Some(q), QueueMsg::Stats)
+                .await?;
+        }
+        let conversations: Vec<_> = core.conversations.iter().map(|r| r.clone()).collect();
+        for c in conversations {
+            // A conversation finished meanwhile stops: not an error.
+            let _ = core
+                .call(
+                    "a conversation actor starting",
+                    Some(c),
+                    ConversationMsg::View,
+                )
+                .await;
+        }
+        let router = core.clone();
+        journal.observe(move |p: &Published| router.route(p));
+        // Restart grace periods are the agents' actors' now; the journal's copy is
+        // fired only if an agent actor is gone (crash loop) so held work is not stuck.
+        let grace_core = Arc::downgrade(&core);
+        let grace_driver = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                let Some(core) = grace_core.upgrade() else {
+                    return;
+                };
+                let orphaned = core
+                    .shared
+                    .journal
+                    .grace_periods()
+                    .into_iter()
+                    .any(|(a, until)| {
+                        until <= core.shared.now_ms() && !core.agents.contains_key(a.as_str())
+                    });
+                if orphaned {
+                    let _ = core.shared.journal.fire_due(core.shared.now_ms());
+                }
+            }
+        });
+        Ok(Runtime {
+            core,
+            supervisor,
+            grace_driver,
+        })
+    }
+
+    /// Connects a session for `agent`: pushes start with the next event. The agent's
+    /// restart/disconnect grace period, if one runs, is cancelled.
+    pub fn connect_agent(&self, agent: &str) -> Result<AgentSession, RuntimeError> {
+        let actor = self
+            .core
+            .agents
+            .get(agent)
+            .map(|r| r.clone())
+            .ok_or_else(|| RuntimeError::UnknownAgent(agent.to_string()))?;
+        let id = self.core.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.core.shared.config.session_buffer.max(1));
+        let key: Arc<str> = Arc::from(agent);
+        self.core
+            .sessions
+            .entry(key.clone())
+            .or_default()
+            .add(id, tx);
+        let _ = actor.cast(AgentMsg::SessionOpened);
+        Ok(AgentSession {
+            core: self.core.clone(),
+            agent: key,
+            id,
+            rx,
+            permits: Arc::new(Semaphore::new(
+                self.core.shared.config.session_max_in_flight.max(1),
+            )),
+        })
+    }
+
+    /// Submits an interaction (no first message). Busy past the live-interaction limit
+    /// or when its queue is full.
+    pub async fn submit(&self, request: NewInteraction) -> Result<InteractionId, RuntimeError> {
+        self.core.submit(request).await
+    }
+
+    /// An inbound customer message: joins the customer's open conversation (on any
+    /// channel) within the switching window, continues a just-ended one with the same
+    /// agent, goes to a virtual agent, or starts a new conversation.
+    pub async fn inbound(&self, inbound: Inbound) -> Result<InboundOutcome, RuntimeError> {
+        let core = &self.core;
+        let now = core.shared.now_ms();
+        let window = core.shared.config.switch_window_ms;
+        let message = |text: &str| Message {
+            from: Sender::Customer,
+            from_id: None,
+            channel: inbound.channel.clone(),
+            text: text.to_string(),
+            sent_ms: now,
+        };
+        // 1. A virtual agent is talking with this customer.
+        if let Some(bot) = core.bots.get(&inbound.customer).map(|r| r.clone()) {
+            let (channel, text) = (inbound.channel.clone(), inbound.text.clone());
+            return core
+                .call("the virtual agent", Some(bot), move |reply| BotMsg::Say {
+                    channel,
+                    text,
+                    reply,
+                })
+                .await?;
+        }
+        // 2. An open conversation within the window: join it.
+        let track = core.customers.get(&inbound.customer).map(|t| t.clone());
+        if let Some(t) = &track
+            && let Some(live) = t.live
+            && now.saturating_sub(t.last_activity_ms) <= window
+        {
+            match core.post(live, message(&inbound.text)).await {
+                Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),
+                Err(RuntimeError::Journal(_)) => {} // finished meanwhile: start anew
+                Err(e) => return Err(e),
+            }
+        }
+        // 3. A conversation that just ended: continue it with the same agent.
+        if let Some(t) = &track
+            && t.live.is_none()
+            && let (Some(previous), Some(agent), Some(ended)) =
+                (t.last, t.last_agent.clone(), t.ended_ms)
+            && now.saturating_sub(ended) <= window
+        {
+            let mut request = NewInteraction::new(&inbound.channel, &inbound.customer);
+            request.attributes = inbound.attributes.clone();
+            request
+                .attributes
+                .insert("continues".to_string(), previous.0.to_string());
+            request.queue = inbound.queue.clone();
+            request.preferred_agent = Some(agent.to_string());
+            request.preferred_fallback_ms = core.shared.config.return_to_agent_ms;
+            let interaction = core.submit(request).await?;
+            core.post(interaction, message(&inbound.text)).await?;
+            return Ok(InboundOutcome::Returning {
+                interaction,
+                previous,
+                agent: agent.to_string(),
+            });
+        }
+        // 4. A virtual agent first.
+        if let Some(name) = &inbound.virtual_agent {
+            let bot = core
+                .virtual_agents
+                .get(name)
+                .cloned()
+                .ok_or_else(|| RuntimeError::UnknownVirtualAgent(name.clone()))?;
+            let state = BotState {
+                core: core.clone(),
+                bot,
+                base: inbound.clone(),
+                memory: BotMemory::default(),
+                messages: Vec::new(),
+            };
+            let (actor, _) = Actor::spawn_linked(None, BotActor, state, core.supervisor())
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("a virtual agent ({e})")))?;
+            core.bots.insert(inbound.customer.clone(), actor.clone());
+            let (channel, text) = (inbound.channel.clone(), inbound.text.clone());
+            return core
+                .call("the virtual agent", Some(actor), move |reply| BotMsg::Say {
+                    channel,
+                    text,
+                    reply,
+                })
+                .await?;
+        }
+        // 5. A new conversation.
+        let mut request = NewInteraction::new(&inbound.channel, &inbound.customer);
+        request.attributes = inbound.attributes.clone();
+        request.queue = inbound.queue.clone();
+        let interaction = core.submit(request).await?;
+        core.post(interaction, message(&inbound.text)).await?;
+        Ok(InboundOutcome::Created { interaction })
+    }
+
+    /// The customer left.
+    pub async fn abandon(&self, interaction: InteractionId) -> Result<Ack, RuntimeError> {
+        self.core.run(Command::Abandon { interaction }).await
+    }
+
+    /// Runs any logged operation (configuration, forced presence…).
+    pub async fn execute(&self, command: Command) -> Result<Ack, RuntimeError> {
+        self.core.run(command).await
+    }
+
+    /// An agent's state from its actor.
+    pub async fn agent_view(&self, agent: &str) -> Result<AgentView, RuntimeError> {
+        let actor = self.core.agents.get(agent).map(|r| r.clone());
+        if actor.is_none() && !self.agent_configured(agent) {
+            return Err(RuntimeError::UnknownAgent(agent.to_string()));
+        }
+        self.core
+            .call(&format!("agent `{agent}`"), actor, AgentMsg::View)
+            .await
+    }
+
+    fn agent_configured(&self, agent: &str) -> bool {
+        self.core.shared.read(|e| e.agent(agent).is_ok()).0
+    }
+
+    /// A queue's live statistics from its actor.
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, RuntimeError> {
+        let actor = self.core.queues.get(queue).map(|r| r.clone());
+        if actor.is_none() {
+            return Err(RuntimeError::UnknownQueue(queue.to_string()));
+        }
+        self.core
+            .call(&format!("queue `{queue}`"), actor, QueueMsg::Stats)
+            .await
+    }
+
+    /// A conversation: from its actor while live, else rebuilt from the engine (kept
+    /// there for the journal's `retain_finished_ms` after it finished).
+    pub async fn conversation(
+        &self,
+        interaction: InteractionId,
+    ) -> Result<ConversationView, RuntimeError> {
+        let actor = self.core.conversations.get(&interaction).map(|r| r.clone());
+        if actor.is_some() {
+            match self
+                .core
+                .call(
+                    &format!("conversation {interaction}"),
+                    actor,
+                    ConversationMsg::View,
+                )
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(RuntimeError::Unavailable(_)) => {} // finished meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        let (snapshot, _) = self.core.shared.read(|e| e.interaction(interaction));
+        let s = snapshot.map_err(|e| RuntimeError::Journal(e.into()))?;
+        Ok(view_from_snapshot(s))
+    }
+
+    /// Every conversation of a customer the engine still holds, oldest first.
+    pub fn customer_history(&self, customer: &str) -> Vec<ConversationView> {
+        let (mut found, _) = self.core.shared.read(|e| {
+            e.interaction_ids()
+                .into_iter()
+                .filter_map(|id| e.interaction(id).ok())
+                .filter(|s| s.customer == customer)
+                .collect::<Vec<_>>()
+        });
+        found.sort_by_key(|s| s.id);
+        found.into_iter().map(view_from_snapshot).collect()
+    }
+
+    /// The ordered stream of routing events (bounded; a subscriber that falls behind
+    /// is told how many records it missed).
+    pub fn subscribe(&self) -> Subscription {
+        self.core.bus.subscribe()
+    }
+
+    /// Live interactions (admitted, not yet completed or abandoned).
+    pub fn live_interactions(&self) -> usize {
+        self.core.live.load(Ordering::Acquire)
+    }
+
+    /// Running conversation actors.
+    pub fn conversation_actors(&self) -> usize {
+        self.core.conversations.len()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Clock {
+        self.core.shared.clock
+    }
+
+    /// Reads the engine.
+    pub fn read<R>(&self, f: impl FnOnce(&omniroute_engine::Engine) -> R) -> R {
+        self.core.shared.read(f).0
+    }
+
+    /// Fault injection: makes an actor panic, to drill supervision. Returns whether
+    /// the actor was running.
+    pub fn inject_panic(&self, key: &ActorKey) -> bool {
+        match key {
+            ActorKey::Agent(a) => self
+                .core
+                .agents
+                .get(a.as_str())
+                .is_some_and(|r| r.cast(AgentMsg::Crash).is_ok()),
+            ActorKey::Queue(q) => self
+                .core
+                .queues
+                .get(q.as_str())
+                .is_some_and(|r| r.cast(QueueMsg::Crash).is_ok()),
+            ActorKey::Conversation(i) => self
+                .core
+                .conversations
+                .get(i)
+                .is_some_and(|r| r.cast(ConversationMsg::Crash).is_ok()),
+        }
+    }
+
+    /// Stops every actor.
+    pub fn shutdown(&self) {
+        self.grace_driver.abort();
+        self.supervisor.stop_children(None);
+        self.supervisor.stop(None);
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn view_from_snapshot(s: omniroute_engine::InteractionSnapshot) -> ConversationView {
+    let mut participants = std::collections::BTreeSet::from(["customer".to_string()]);
+    let mut channels = vec![s.channel.clone()];
+    let mut entries = Vec::new();
+    for h in &s.history {
+        if let omniroute_engine::HistoryEntry::Accepted { agent, .. } = h {
+            participants.insert(format!("agent:{agent}"));
+        }
+        if let Some(e) = transcript::from_history(h) {
+            match (e.from, &e.from_id) {
+                (Sender::Agent, Some(a)) => {
+                    participants.insert(format!("agent:{a}"));
+                }
+                (Sender::VirtualAgent, Some(a)) => {
+                    participants.insert(format!("virtual_agent:{a}"));
+                }
+                (Sender::Customer, _) if !channels.contains(&e.channel) => {
+                    channels.push(e.channel.clone())
+                }
+                _ => {}
+            }
+            entries.push(e);
+        }
+    }
+    ConversationView {
+        interaction: s.id,
+        customer: s.customer,
+        channel: s.channel,
+        queue: s.queue,
+        attributes: s.attributes,
+        state: s.state,
+        agent: s.agent,
+        participants,
+        channels,
+        transcript: entries,
+    }
+}

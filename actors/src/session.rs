@@ -1,0 +1,169 @@
+//! Agent sessions: what the server pushes to a connected agent, and the bounded
+//! per-session buffer that carries it.
+
+use crate::transcript::TranscriptEntry;
+use omniroute_engine::{InteractionId, Presence, TimeMs, TransferTarget, WorkSnapshot};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// An offer as pushed to the agent: the work and everything known about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferPush {
+    /// Interaction.
+    pub interaction: InteractionId,
+    /// Its queue.
+    pub queue: String,
+    /// Its channel.
+    pub channel: String,
+    /// Offer number (answers name it implicitly: one offer per interaction at a time).
+    pub offer_seq: u32,
+    /// When the offer times out (Unix ms).
+    pub deadline_ms: TimeMs,
+    /// Accepted on the agent's behalf.
+    pub auto_accepted: bool,
+    /// The customer.
+    pub customer: String,
+    /// The interaction's attributes, including what a virtual agent collected.
+    pub attributes: BTreeMap<String, String>,
+    /// The transcript so far (a transferred conversation carries all of it).
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+/// What an agent's actor tells the agent's sessions, unasked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Push {
+    /// New work offered.
+    Offer(Arc<OfferPush>),
+    /// An offer ended without acceptance: `rejected`, `timed_out`, `customer_left`,
+    /// `agent_offline`, `server_restart`.
+    OfferEnded {
+        /// Interaction.
+        interaction: InteractionId,
+        /// How.
+        reason: String,
+    },
+    /// The agent accepted: the work is assigned.
+    Assigned {
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// A new line in the transcript of work the agent holds.
+    Message {
+        /// Interaction.
+        interaction: InteractionId,
+        /// The line.
+        entry: TranscriptEntry,
+    },
+    /// Completed; wrap-up runs until the time given, if any.
+    Completed {
+        /// Interaction.
+        interaction: InteractionId,
+        /// End of wrap-up.
+        wrap_up_until_ms: Option<TimeMs>,
+    },
+    /// Wrap-up over; the capacity is free.
+    WrapUpEnded {
+        /// Interaction.
+        interaction: InteractionId,
+    },
+    /// The agent transferred the work away.
+    TransferredAway {
+        /// Interaction.
+        interaction: InteractionId,
+        /// Where.
+        to: TransferTarget,
+    },
+    /// The agent's presence changed (by the agent, a supervisor, or missed offers).
+    Presence {
+        /// New presence.
+        presence: Presence,
+    },
+    /// This session fell behind: `missed` pushes were dropped for it. Re-read the
+    /// agent's state ([`AgentView`]) to resynchronise.
+    Lagged {
+        /// Pushes dropped.
+        missed: u64,
+    },
+    /// The agent's actor was restarted after a failure: here is its whole state.
+    Resync(AgentView),
+}
+
+/// An agent as its actor sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// Agent id.
+    pub agent: String,
+    /// Presence.
+    pub presence: Presence,
+    /// Work in hand (offered, assigned, wrap-up).
+    pub work: Vec<WorkSnapshot>,
+    /// Offers outstanding and their deadlines.
+    pub offers: Vec<(InteractionId, TimeMs)>,
+    /// Offers missed in a row (timed out), reset by an acceptance.
+    pub consecutive_misses: u32,
+    /// Sessions connected.
+    pub sessions: usize,
+    /// Restart grace running after the last session dropped: when it ends.
+    pub grace_until_ms: Option<TimeMs>,
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Push>,
+    missed: u64,
+}
+
+/// An agent's connected sessions. Kept outside the agent's actor so a restarted actor
+/// finds them again (sessions survive an actor failure).
+#[derive(Default)]
+pub(crate) struct SessionSet {
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl SessionSet {
+    pub fn add(&self, id: u64, tx: mpsc::Sender<Push>) {
+        self.slots.lock().push(Slot { id, tx, missed: 0 });
+    }
+
+    pub fn remove(&self, id: u64) -> usize {
+        let mut slots = self.slots.lock();
+        slots.retain(|s| s.id != id);
+        slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    /// Pushes to every session without waiting: a full buffer drops the push for that
+    /// session and counts it; the next push that fits is preceded by `Lagged`.
+    pub fn push(&self, push: Push) {
+        let mut slots = self.slots.lock();
+        slots.retain_mut(|slot| {
+            if slot.missed > 0 {
+                match slot.tx.try_send(Push::Lagged {
+                    missed: slot.missed,
+                }) {
+                    Ok(()) => slot.missed = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        slot.missed += 1;
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            match slot.tx.try_send(push.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    slot.missed += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}

@@ -1,0 +1,520 @@
+//! The actor runtime on tokio's paused clock: whole journeys through agent, queue and
+//! conversation actors, timers on virtual time, channel switching, the virtual agent,
+//! admission limits, disconnect grace and supervision (actors made to panic
+//! mid-interaction).
+
+use omniroute_actors::center::Clock;
+use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, MemoryStore};
+use omniroute_actors::engine::*;
+use omniroute_actors::virtual_agent::RuleBasedAgent;
+use omniroute_actors::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+
+const BASE: u64 = 1_764_000_000_000;
+
+fn agent(id: &str) -> AgentDef {
+    AgentDef {
+        id: id.into(),
+        name: id.into(),
+        skills: vec![SkillLevel {
+            skill: "s".into(),
+            proficiency: 5,
+        }],
+        capacity: CapacityProfile::simple(10, &["chat", "sms", "email"]),
+    }
+}
+
+fn center(agents: &[&str]) -> CenterConfig {
+    let mut config = common::one_queue_center();
+    config.queues[0].offer_timeout_ms = 30_000;
+    config.queues[0].wrap_up_ms = 60_000;
+    config.queues.push(QueueDef::new("billing", &[("s", 1)]));
+    config.agents = agents.iter().map(|a| agent(a)).collect();
+    config
+}
+
+async fn start(config: CenterConfig, rc: RuntimeConfig) -> Runtime {
+    let (journal, _) = Journal::open(
+        Arc::new(MemoryStore::new()),
+        Some(config),
+        JournalConfig {
+            durability: Durability::Batched { flush_every_ms: 5 },
+            external_timers: true,
+            ..Default::default()
+        },
+        BASE,
+    )
+    .unwrap();
+    Runtime::start(
+        journal,
+        Clock::starting_at(BASE),
+        rc,
+        vec![Arc::new(RuleBasedAgent::demo())],
+    )
+    .await
+    .unwrap()
+}
+
+/// Lets the actors drain their mailboxes (virtual time does not move while tasks run).
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The next push, skipping presence changes.
+async fn next(s: &mut AgentSession) -> Push {
+    loop {
+        let p = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("a push within 5 s of virtual time")
+            .expect("session open");
+        if !matches!(p, Push::Presence { .. }) {
+            return p;
+        }
+    }
+}
+
+async fn online(rt: &Runtime, id: &str) -> AgentSession {
+    let s = rt.connect_agent(id).unwrap();
+    s.set_presence(Presence::Available).await.unwrap();
+    s
+}
+
+/// A new chat conversation from `customer`, offered to and accepted by `agent`.
+async fn chat_accepted(
+    rt: &Runtime,
+    agent: &mut AgentSession,
+    customer: &str,
+    text: &str,
+) -> InteractionId {
+    let out = rt
+        .inbound(Inbound::new("chat", customer, text))
+        .await
+        .unwrap();
+    let InboundOutcome::Created { interaction } = out else {
+        panic!("{out:?}")
+    };
+    let Push::Offer(_) = next(agent).await else {
+        panic!("offer expected")
+    };
+    agent.accept(interaction).await.unwrap();
+    interaction
+}
+
+fn texts(v: &ConversationViewAlias) -> Vec<String> {
+    v.transcript.iter().map(|e| e.text.clone()).collect()
+}
+
+type ConversationViewAlias = omniroute_actors::conversation::ConversationView;
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_journey_with_transfer_keeps_the_transcript_and_runs_wrap_up_on_virtual_time() {
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-1", "hello, my router is broken"))
+        .await
+        .unwrap();
+    let InboundOutcome::Created { interaction: id } = out else {
+        panic!("{out:?}")
+    };
+    let Push::Offer(offer) = next(&mut ana).await else {
+        panic!("offer expected")
+    };
+    assert_eq!(offer.interaction, id);
+    assert_eq!(offer.customer, "cust-1");
+    // The customer's first message is logged just after the offer: it follows as a push.
+    let Push::Message { entry, .. } = next(&mut ana).await else {
+        panic!()
+    };
+    assert_eq!(entry.text, "hello, my router is broken");
+    ana.accept(id).await.unwrap();
+    assert_eq!(next(&mut ana).await, Push::Assigned { interaction: id });
+    ana.send_message(id, "let me check", None).await.unwrap();
+    let Push::Message { entry, .. } = next(&mut ana).await else {
+        panic!()
+    };
+    assert_eq!(
+        (entry.from, entry.text.as_str()),
+        (Sender::Agent, "let me check")
+    );
+    // The customer writes again: it joins the open conversation.
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-1", "thanks"))
+        .await
+        .unwrap();
+    assert_eq!(out, InboundOutcome::Joined { interaction: id });
+    assert!(matches!(next(&mut ana).await, Push::Message { .. }));
+
+    // Transfer to bob: his offer carries the whole transcript.
+    let mut bob = online(&rt, "bob").await;
+    ana.transfer(id, TransferTarget::Agent("bob".into()))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut ana).await, Push::TransferredAway { .. }));
+    let Push::Offer(offer) = next(&mut bob).await else {
+        panic!("bob gets the offer")
+    };
+    let lines: Vec<&str> = offer.transcript.iter().map(|e| e.text.as_str()).collect();
+    for said in ["hello, my router is broken", "let me check", "thanks"] {
+        assert!(lines.contains(&said), "{said} missing from {lines:?}");
+    }
+    assert!(
+        lines.contains(&"transferred by ana to agent:bob"),
+        "{lines:?}"
+    );
+    bob.accept(id).await.unwrap();
+    assert_eq!(next(&mut bob).await, Push::Assigned { interaction: id });
+    bob.complete(id, None).await.unwrap();
+    let Push::Completed {
+        wrap_up_until_ms: Some(until),
+        ..
+    } = next(&mut bob).await
+    else {
+        panic!()
+    };
+    assert!(
+        bob.view()
+            .await
+            .unwrap()
+            .work
+            .iter()
+            .any(|w| w.phase == "wrap_up")
+    );
+    // Wrap-up ends by the agent actor's timer, 60 s of virtual time later.
+    tokio::time::sleep(Duration::from_millis(until - rt.clock().now_ms() + 10)).await;
+    assert_eq!(next(&mut bob).await, Push::WrapUpEnded { interaction: id });
+    settle().await;
+    assert!(bob.view().await.unwrap().work.is_empty());
+    assert_eq!(
+        rt.conversation_actors(),
+        0,
+        "the conversation actor stops when done"
+    );
+    assert_eq!(rt.live_interactions(), 0);
+    // The transcript outlives the actor (it is in the engine and the log).
+    let v = rt.conversation(id).await.unwrap();
+    assert_eq!(v.state, InteractionState::Completed);
+    assert!(v.participants.contains("agent:ana") && v.participants.contains("agent:bob"));
+    assert!(texts(&v).contains(&"thanks".to_string()));
+    let stats = rt.queue_stats("q").await.unwrap();
+    assert_eq!(stats.windows[0].answered, 1);
+    assert_eq!(
+        rt.read(|e| e.check_invariants(rt.clock().now_ms())),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_offer_times_out_by_the_agent_actor_and_counts_a_miss() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = rt.submit(NewInteraction::new("chat", "c")).await.unwrap();
+    assert!(matches!(next(&mut ana).await, Push::Offer(_)));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        next(&mut ana).await,
+        Push::OfferEnded {
+            interaction: id,
+            reason: "timed_out".into()
+        }
+    );
+    // Re-offered to her (the only agent) after the miss.
+    assert!(matches!(next(&mut ana).await, Push::Offer(_)));
+    assert_eq!(ana.view().await.unwrap().consecutive_misses, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_customer_switching_channel_joins_the_open_conversation_then_returns_to_the_same_agent() {
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "cust-7", "hi on chat").await;
+    // Same customer on SMS a minute later: same conversation, same agent.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let out = rt
+        .inbound(Inbound::new("sms", "cust-7", "now on sms"))
+        .await
+        .unwrap();
+    assert_eq!(out, InboundOutcome::Joined { interaction: id });
+    let v = rt.conversation(id).await.unwrap();
+    assert_eq!(v.channels, vec!["chat".to_string(), "sms".to_string()]);
+    // The agent's reply goes out on the channel the customer last used.
+    ana.send_message(id, "got it", None).await.unwrap();
+    settle().await;
+    let v = rt.conversation(id).await.unwrap();
+    assert_eq!(v.transcript.last().unwrap().channel, "sms");
+    ana.complete(id, None).await.unwrap();
+    // Bob is available too, but the returning customer waits for ana first.
+    let _bob = online(&rt, "bob").await;
+    tokio::time::sleep(Duration::from_secs(61)).await; // ana's wrap-up ends
+    let out = rt
+        .inbound(Inbound::new("email", "cust-7", "one more thing"))
+        .await
+        .unwrap();
+    let InboundOutcome::Returning {
+        interaction: again,
+        previous,
+        agent,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((previous, agent.as_str()), (id, "ana"));
+    settle().await;
+    let s = rt.read(|e| e.interaction(again).unwrap());
+    assert_eq!(s.agent.as_deref(), Some("ana"), "offered to the same agent");
+    // Outside the window a message starts a fresh conversation.
+    let _ = rt.abandon(again).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_virtual_agent_collects_data_and_escalates_with_it_visible_to_the_agent() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let mut first = Inbound::new("chat", "cust-9", "I want a refund");
+    first.virtual_agent = Some("order-bot".into());
+    let out = rt.inbound(first).await.unwrap();
+    assert!(
+        matches!(out, InboundOutcome::Bot { ref reply } if reply.contains("order number")),
+        "{out:?}"
+    );
+    // Nothing reached an agent yet.
+    assert!(
+        ana.try_next().is_none() || matches!(ana.try_next(), Some(Push::Presence { .. }) | None)
+    );
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-9", "it is order 4455667"))
+        .await
+        .unwrap();
+    let InboundOutcome::Escalated { interaction, .. } = out else {
+        panic!("{out:?}")
+    };
+    let Push::Offer(offer) = next(&mut ana).await else {
+        panic!()
+    };
+    assert_eq!(offer.interaction, interaction);
+    assert_eq!(offer.attributes["intent"], "refund");
+    assert_eq!(offer.attributes["order_number"], "4455667");
+    assert_eq!(offer.attributes["virtual_agent"], "order-bot");
+    ana.accept(interaction).await.unwrap();
+    settle().await;
+    let v = rt.conversation(interaction).await.unwrap();
+    let lines = texts(&v);
+    assert!(lines.contains(&"I want a refund".to_string()), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("collected: intent=refund, order_number=4455667"))
+    );
+    assert!(v.participants.contains("virtual_agent:order-bot"));
+    // A question it can answer is resolved without an agent.
+    let mut q = Inbound::new("chat", "cust-10", "where is my order 1234567?");
+    q.virtual_agent = Some("order-bot".into());
+    assert!(matches!(
+        rt.inbound(q).await.unwrap(),
+        InboundOutcome::Resolved { .. }
+    ));
+    let mut bad = Inbound::new("chat", "cust-11", "hi");
+    bad.virtual_agent = Some("nobody".into());
+    assert!(matches!(
+        rt.inbound(bad).await,
+        Err(RuntimeError::UnknownVirtualAgent(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_the_limits_callers_get_busy_and_nothing_is_admitted() {
+    let mut config = center(&[]);
+    config.queues[1].max_waiting = 1;
+    let rt = start(
+        config,
+        RuntimeConfig {
+            max_live_interactions: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    rt.submit(NewInteraction::new("chat", "a").to_queue("billing"))
+        .await
+        .unwrap();
+    let full = rt
+        .submit(NewInteraction::new("chat", "b").to_queue("billing"))
+        .await;
+    assert!(
+        matches!(full, Err(RuntimeError::Busy(ref m)) if m.contains("billing")),
+        "{full:?}"
+    );
+    rt.submit(NewInteraction::new("chat", "c")).await.unwrap();
+    rt.submit(NewInteraction::new("chat", "d")).await.unwrap();
+    let over = rt.submit(NewInteraction::new("chat", "e")).await;
+    assert!(
+        matches!(over, Err(RuntimeError::Busy(ref m)) if m.contains("limit is 3")),
+        "{over:?}"
+    );
+    assert_eq!(rt.live_interactions(), 3);
+    assert_eq!(rt.read(|e| e.interaction_ids().len()), 3);
+    assert!(matches!(
+        rt.connect_agent("ghost"),
+        Err(RuntimeError::UnknownAgent(_))
+    ));
+    assert!(matches!(
+        rt.queue_stats("ghost").await,
+        Err(RuntimeError::UnknownQueue(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_returns_to_its_queue_when_a_disconnected_agent_does_not_come_back() {
+    let rt = start(
+        center(&["ana", "bob"]),
+        RuntimeConfig {
+            disconnect_grace_ms: 20_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut ana = online(&rt, "ana").await;
+    let id = rt.submit(NewInteraction::new("chat", "c")).await.unwrap();
+    let Push::Offer(_) = next(&mut ana).await else {
+        panic!()
+    };
+    ana.accept(id).await.unwrap();
+    drop(ana);
+    // Back within the grace: nothing changes.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ana = rt.connect_agent("ana").unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        rt.read(|e| e.interaction(id).unwrap().state),
+        InteractionState::Assigned
+    );
+    drop(ana);
+    // Gone for good: offline, and the work goes back to be routed to bob.
+    let mut bob = online(&rt, "bob").await;
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    settle().await;
+    assert_eq!(
+        rt.read(|e| e.agent("ana").unwrap().presence),
+        Presence::Offline
+    );
+    let Push::Offer(offer) = next(&mut bob).await else {
+        panic!()
+    };
+    assert_eq!(offer.interaction, id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_actor_is_restarted_from_the_engine_without_losing_or_duplicating_work() {
+    let mut config = center(&["ana"]);
+    config.queues[1] = QueueDef::new("billing", &[("s", 2)]);
+    config.queues[1].relaxation = vec![RelaxationStep {
+        after_ms: 30_000,
+        action: RelaxationAction::LowerProficiency {
+            skill: "s".into(),
+            to: 1,
+        },
+    }];
+    let rt = start(config, RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "c1", "first").await;
+    ana.send_message(id, "hello from ana", None).await.unwrap();
+    settle().await;
+    let before = rt.conversation(id).await.unwrap();
+
+    // The conversation actor panics mid-interaction.
+    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
+    settle().await;
+    rt.inbound(Inbound::new("chat", "c1", "second"))
+        .await
+        .unwrap();
+    settle().await;
+    let after = rt.conversation(id).await.unwrap();
+    let mut expected = texts(&before);
+    expected.push("second".into());
+    assert_eq!(texts(&after), expected, "nothing lost, nothing doubled");
+
+    // The agent actor panics: its session survives and is resynchronised.
+    while ana.try_next().is_some() {}
+    assert!(rt.inject_panic(&ActorKey::Agent("ana".into())));
+    settle().await;
+    let Push::Resync(view) = next(&mut ana).await else {
+        panic!("resync expected")
+    };
+    assert_eq!(view.work.len(), 1);
+    assert_eq!(view.work[0].phase, "assigned");
+    // It still serves: completion, then the wrap-up timer (re-armed) ends the work.
+    ana.complete(id, None).await.unwrap();
+    assert!(matches!(next(&mut ana).await, Push::Completed { .. }));
+    assert!(rt.inject_panic(&ActorKey::Agent("ana".into())));
+    settle().await;
+    assert!(matches!(next(&mut ana).await, Push::Resync(_)));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(next(&mut ana).await, Push::WrapUpEnded { interaction: id });
+
+    // The queue actor panics while work waits with a relaxation step due: the step
+    // still happens (its timer is re-armed from the engine).
+    ana.set_presence(Presence::Away {
+        reason: "break".into(),
+    })
+    .await
+    .unwrap();
+    let waiting = rt
+        .submit(NewInteraction::new("chat", "c2").to_queue("billing"))
+        .await
+        .unwrap();
+    settle().await;
+    assert!(rt.inject_panic(&ActorKey::Queue("billing".into())));
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    settle().await;
+    let s = rt.read(|e| e.interaction(waiting).unwrap());
+    assert_eq!(s.relaxation_steps_applied, 1, "{:?}", s.history);
+    // No duplicated work anywhere: one interaction per submit, invariants hold.
+    assert_eq!(rt.read(|e| e.interaction_ids().len()), 2);
+    assert_eq!(
+        rt.read(|e| e.check_invariants(rt.clock().now_ms())),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rt.read(|e| e
+            .interaction(id)
+            .unwrap()
+            .history
+            .iter()
+            .filter(|h| matches!(h, HistoryEntry::Accepted { .. }))
+            .count()),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_event_stream_carries_routing_events_in_order() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut sub = rt.subscribe();
+    let ana = online(&rt, "ana").await;
+    let id = rt.submit(NewInteraction::new("chat", "c")).await.unwrap();
+    ana.accept(id).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 4 {
+        match sub.next().await {
+            omniroute_actors::bus::Delivery::Record(r) => {
+                for e in &r.events {
+                    kinds.push(match e {
+                        Event::PresenceChanged { .. } => "presence",
+                        Event::Created { .. } => "created",
+                        Event::Offered { .. } => "offered",
+                        Event::Accepted { .. } => "accepted",
+                        Event::Queued { .. } => "queued",
+                        _ => "other",
+                    });
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["presence", "created", "offered", "accepted"]);
+}

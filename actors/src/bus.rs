@@ -43,8 +43,10 @@ impl EventBus {
 
     /// Publishes one record to every current subscriber (never blocks).
     pub fn publish(&self, record: &Published) {
-        // No subscriber is not an error: nobody is watching.
-        let _ = self.tx.send(Arc::new(record.clone()));
+        // No subscriber is not an error: nobody is watching (and nothing is copied).
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(record.clone()));
+        }
     }
 
     /// The function to hand to `Journal::observe`.

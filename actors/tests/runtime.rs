@@ -518,3 +518,149 @@ async fn the_event_stream_carries_routing_events_in_order() {
     }
     assert_eq!(kinds, ["presence", "created", "offered", "accepted"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_server_restart_the_actors_rebuild_from_the_log_and_agents_get_their_grace() {
+    let store = Arc::new(MemoryStore::new());
+    let jc = || JournalConfig {
+        durability: Durability::Sync,
+        external_timers: true,
+        reconnect_grace_ms: 60_000,
+        ..Default::default()
+    };
+    let (journal, _) =
+        Journal::open(store.clone(), Some(center(&["ana", "bob"])), jc(), BASE).unwrap();
+    let rt = Runtime::start(
+        journal,
+        Clock::starting_at(BASE),
+        RuntimeConfig::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "c1", "before the restart").await;
+    ana.send_message(id, "on it", None).await.unwrap();
+    let waiting = rt
+        .submit(NewInteraction::new("chat", "c2").to_queue("billing"))
+        .await
+        .unwrap();
+    let before = rt.conversation(id).await.unwrap();
+    drop(ana);
+    drop(rt);
+    // Power cut (sync mode: everything acknowledged is in the store), then a new server.
+    store.crash();
+    let later = BASE + 5_000;
+    let (journal, report) = Journal::open(store.clone(), None, jc(), later).unwrap();
+    assert!(report.agents_in_grace.contains(&"ana".to_string()));
+    let rt = Runtime::start(
+        journal,
+        Clock::starting_at(later),
+        RuntimeConfig::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rt.live_interactions(), 2);
+    assert_eq!(rt.conversation_actors(), 2);
+    let after = rt.conversation(id).await.unwrap();
+    assert_eq!(
+        texts(&after),
+        texts(&before),
+        "transcript kept across the restart"
+    );
+    // Ana comes back within the grace: her work is still hers; she finishes it.
+    let mut ana = rt.connect_agent("ana").unwrap();
+    ana.set_presence(Presence::Available).await.unwrap();
+    let view = ana.view().await.unwrap();
+    assert!(
+        view.work
+            .iter()
+            .any(|w| w.interaction == id && w.phase == "assigned"),
+        "{view:?}"
+    );
+    // The work that waited through the restart is routed again: offered to her.
+    let Push::Offer(offer) = next(&mut ana).await else {
+        panic!()
+    };
+    assert_eq!(offer.interaction, waiting);
+    ana.accept(waiting).await.unwrap();
+    assert_eq!(
+        next(&mut ana).await,
+        Push::Assigned {
+            interaction: waiting
+        }
+    );
+    ana.complete(id, None).await.unwrap();
+    assert!(matches!(next(&mut ana).await, Push::Completed { .. }));
+    // The wrap-up timer of ana's work was armed by her rebuilt actor.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(next(&mut ana).await, Push::WrapUpEnded { interaction: id });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_durability_on_real_time_serves_many_agents_at_once() {
+    let agents: Vec<String> = (0..20).map(|n| format!("a{n}")).collect();
+    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let mut config = center(&names);
+    config.queues[0].wrap_up_ms = 0;
+    let (journal, _) = Journal::open(
+        Arc::new(MemoryStore::new()),
+        Some(config),
+        JournalConfig {
+            external_timers: true,
+            ..Default::default()
+        },
+        BASE,
+    )
+    .unwrap();
+    let rt = Arc::new(
+        Runtime::start(
+            journal,
+            Clock::starting_at(BASE),
+            RuntimeConfig::default(),
+            vec![],
+        )
+        .await
+        .unwrap(),
+    );
+    let completed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for a in &agents {
+        let mut s = online(&rt, a).await;
+        let completed = completed.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(push) = s.next().await {
+                match push {
+                    Push::Offer(o) => {
+                        s.accept(o.interaction).await.unwrap();
+                    }
+                    Push::Assigned { interaction } => {
+                        s.complete(interaction, None).await.unwrap();
+                    }
+                    Push::Completed { .. } => {
+                        completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for n in 0..200 {
+        rt.submit(NewInteraction::new("chat", &format!("c{n}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while completed.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every interaction completed");
+    for t in &tasks {
+        t.abort();
+    }
+    assert_eq!(rt.live_interactions(), 0);
+    assert_eq!(rt.read(|e| e.check_invariants(BASE)), Vec::<String>::new());
+}

@@ -15,6 +15,10 @@
 //! `cargo bench --bench actors` (all) or name parts: `-- latency lifecycles memory`.
 //! `OMNIROUTE_BENCH_QUICK=1` runs each for a fraction of the time.
 
+/// The binary's allocator (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use omniroute_actors::center::Clock;
 use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, SledStore};
 use omniroute_actors::engine::*;
@@ -245,26 +249,32 @@ fn lifecycles() {
         let _drivers = drive_agents(&rt, agents, Arc::new(|_| {}), done.clone(), finished.clone());
         tokio::time::sleep(Duration::from_millis(200)).await;
         let seconds = if quick() { 1.0 } else { 5.0 };
-        let submitter = {
-            let rt = rt.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                loop {
-                    let permit = done.acquire().await.unwrap();
-                    permit.forget();
-                    if rt.submit(NewInteraction::new("chat", "c")).await.is_err() {
-                        return;
+        // Customers arrive from several connections at once (one submitter would
+        // measure one task's speed, not the server's).
+        let submitters: Vec<_> = (0..4)
+            .map(|_| {
+                let rt = rt.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let permit = done.acquire().await.unwrap();
+                        permit.forget();
+                        if rt.submit(NewInteraction::new("chat", "c")).await.is_err() {
+                            return;
+                        }
                     }
-                }
+                })
             })
-        };
+            .collect();
         tokio::time::sleep(Duration::from_millis(500)).await; // warm-up
         let f0 = finished.load(Ordering::Relaxed);
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
         let f1 = finished.load(Ordering::Relaxed);
         let rate = (f1 - f0) as f64 / t0.elapsed().as_secs_f64();
-        submitter.abort();
+        for s in &submitters {
+            s.abort();
+        }
         println!(
             "lifecycles: {:.0} full lifecycles/s (submit → offer → accept → complete → 1 ms wrap-up ended) with {agents} agents, {in_flight} in flight, over {seconds} s",
             rate

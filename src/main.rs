@@ -8,6 +8,10 @@
 
 mod drive;
 
+/// mimalloc: see the workspace Cargo.toml (measured in `cargo bench --bench actors`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use omniroute_engine::journal::{Journal, JournalConfig, SledStore};
 use omniroute_engine::*;

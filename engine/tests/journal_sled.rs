@@ -379,3 +379,78 @@ fn records_larger_than_a_sled_blob_round_trip_through_sync() {
     let (_, value) = store.read_from(1).next().unwrap().unwrap();
     assert_eq!(value, big);
 }
+
+#[test]
+fn records_are_packed_into_blocks_and_cut_or_truncated_inside_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SledStore::open(tmp.path()).unwrap();
+    for k in 1..=50u64 {
+        store.append(k, format!("record {k}").as_bytes()).unwrap();
+    }
+    store.sync().unwrap();
+    let keys = |store: &SledStore, from: u64| -> Vec<u64> {
+        store
+            .read_from(from)
+            .map(|e| u64::from_be_bytes(e.unwrap().0.try_into().unwrap()))
+            .collect()
+    };
+    assert_eq!(keys(&store, 1), (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        keys(&store, 37),
+        (37..=50).collect::<Vec<_>>(),
+        "read from inside a block"
+    );
+    assert_eq!(store.remove_from(20).unwrap(), 31);
+    assert_eq!(store.remove_through(10).unwrap(), 10);
+    store.sync().unwrap();
+    drop(store);
+    let store = SledStore::open(tmp.path()).unwrap();
+    assert_eq!(keys(&store, 0), (11..=19).collect::<Vec<_>>());
+    let (_, v) = store.read_from(15).next().unwrap().unwrap();
+    assert_eq!(v, b"record 15");
+    // Appends go on after the cut.
+    store.append(20, b"again").unwrap();
+    store.sync().unwrap();
+    assert_eq!(keys(&store, 19), vec![19, 20]);
+}
+
+#[test]
+fn a_damaged_block_frame_is_refused_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let batched = JournalConfig {
+        durability: Durability::Batched {
+            flush_every_ms: 60_000,
+        },
+        ..jc(0)
+    };
+    for round in 0..2u64 {
+        let config = (round == 0).then(center2);
+        let (j, _) = Journal::open_dir(dir, config, batched.clone(), round * 100).unwrap();
+        for k in 0..20 {
+            j.execute(
+                Command::Submit {
+                    request: NewInteraction::new("email", &format!("c{round}-{k}"))
+                        .to_queue("billing"),
+                },
+                round * 100 + k + 1,
+            )
+            .unwrap();
+        }
+    }
+    {
+        // Flip a byte in the first block's length fields (its frame, not a record).
+        let db = sled::open(dir.join("sled")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let (k, v) = log.iter().next().unwrap().unwrap();
+        assert_eq!(v[0], 0xB7, "a block");
+        let mut v = v.to_vec();
+        v[9 + 9] ^= 0x40;
+        log.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Journal::open_dir(dir, None, jc(0), 1_000)
+        .err()
+        .expect("refused");
+    assert!(matches!(err, JournalError::Corrupt { key: 1, .. }), "{err}");
+}

@@ -17,8 +17,13 @@ const RECLAIM_RETRY_MS: u64 = 10_000;
 
 /// Messages an agent actor handles.
 pub enum AgentMsg {
-    /// (Re)build state from the engine; events up to the record read are ignored.
-    Rebuild,
+    /// (Re)build state from the engine; events up to the record read are ignored. With
+    /// `announce`, sessions get a `Resync` and every outstanding offer again (after an
+    /// actor failure that may have swallowed pushes).
+    Rebuild {
+        /// Tell the sessions.
+        announce: bool,
+    },
     /// An offer, with the conversation's context, forwarded by its conversation actor.
     Offer {
         /// Record sequence.
@@ -30,6 +35,8 @@ pub enum AgentMsg {
     Routed {
         /// Record sequence.
         seq: u64,
+        /// When it happened.
+        at_ms: TimeMs,
         /// The event.
         event: Event,
     },
@@ -118,10 +125,15 @@ impl AgentState {
         }
     }
 
-    fn rebuild(&mut self, myself: &ActorRef<AgentMsg>, grace_until: Option<TimeMs>) {
+    fn rebuild(
+        &mut self,
+        myself: &ActorRef<AgentMsg>,
+        grace_until: Option<TimeMs>,
+        announce: bool,
+    ) {
         self.clear_timers();
         let id = self.id.clone();
-        let ((snapshot, timers), seq) = self.core.shared.read(|engine| {
+        let ((snapshot, timers, offers), seq) = self.core.shared.read(|engine| {
             let snapshot = engine.agent(&id).ok();
             let mine: Vec<InteractionId> = snapshot
                 .as_ref()
@@ -140,12 +152,60 @@ impl AgentState {
                     })
                     .collect()
             };
-            (snapshot, timers)
+            // The offers in hand, with their context, to push again when announcing.
+            let offers: Vec<OfferPush> = if announce {
+                snapshot
+                    .iter()
+                    .flat_map(|s| s.work.iter())
+                    .filter(|w| w.phase == "offered")
+                    .filter_map(|w| engine.interaction(w.interaction).ok())
+                    .map(|i| {
+                        let deadline_ms = timers
+                            .iter()
+                            .find_map(|(due, t)| match t {
+                                Timer::OfferTimeout { interaction, .. } if *interaction == i.id => {
+                                    Some(*due)
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or(0);
+                        let offer_seq = timers
+                            .iter()
+                            .find_map(|(_, t)| match t {
+                                Timer::OfferTimeout {
+                                    interaction,
+                                    offer_seq,
+                                } if *interaction == i.id => Some(*offer_seq),
+                                _ => None,
+                            })
+                            .unwrap_or(0);
+                        OfferPush {
+                            interaction: i.id,
+                            queue: i.queue.clone(),
+                            channel: i.channel.clone(),
+                            offer_seq,
+                            deadline_ms,
+                            auto_accepted: deadline_ms == 0,
+                            customer: i.customer.clone(),
+                            attributes: i.attributes.clone(),
+                            transcript: i
+                                .history
+                                .iter()
+                                .filter_map(crate::transcript::from_history)
+                                .collect(),
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (snapshot, timers, offers)
         });
         self.seen_seq = seq;
         self.work.clear();
         if let Some(s) = snapshot {
             self.presence = s.presence.clone();
+            self.misses = s.consecutive_misses;
             for w in s.work {
                 self.work.insert(w.interaction, w);
             }
@@ -173,8 +233,11 @@ impl AgentState {
             }
         }
         self.ready = true;
-        if self.restarted {
+        if announce {
             self.sessions.push(Push::Resync(self.view()));
+            for offer in offers {
+                self.sessions.push(Push::Offer(Arc::new(offer)));
+            }
         }
     }
 
@@ -230,7 +293,7 @@ impl AgentState {
         });
     }
 
-    fn on_event(&mut self, myself: &ActorRef<AgentMsg>, event: Event) {
+    fn on_event(&mut self, myself: &ActorRef<AgentMsg>, at_ms: TimeMs, event: Event) {
         match event {
             Event::Accepted { interaction, .. } => {
                 if let Some((_, h)) = self.offers.remove(&interaction) {
@@ -308,7 +371,7 @@ impl AgentState {
                 message,
             } => {
                 if let Some(entry) = crate::transcript::from_event(
-                    self.core.shared.now_ms(),
+                    at_ms,
                     &Event::MessagePosted {
                         interaction,
                         message,
@@ -385,10 +448,12 @@ impl AgentState {
         let state = self;
         let myself = myself.clone();
         match msg {
-            AgentMsg::Rebuild => {
+            AgentMsg::Rebuild { announce } => {
                 let grace = state.initial_grace.take();
                 let first = !state.ready;
-                state.rebuild(&myself, grace);
+                let announce = announce || state.restarted;
+                state.restarted = false;
+                state.rebuild(&myself, grace, announce);
                 if first {
                     for m in std::mem::take(&mut state.stash) {
                         state.step(&myself, m);
@@ -403,9 +468,9 @@ impl AgentState {
                     state.on_offer(&myself, push);
                 }
             }
-            AgentMsg::Routed { seq, event } => {
+            AgentMsg::Routed { seq, at_ms, event } => {
                 if seq > state.seen_seq {
-                    state.on_event(&myself, event);
+                    state.on_event(&myself, at_ms, event);
                 }
             }
             AgentMsg::SessionOpened => {

@@ -2,8 +2,9 @@
 //! transport's subscribers).
 //!
 //! The bus is fed by [`Journal::observe`](omniroute_engine::journal::Journal::observe):
-//! records arrive in log order and only once durable, so an observer never sees an
-//! event a restart could take back. Each subscriber has a bounded buffer of `capacity`
+//! records arrive in log order when their writer is acknowledged — in `sync` mode only
+//! once durable, so an observer never sees an event a restart could take back; in
+//! `batched` mode at append, with the same loss window as the acknowledgements. Each subscriber has a bounded buffer of `capacity`
 //! records; one that falls behind by more loses the oldest and is told how many it
 //! missed ([`Delivery::Lagged`]) — the publisher never waits for a slow subscriber and
 //! memory stays bounded.

@@ -68,16 +68,18 @@ pub(crate) enum ConversationArgs {
         interaction: InteractionId,
         request: Option<Arc<NewInteraction>>,
     },
-    /// Rebuild from the engine on `Rebuild`.
+    /// Rebuild from the engine on `Rebuild` (`restarted`: after a failure).
     Existing {
         core: Arc<Core>,
         interaction: InteractionId,
+        restarted: bool,
     },
 }
 
 pub(crate) struct ConversationState {
     core: Arc<Core>,
     ready: bool,
+    restarted: bool,
     stash: Vec<ConversationMsg>,
     seen_seq: u64,
     view: ConversationView,
@@ -228,7 +230,7 @@ impl ConversationState {
         if let Some(agent) = agent
             && let Some(a) = self.agent_ref(&agent)
         {
-            let _ = a.cast(AgentMsg::Routed { seq, event });
+            let _ = a.cast(AgentMsg::Routed { seq, at_ms, event });
         }
     }
 
@@ -247,13 +249,17 @@ impl Actor for ConversationActor {
         _myself: ActorRef<ConversationMsg>,
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
-        let (core, interaction, request, ready) = match args {
+        let (core, interaction, request, ready, restarted) = match args {
             ConversationArgs::New {
                 core,
                 interaction,
                 request,
-            } => (core, interaction, request, true),
-            ConversationArgs::Existing { core, interaction } => (core, interaction, None, false),
+            } => (core, interaction, request, true, false),
+            ConversationArgs::Existing {
+                core,
+                interaction,
+                restarted,
+            } => (core, interaction, None, false, restarted),
         };
         let (customer, attributes) = request
             .map(|r| (r.customer.clone(), r.attributes.clone()))
@@ -261,6 +267,7 @@ impl Actor for ConversationActor {
         Ok(ConversationState {
             core,
             ready,
+            restarted,
             stash: Vec::new(),
             seen_seq: 0,
             view: ConversationView {
@@ -296,6 +303,14 @@ impl ConversationState {
             ConversationMsg::Rebuild => {
                 let first = !state.ready;
                 state.rebuild();
+                // Events this conversation's previous actor had not passed on yet died
+                // with it: its agent rebuilds from the engine too and tells its sessions.
+                if state.restarted
+                    && let Some(agent) = state.view.agent.clone()
+                    && let Some(a) = state.agent_ref(&agent)
+                {
+                    let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                }
                 if first {
                     for m in std::mem::take(&mut state.stash) {
                         state.step(myself, m);

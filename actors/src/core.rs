@@ -89,6 +89,10 @@ impl Default for RuntimeConfig {
 /// Why the runtime refused something.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The request itself is wrong (empty customer id, unknown channel, message too
+    /// long, a journal not opened for the runtime…): what and where is in the message.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// Over a limit: try again later. Nothing was done.
     #[error("busy: {0}")]
     Busy(String),

@@ -35,10 +35,10 @@ use crate::stats::Outcome;
 use crate::transcript;
 use crate::virtual_agent::{BotMemory, BotTurn, VirtualAgent};
 use dashmap::DashMap;
-use omniroute_engine::journal::{Ack, Command, Journal, LogStore, Published};
+use omniroute_engine::journal::{Ack, Command, Journal, JournalError, LogStore, Published};
 use omniroute_engine::{
-    ChangeKind, Event, InteractionId, InteractionState, Message, NewInteraction, Presence, Sender,
-    TimeMs, TransferTarget,
+    ChangeKind, EngineError, Event, InteractionId, InteractionState, Message, NewInteraction,
+    Presence, Sender, TimeMs, TransferTarget,
 };
 use parking_lot::Mutex;
 use ractor::rpc::CallResult;
@@ -48,8 +48,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 
-/// Restarts allowed per actor within [`RESTART_WINDOW_MS`] before the supervisor gives
-/// up on it (a crash loop is logged, not spun).
+/// Restarts per actor within [`RESTART_WINDOW_MS`] done at once; past them the
+/// supervisor backs off (a crash loop is logged, not spun).
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW_MS: u64 = 60_000;
 
@@ -58,6 +58,7 @@ pub(crate) enum Identity {
     Agent(Arc<str>),
     Queue(Arc<str>),
     Conversation(InteractionId),
+    Bot(String),
 }
 
 /// Which actor a fault is injected into ([`Runtime::inject_panic`]).
@@ -166,7 +167,7 @@ impl Core {
                 self.identities
                     .insert(actor.get_id(), Identity::Agent(id.clone()));
                 self.agents.insert(id, actor.clone());
-                let _ = actor.cast(AgentMsg::Rebuild);
+                let _ = actor.cast(AgentMsg::Rebuild { announce: false });
             }
             Err(e) => tracing::error!(agent = %id, error = %e, "could not start agent actor"),
         }
@@ -194,6 +195,7 @@ impl Core {
         self: &Arc<Self>,
         interaction: InteractionId,
         request: Option<Arc<NewInteraction>>,
+        restarted: bool,
     ) {
         let args = match request {
             Some(_) => ConversationArgs::New {
@@ -204,6 +206,7 @@ impl Core {
             None => ConversationArgs::Existing {
                 core: self.clone(),
                 interaction,
+                restarted,
             },
         };
         let rebuild = matches!(args, ConversationArgs::Existing { .. });
@@ -263,6 +266,7 @@ impl Core {
                                 .clone()
                                 .unwrap_or_else(|| Arc::new(NewInteraction::new("", ""))),
                         ),
+                        false,
                     );
                 }
                 Event::Queued {
@@ -331,6 +335,7 @@ impl Core {
                     if let Some(a) = self.agents.get(agent) {
                         let _ = a.cast(AgentMsg::Routed {
                             seq: p.seq,
+                            at_ms: p.at_ms,
                             event: event.clone(),
                         });
                     }
@@ -389,7 +394,11 @@ impl Core {
     }
 
     fn finished(&self, interaction: InteractionId, info: LiveInfo, at_ms: TimeMs) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
+        let _ = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
         if let Some(c) = info.customer
             && let Some(mut t) = self.customers.get_mut(&*c)
         {
@@ -405,7 +414,7 @@ impl Core {
     /// Reserves a place for one more live interaction (admission control).
     fn admit(&self) -> Result<(), RuntimeError> {
         let max = self.shared.config.max_live_interactions;
-        let before = self.live.fetch_add(1, Ordering::AcqRel);
+        let before = self.live.fetch_add(1, Ordering::AcqRel) + self.bots.len();
         if before >= max {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(RuntimeError::Busy(format!(
@@ -420,7 +429,11 @@ impl Core {
         match self.run(Command::Submit { request }).await {
             Ok(ack) => Ok(ack.interaction.expect("a submit creates an interaction")),
             Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
+                let _ = self
+                    .live
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
                 Err(e)
             }
         }
@@ -540,6 +553,8 @@ pub(crate) enum BotMsg {
         text: String,
         reply: ractor::RpcReplyPort<Result<InboundOutcome, RuntimeError>>,
     },
+    /// No message since the `n`th: the customer left; the bot stops.
+    Idle(u64),
 }
 
 struct BotActor;
@@ -550,6 +565,17 @@ struct BotState {
     base: Inbound,
     memory: BotMemory,
     messages: Vec<Message>,
+    said: u64,
+}
+
+impl BotState {
+    fn arm_idle(&self, myself: &ActorRef<BotMsg>) {
+        let n = self.said;
+        myself.send_after(
+            std::time::Duration::from_millis(self.core.shared.config.switch_window_ms),
+            move || BotMsg::Idle(n),
+        );
+    }
 }
 
 impl Actor for BotActor {
@@ -559,9 +585,10 @@ impl Actor for BotActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<BotMsg>,
+        myself: ActorRef<BotMsg>,
         mut state: BotState,
     ) -> Result<BotState, ActorProcessingErr> {
+        state.arm_idle(&myself);
         if let Some(greeting) = state.bot.greeting() {
             state.messages.push(Message {
                 from: Sender::VirtualAgent,
@@ -580,11 +607,25 @@ impl Actor for BotActor {
         msg: BotMsg,
         st: &mut BotState,
     ) -> Result<(), ActorProcessingErr> {
-        let BotMsg::Say {
-            channel,
-            text,
-            reply,
-        } = msg;
+        let (channel, text, reply) = match msg {
+            BotMsg::Say {
+                channel,
+                text,
+                reply,
+            } => (channel, text, reply),
+            BotMsg::Idle(n) => {
+                if n == st.said {
+                    tracing::info!(customer = %st.base.customer, bot = st.bot.name(), "virtual agent conversation idle past the switching window: ended");
+                    st.core
+                        .bots
+                        .remove_if(&st.base.customer, |_, r| r.get_id() == myself.get_id());
+                    myself.stop(None);
+                }
+                return Ok(());
+            }
+        };
+        st.said += 1;
+        st.arm_idle(&myself);
         let now = st.core.shared.now_ms();
         st.messages.push(Message {
             from: Sender::Customer,
@@ -677,6 +718,36 @@ struct SupervisorState {
     failures: HashMap<Identity, VecDeque<TimeMs>>,
 }
 
+impl Core {
+    fn respawn(self: &Arc<Self>, identity: Identity) {
+        match identity {
+            Identity::Agent(a) => self.spawn_agent(a, None, true),
+            Identity::Queue(q) => self.spawn_queue(q),
+            Identity::Conversation(i) => self.spawn_conversation(i, None, true),
+            // Its exchange was in its memory only: the customer's next message starts
+            // a new one (see docs/ACTORS.md).
+            Identity::Bot(_) => {}
+        }
+    }
+
+    fn unregister(&self, identity: &Identity, id: ActorId) {
+        match identity {
+            Identity::Agent(a) => {
+                self.agents.remove_if(a, |_, r| r.get_id() == id);
+            }
+            Identity::Queue(q) => {
+                self.queues.remove_if(q, |_, r| r.get_id() == id);
+            }
+            Identity::Conversation(i) => {
+                self.conversations.remove_if(i, |_, r| r.get_id() == id);
+            }
+            Identity::Bot(c) => {
+                self.bots.remove_if(c, |_, r| r.get_id() == id);
+            }
+        }
+    }
+}
+
 impl Actor for Supervisor {
     type Msg = ();
     type State = SupervisorState;
@@ -704,36 +775,41 @@ impl Actor for Supervisor {
                 let Some((_, identity)) = core.identities.remove(&cell.get_id()) else {
                     return Ok(());
                 };
+                core.unregister(&identity, cell.get_id());
+                if let Identity::Bot(customer) = &identity {
+                    tracing::error!(%customer, %error, "virtual agent failed: its exchange is lost; the customer's next message starts again");
+                    return Ok(());
+                }
                 let now = core.shared.now_ms();
                 let recent = state.failures.entry(identity.clone()).or_default();
                 recent.push_back(now);
                 while recent.front().is_some_and(|t| *t + RESTART_WINDOW_MS < now) {
                     recent.pop_front();
                 }
-                if recent.len() > MAX_RESTARTS {
-                    tracing::error!(actor = ?identity, %error, "actor failed {} times within {} s: not restarting it (its work stays in the engine)", recent.len(), RESTART_WINDOW_MS / 1000);
-                    match &identity {
-                        Identity::Agent(a) => {
-                            core.agents.remove(a);
-                        }
-                        Identity::Queue(q) => {
-                            core.queues.remove(q);
-                        }
-                        Identity::Conversation(i) => {
-                            core.conversations.remove(i);
-                        }
-                    }
+                let failures = recent.len();
+                // Forget actors that have been quiet for a while (bounded memory).
+                state
+                    .failures
+                    .retain(|_, r| r.back().is_some_and(|t| *t + RESTART_WINDOW_MS >= now));
+                if failures > MAX_RESTARTS {
+                    // A crash loop: keep restarting (its work must not be stranded) but
+                    // back off, doubling up to a minute.
+                    let delay_ms = (1_000u64 << (failures - MAX_RESTARTS - 1).min(6)).min(60_000);
+                    tracing::error!(actor = ?identity, %error, failures, delay_ms, "actor keeps failing: restarting it after a delay");
+                    let core = core.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                        core.respawn(identity);
+                    });
                     return Ok(());
                 }
                 tracing::error!(actor = ?identity, %error, "actor failed: restarting it from the engine's state");
-                match identity {
-                    Identity::Agent(a) => core.spawn_agent(a, None, true),
-                    Identity::Queue(q) => core.spawn_queue(q),
-                    Identity::Conversation(i) => core.spawn_conversation(i, None),
-                }
+                core.respawn(identity);
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                core.identities.remove(&cell.get_id());
+                if let Some((_, identity)) = core.identities.remove(&cell.get_id()) {
+                    core.unregister(&identity, cell.get_id());
+                }
             }
             _ => {}
         }
@@ -921,6 +997,11 @@ impl Runtime {
         config: RuntimeConfig,
         virtual_agents: Vec<Arc<dyn VirtualAgent>>,
     ) -> Result<Runtime, RuntimeError> {
+        if !journal.external_timers() {
+            return Err(RuntimeError::BadRequest(
+                "the journal was opened without `external_timers: true`: the runtime's actors own the timers, and the journal's own timer queue would grow unrun".into(),
+            ));
+        }
         let journal: Arc<Journal<S>> = Arc::new(journal);
         let handle: Arc<dyn JournalHandle> = journal.clone();
         let bus = EventBus::new(config.bus_capacity);
@@ -1008,7 +1089,7 @@ impl Runtime {
             core.live.store(st.live.len(), Ordering::Release);
         }
         for s in &live {
-            core.spawn_conversation(s.id, None);
+            core.spawn_conversation(s.id, None, false);
         }
         // Every actor has rebuilt from the engine before anyone is served (a session
         // connected before its agent's rebuild would miss what the rebuild absorbed).
@@ -1035,25 +1116,27 @@ impl Runtime {
         }
         let router = core.clone();
         journal.observe(move |p: &Published| router.route(p));
-        // Restart grace periods are the agents' actors' now; the journal's copy is
-        // fired only if an agent actor is gone (crash loop) so held work is not stuck.
-        let grace_core = Arc::downgrade(&core);
+        // Housekeeping every 10 s: customers not seen within the switching window are
+        // forgotten (bounded memory), and restart grace periods whose agent actor is
+        // gone are fired by the journal so held work is not stranded.
+        let weak = Arc::downgrade(&core);
         let grace_driver = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                let Some(core) = grace_core.upgrade() else {
-                    return;
-                };
+                let Some(core) = weak.upgrade() else { return };
+                let now = core.shared.now_ms();
+                let window = core.shared.config.switch_window_ms;
+                core.customers.retain(|_, t| {
+                    t.live.is_some() || now.saturating_sub(t.last_activity_ms) <= window
+                });
                 let orphaned = core
                     .shared
                     .journal
                     .grace_periods()
                     .into_iter()
-                    .any(|(a, until)| {
-                        until <= core.shared.now_ms() && !core.agents.contains_key(a.as_str())
-                    });
+                    .any(|(a, until)| until <= now && !core.agents.contains_key(a.as_str()));
                 if orphaned {
-                    let _ = core.shared.journal.fire_due(core.shared.now_ms());
+                    let _ = core.shared.journal.fire_due(now);
                 }
             }
         });
@@ -1104,6 +1187,24 @@ impl Runtime {
     /// agent, goes to a virtual agent, or starts a new conversation.
     pub async fn inbound(&self, inbound: Inbound) -> Result<InboundOutcome, RuntimeError> {
         let core = &self.core;
+        if inbound.customer.trim().is_empty() {
+            return Err(RuntimeError::BadRequest(
+                "`customer` is empty: every inbound message needs the customer's id or contact point".into(),
+            ));
+        }
+        if inbound.text.len() > omniroute_engine::MAX_MESSAGE_BYTES {
+            return Err(RuntimeError::BadRequest(format!(
+                "`text` is {} bytes; the limit is {}",
+                inbound.text.len(),
+                omniroute_engine::MAX_MESSAGE_BYTES
+            )));
+        }
+        if !core.shared.read(|e| e.has_channel(&inbound.channel)).0 {
+            return Err(RuntimeError::BadRequest(format!(
+                "unknown channel `{}` in an inbound message",
+                inbound.channel
+            )));
+        }
         let now = core.shared.now_ms();
         let window = core.shared.config.switch_window_ms;
         let message = |text: &str| Message {
@@ -1132,7 +1233,10 @@ impl Runtime {
         {
             match core.post(live, message(&inbound.text)).await {
                 Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),
-                Err(RuntimeError::Journal(_)) => {} // finished meanwhile: start anew
+                // Finished meanwhile: start anew below.
+                Err(RuntimeError::Journal(JournalError::Engine(
+                    EngineError::InvalidState { .. } | EngineError::UnknownInteraction(_),
+                ))) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -1151,8 +1255,7 @@ impl Runtime {
             request.queue = inbound.queue.clone();
             request.preferred_agent = Some(agent.to_string());
             request.preferred_fallback_ms = core.shared.config.return_to_agent_ms;
-            let interaction = core.submit(request).await?;
-            core.post(interaction, message(&inbound.text)).await?;
+            let interaction = self.submit_with(request, message(&inbound.text)).await?;
             return Ok(InboundOutcome::Returning {
                 interaction,
                 previous,
@@ -1166,17 +1269,37 @@ impl Runtime {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| RuntimeError::UnknownVirtualAgent(name.clone()))?;
+            let max = core.shared.config.max_live_interactions;
+            if core.live.load(Ordering::Acquire) + core.bots.len() >= max {
+                return Err(RuntimeError::Busy(format!(
+                    "{} conversations are open, the limit is {max}; try again later",
+                    core.live.load(Ordering::Acquire) + core.bots.len()
+                )));
+            }
             let state = BotState {
                 core: core.clone(),
                 bot,
                 base: inbound.clone(),
                 memory: BotMemory::default(),
                 messages: Vec::new(),
+                said: 0,
             };
             let (actor, _) = Actor::spawn_linked(None, BotActor, state, core.supervisor())
                 .await
                 .map_err(|e| RuntimeError::Unavailable(format!("a virtual agent ({e})")))?;
-            core.bots.insert(inbound.customer.clone(), actor.clone());
+            // Two first messages racing: the first bot registered serves both.
+            let actor = match core.bots.entry(inbound.customer.clone()) {
+                dashmap::Entry::Occupied(existing) => {
+                    actor.stop(None);
+                    existing.get().clone()
+                }
+                dashmap::Entry::Vacant(slot) => {
+                    core.identities
+                        .insert(actor.get_id(), Identity::Bot(inbound.customer.clone()));
+                    slot.insert(actor.clone());
+                    actor
+                }
+            };
             let (channel, text) = (inbound.channel.clone(), inbound.text.clone());
             return core
                 .call("the virtual agent", Some(actor), move |reply| BotMsg::Say {
@@ -1190,9 +1313,24 @@ impl Runtime {
         let mut request = NewInteraction::new(&inbound.channel, &inbound.customer);
         request.attributes = inbound.attributes.clone();
         request.queue = inbound.queue.clone();
-        let interaction = core.submit(request).await?;
-        core.post(interaction, message(&inbound.text)).await?;
+        let interaction = self.submit_with(request, message(&inbound.text)).await?;
         Ok(InboundOutcome::Created { interaction })
+    }
+
+    /// Submits and posts the first message; if the message cannot be kept, the
+    /// interaction is withdrawn (abandoned) rather than left without it.
+    async fn submit_with(
+        &self,
+        request: NewInteraction,
+        first: Message,
+    ) -> Result<InteractionId, RuntimeError> {
+        let interaction = self.core.submit(request).await?;
+        if let Err(e) = self.core.post(interaction, first).await {
+            tracing::warn!(%interaction, error = %e, "first message not kept: withdrawing the interaction");
+            let _ = self.core.run(Command::Abandon { interaction }).await;
+            return Err(e);
+        }
+        Ok(interaction)
     }
 
     /// The customer left.
@@ -1200,8 +1338,24 @@ impl Runtime {
         self.core.run(Command::Abandon { interaction }).await
     }
 
-    /// Runs any logged operation (configuration, forced presence…).
+    /// Runs any logged operation (configuration, forced presence…); a submit goes
+    /// through admission like [`Runtime::submit`].
     pub async fn execute(&self, command: Command) -> Result<Ack, RuntimeError> {
+        if let Command::Submit { .. } = &command {
+            self.core.admit()?;
+            return match self.core.run(command).await {
+                Ok(ack) => Ok(ack),
+                Err(e) => {
+                    let _ = self
+                        .core
+                        .live
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            Some(n.saturating_sub(1))
+                        });
+                    Err(e)
+                }
+            };
+        }
         self.core.run(command).await
     }
 

@@ -4,9 +4,10 @@
 //! mid-interaction).
 
 use omniroute_actors::center::Clock;
+use omniroute_actors::engine::journal::Command;
 use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, MemoryStore};
 use omniroute_actors::engine::*;
-use omniroute_actors::virtual_agent::RuleBasedAgent;
+use omniroute_actors::virtual_agent::{BotMemory, BotTurn, RuleBasedAgent, VirtualAgent};
 use omniroute_actors::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,7 +250,7 @@ async fn a_customer_switching_channel_joins_the_open_conversation_then_returns_t
     assert_eq!(v.transcript.last().unwrap().channel, "sms");
     ana.complete(id, None).await.unwrap();
     // Bob is available too, but the returning customer waits for ana first.
-    let _bob = online(&rt, "bob").await;
+    let bob = online(&rt, "bob").await;
     tokio::time::sleep(Duration::from_secs(61)).await; // ana's wrap-up ends
     let out = rt
         .inbound(Inbound::new("email", "cust-7", "one more thing"))
@@ -267,8 +268,50 @@ async fn a_customer_switching_channel_joins_the_open_conversation_then_returns_t
     settle().await;
     let s = rt.read(|e| e.interaction(again).unwrap());
     assert_eq!(s.agent.as_deref(), Some("ana"), "offered to the same agent");
+    rt.abandon(again).await.unwrap();
+    // Another returning customer while ana is away: bob is not offered it while ana's
+    // preference lasts (60 s); after it, anyone may take it.
+    let away = || Presence::Away {
+        reason: "break".into(),
+    };
+    bob.set_presence(away()).await.unwrap();
+    settle().await;
+    while ana.try_next().is_some() {}
+    let id8 = chat_accepted(&rt, &mut ana, "cust-8", "hi").await;
+    ana.complete(id8, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    ana.set_presence(away()).await.unwrap();
+    bob.set_presence(Presence::Available).await.unwrap();
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-8", "me again"))
+        .await
+        .unwrap();
+    let InboundOutcome::Returning {
+        interaction: back, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    settle().await;
+    assert_eq!(
+        rt.read(|e| e.interaction(back).unwrap().state),
+        InteractionState::Queued,
+        "bob is available but not offered it yet"
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(
+        rt.read(|e| e.interaction(back).unwrap().agent),
+        Some("bob".to_string()),
+        "the preferred-agent fallback fired"
+    );
     // Outside the window a message starts a fresh conversation.
-    let _ = rt.abandon(again).await;
+    tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-7", "hello again, much later"))
+        .await
+        .unwrap();
+    assert!(matches!(out, InboundOutcome::Created { .. }), "{out:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -663,4 +706,245 @@ async fn sync_durability_on_real_time_serves_many_agents_at_once() {
     }
     assert_eq!(rt.live_interactions(), 0);
     assert_eq!(rt.read(|e| e.check_invariants(BASE)), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_actor_failing_with_events_in_its_mailbox_loses_nothing() {
+    // Completion routed to a conversation actor that panics before passing it on: the
+    // agent is rebuilt from the engine, so its wrap-up timer still ends the work.
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "c1", "hi").await;
+    settle().await;
+    while ana.try_next().is_some() {}
+    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
+    ana.complete(id, None).await.unwrap(); // no settle: queued behind the panic
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(
+        rt.read(|e| e.interaction(id).unwrap().state),
+        InteractionState::Completed
+    );
+    assert_eq!(rt.conversation_actors(), 0);
+
+    // An offer routed to a conversation actor that panics: the agent still hears of it
+    // (resync, then the offer again) and its timeout still fires.
+    ana.set_presence(Presence::Away { reason: "x".into() })
+        .await
+        .unwrap();
+    let id = rt.submit(NewInteraction::new("chat", "c2")).await.unwrap();
+    settle().await;
+    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
+    ana.set_presence(Presence::Available).await.unwrap(); // offered now
+    settle().await;
+    let mut offered = false;
+    while let Some(p) = ana.try_next() {
+        offered |= matches!(&p, Push::Offer(o) if o.interaction == id);
+    }
+    assert!(offered, "the agent was told of the offer");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    settle().await;
+    let s = rt.read(|e| e.interaction(id).unwrap());
+    assert!(
+        s.history
+            .iter()
+            .any(|h| matches!(h, HistoryEntry::OfferEnded { how, .. } if &**how == "timed_out")),
+        "{:?}",
+        s.history
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_inbound_requests_are_refused_and_create_nothing() {
+    let rt = start(center(&[]), RuntimeConfig::default()).await;
+    rt.inbound(Inbound::new("chat", "c1", "hello"))
+        .await
+        .unwrap();
+    let big = "x".repeat(70_000);
+    let too_long = rt.inbound(Inbound::new("chat", "c1", &big)).await;
+    assert!(
+        matches!(&too_long, Err(RuntimeError::BadRequest(m)) if m.contains("70000 bytes")),
+        "{too_long:?}"
+    );
+    let anonymous = rt.inbound(Inbound::new("chat", " ", "who am I")).await;
+    assert!(
+        matches!(&anonymous, Err(RuntimeError::BadRequest(m)) if m.contains("`customer` is empty")),
+        "{anonymous:?}"
+    );
+    let fax = rt.inbound(Inbound::new("fax", "zed", "hi")).await;
+    assert!(
+        matches!(&fax, Err(RuntimeError::BadRequest(m)) if m.contains("unknown channel `fax`")),
+        "{fax:?}"
+    );
+    assert_eq!(rt.read(|e| e.interaction_ids().len()), 1);
+    assert_eq!(rt.live_interactions(), 1);
+    // A submit through `execute` is admitted and counted like any other.
+    let ack = rt
+        .execute(Command::Submit {
+            request: NewInteraction::new("chat", "c2"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rt.live_interactions(), 2);
+    rt.abandon(ack.interaction.unwrap()).await.unwrap();
+    settle().await;
+    assert_eq!(rt.live_interactions(), 1);
+}
+
+struct Boom;
+impl VirtualAgent for Boom {
+    fn name(&self) -> &str {
+        "boom"
+    }
+    fn respond(&self, m: &mut BotMemory, _t: &str) -> BotTurn {
+        m.turns += 1;
+        if m.turns == 2 {
+            panic!("bot bug")
+        }
+        BotTurn::Reply("ok".into())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_or_abandoned_virtual_agent_does_not_strand_its_customer() {
+    let (journal, _) = Journal::open(
+        Arc::new(MemoryStore::new()),
+        Some(center(&["ana"])),
+        JournalConfig {
+            durability: Durability::Batched { flush_every_ms: 5 },
+            external_timers: true,
+            ..Default::default()
+        },
+        BASE,
+    )
+    .unwrap();
+    let rt = Runtime::start(
+        journal,
+        Clock::starting_at(BASE),
+        RuntimeConfig::default(),
+        vec![Arc::new(Boom), Arc::new(RuleBasedAgent::demo())],
+    )
+    .await
+    .unwrap();
+    let mut first = Inbound::new("chat", "cx", "hi");
+    first.virtual_agent = Some("boom".into());
+    assert!(matches!(
+        rt.inbound(first).await.unwrap(),
+        InboundOutcome::Bot { .. }
+    ));
+    // The bot panics on the second message; the caller gets an error, not a hang.
+    assert!(
+        rt.inbound(Inbound::new("chat", "cx", "again"))
+            .await
+            .is_err()
+    );
+    settle().await;
+    // The customer's next message starts afresh.
+    let out = rt
+        .inbound(Inbound::new("chat", "cx", "hello?"))
+        .await
+        .unwrap();
+    assert!(matches!(out, InboundOutcome::Created { .. }), "{out:?}");
+    // A bot conversation the customer walks away from ends after the window.
+    let mut q = Inbound::new("chat", "cy", "hmm");
+    q.virtual_agent = Some("order-bot".into());
+    assert!(matches!(
+        rt.inbound(q).await.unwrap(),
+        InboundOutcome::Bot { .. }
+    ));
+    tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+    settle().await;
+    let out = rt
+        .inbound(Inbound::new("chat", "cy", "back"))
+        .await
+        .unwrap();
+    assert!(matches!(out, InboundOutcome::Created { .. }), "{out:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_falls_behind_is_told_how_many_pushes_it_missed() {
+    let rt = start(
+        center(&["ana"]),
+        RuntimeConfig {
+            session_buffer: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut ana = online(&rt, "ana").await;
+    for n in 0..5 {
+        rt.submit(NewInteraction::new("chat", &format!("c{n}")))
+            .await
+            .unwrap();
+    }
+    settle().await;
+    let mut seen = Vec::new();
+    while let Some(p) = ana.try_next() {
+        seen.push(p);
+    }
+    // Buffer of 2 (presence + first offer); the other offers were dropped and counted.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The view tells the session where things stand.
+    let offers = ana.view().await.unwrap().offers;
+    assert!(offers.len() >= 2, "{offers:?}");
+    // The next push is preceded by the count of what was missed.
+    ana.reject(offers[0].0).await.unwrap();
+    settle().await;
+    let p = ana.try_next().unwrap();
+    assert!(matches!(p, Push::Lagged { missed } if missed >= 1), "{p:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eight_hour_day_runs_through_the_actors_on_virtual_time() {
+    let agents: Vec<String> = (0..10).map(|n| format!("a{n}")).collect();
+    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let mut config = center(&names);
+    config.queues[0].wrap_up_ms = 20_000;
+    let rt = Arc::new(start(config, RuntimeConfig::default()).await);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for a in &agents {
+        let mut s = online(&rt, a).await;
+        let done = done.clone();
+        tokio::spawn(async move {
+            while let Some(p) = s.next().await {
+                match p {
+                    Push::Offer(o) => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        s.accept(o.interaction).await.unwrap();
+                    }
+                    Push::Assigned { interaction } => {
+                        tokio::time::sleep(Duration::from_secs(240)).await;
+                        s.complete(interaction, None).await.unwrap();
+                    }
+                    Push::WrapUpEnded { .. } => {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    // One chat a minute, each four minutes long, for eight hours.
+    let wall = std::time::Instant::now();
+    for n in 0..480 {
+        rt.inbound(Inbound::new("chat", &format!("c{n}"), "hi"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 480);
+    assert_eq!(rt.live_interactions(), 0);
+    let stats = rt.queue_stats("q").await.unwrap();
+    assert_eq!(stats.windows[2].abandoned, 0);
+    assert_eq!(stats.windows[2].service_level, Some(1.0));
+    assert!(
+        wall.elapsed() < Duration::from_secs(60),
+        "virtual time, not wall time"
+    );
+    assert_eq!(
+        rt.read(|e| e.check_invariants(rt.clock().now_ms())),
+        Vec::<String>::new()
+    );
 }

@@ -446,6 +446,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether a channel of this name is configured.
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.catalog.load().channel_by_name.contains_key(name)
+    }
+
     /// Adds a message to an interaction's transcript (its history), for a live
     /// interaction only. An agent's message must come from the agent it is assigned to;
     /// the channel must exist (a customer may write on another channel than the one the

@@ -585,6 +585,11 @@ impl<S: LogStore> Journal<S> {
         f(&self.shared.inner.lock().engine)
     }
 
+    /// Whether the caller owns the timers ([`JournalConfig::external_timers`]).
+    pub fn external_timers(&self) -> bool {
+        self.shared.config.external_timers
+    }
+
     /// The durability mode.
     pub fn durability(&self) -> Durability {
         self.shared.config.durability

@@ -452,5 +452,136 @@ fn a_damaged_block_frame_is_refused_not_skipped() {
     let err = Journal::open_dir(dir, None, jc(0), 1_000)
         .err()
         .expect("refused");
-    assert!(matches!(err, JournalError::Corrupt { key: 1, .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("log record 1 is damaged") && message.contains("--cut-at 1"),
+        "{message}"
+    );
+}
+
+fn sled_values(dir: &Path) -> Vec<u64> {
+    let db = sled::open(dir.join("sled")).unwrap();
+    let log = db.open_tree("log").unwrap();
+    log.iter()
+        .map(|e| u64::from_be_bytes(e.unwrap().0.as_ref().try_into().unwrap()))
+        .collect()
+}
+
+/// Changes the `nth` stored sled value of the log.
+fn poke(dir: &Path, nth: usize, f: impl FnOnce(&mut Vec<u8>)) {
+    let db = sled::open(dir.join("sled")).unwrap();
+    let log = db.open_tree("log").unwrap();
+    let (k, v) = log.iter().nth(nth).unwrap().unwrap();
+    let mut v = v.to_vec();
+    f(&mut v);
+    log.insert(k, v).unwrap();
+    db.flush().unwrap();
+}
+
+/// The whole log (configure + 10 submits, a snapshot after them, 10 more submits)
+/// packed into one block, as a batched flush or a group commit writes it.
+fn one_block_spanning_a_snapshot(dir: &Path) -> (u64, u64) {
+    let (snapshot, last) = {
+        let (j, _) = Journal::open_dir(dir, Some(center2()), jc(0), 0).unwrap();
+        let submit = |tag: &str, t: u64| {
+            j.execute(
+                Command::Submit {
+                    request: NewInteraction::new("email", tag).to_queue("billing"),
+                },
+                t,
+            )
+            .unwrap();
+        };
+        for k in 0..10 {
+            submit(&format!("a{k}"), k + 1);
+        }
+        let s = j.snapshot_now(50).unwrap();
+        for k in 0..10 {
+            submit(&format!("b{k}"), 60 + k);
+        }
+        (s, j.last_seq())
+    };
+    let store = SledStore::open(dir).unwrap();
+    let all: Vec<_> = store.read_from(0).map(|e| e.unwrap()).collect();
+    store.remove_from(0).unwrap();
+    for (k, v) in &all {
+        store
+            .append(u64::from_be_bytes(k.as_slice().try_into().unwrap()), v)
+            .unwrap();
+    }
+    store.sync().unwrap();
+    drop(store);
+    assert_eq!(sled_values(dir).len(), 1);
+    (snapshot, last)
+}
+
+#[test]
+fn damage_inside_a_block_is_found_record_by_record_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, last) = one_block_spanning_a_snapshot(dir);
+    // A byte inside the payload of a record after the snapshot: that record is
+    // damaged, intact ones follow it in the same block.
+    poke(dir, 0, |v| {
+        let at = v.len() * 3 / 4;
+        v[at] ^= 0x01
+    });
+    let err = Journal::open_dir(dir, Some(center2()), jc(0), 1_000)
+        .err()
+        .expect("refused, not cut");
+    assert!(
+        matches!(err, JournalError::Corrupt { good_after, .. } if good_after > 0),
+        "{err}"
+    );
+    assert!(last > 20);
+}
+
+#[test]
+fn a_block_whose_tag_byte_alone_is_hit_is_still_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_, last) = one_block_spanning_a_snapshot(dir);
+    poke(dir, 0, |v| v[0] = 0x01);
+    let (j, report) = Journal::open_dir(dir, Some(center2()), jc(0), 1_000).unwrap();
+    assert!(report.tail_cut.is_none(), "{report:?}");
+    assert!(j.last_seq() > last, "nothing lost");
+    assert_eq!(j.read(|e| e.interaction_ids().len()), 20);
+}
+
+#[test]
+fn a_block_frame_damaged_where_recovery_starts_inside_it_is_refused_with_its_repair() {
+    for (what, hit) in [
+        (
+            "count",
+            Box::new(|v: &mut Vec<u8>| v[8] ^= 0x01) as Box<dyn Fn(&mut Vec<u8>)>,
+        ),
+        ("length", Box::new(|v: &mut Vec<u8>| v[9 + 8 + 2] ^= 0x10)),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (snapshot, last) = one_block_spanning_a_snapshot(dir);
+        poke(dir, 0, |v| hit(v));
+        let err = Journal::open_dir(dir, Some(center2()), jc(0), 1_000)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: refused, nothing skipped"));
+        let message = err.to_string();
+        assert!(
+            message.contains("damaged") && message.contains("--cut-at"),
+            "{what}: {message}"
+        );
+        assert!(!message.contains("accept-loss"), "{what}: {message}");
+        // The printed repair cuts there and the server starts from what is intact.
+        let key: u64 = message
+            .split("--cut-at ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {message}"));
+        assert!(key > snapshot, "{what}: cut at {key}, snapshot {snapshot}");
+        Journal::<SledStore>::cut_at(dir, key).unwrap();
+        let (j, _) = Journal::open_dir(dir, Some(center2()), jc(0), 2_000)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(key <= last + 1, "{what}");
+        assert!(j.read(|e| e.interaction_ids().len()) >= 10, "{what}");
+    }
 }

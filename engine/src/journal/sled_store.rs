@@ -59,30 +59,107 @@ fn encode_block(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// The records of a stored value: a block's, or the value itself (one record per key,
-/// as older builds wrote). `None`: a block whose frame is damaged.
-fn decode_value(key: &[u8], value: &[u8]) -> Option<Vec<RawEntry>> {
+/// A stored value, decoded.
+enum Decoded {
+    /// Its records (a block's, or the value itself: one record per key, as older builds
+    /// wrote). Each record keeps its own checksum, checked by the journal.
+    Records(Vec<RawEntry>),
+    /// A block whose framing does not parse: the records before the damage, and the key
+    /// where the damage starts (sled writes a value whole, so this is never a torn
+    /// write: it is refused, not cut).
+    Broken {
+        records: Vec<RawEntry>,
+        at: u64,
+        why: String,
+    },
+}
+
+impl Decoded {
+    fn last_key(&self) -> Option<u64> {
+        match self {
+            Decoded::Records(r) | Decoded::Broken { records: r, .. } => {
+                r.last().and_then(|(k, _)| key_of(k))
+            }
+        }
+    }
+}
+
+fn decode_value(key: &[u8], value: &[u8]) -> Decoded {
     if value.first() != Some(&BLOCK_TAG) {
-        return Some(vec![(key.to_vec(), value.to_vec())]);
+        // A block whose tag byte alone was hit still checks out: its checksum covers
+        // everything after the tag (a one-record value matches it by chance 1 in 2^32).
+        let block_crc = value
+            .get(1..5)
+            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")));
+        if value.len() >= 9 && block_crc == Some(crc32fast::hash(&value[5..])) {
+            tracing::warn!(
+                key = key_of(key).unwrap_or(0),
+                "a log block's tag byte is damaged; the rest checks out and is read"
+            );
+        } else {
+            return Decoded::Records(vec![(key.to_vec(), value.to_vec())]);
+        }
     }
+    let block_key = key_of(key).unwrap_or(0);
+    let broken = |records: Vec<RawEntry>, why: String| {
+        let at = records
+            .last()
+            .and_then(|(k, _)| key_of(k))
+            .map_or(block_key, |k| k + 1);
+        Decoded::Broken { records, at, why }
+    };
     if value.len() < 9 {
-        return None;
+        return broken(
+            Vec::new(),
+            format!("a log block of {} bytes is too short", value.len()),
+        );
     }
-    let crc = u32::from_be_bytes(value[1..5].try_into().ok()?);
-    if crc32fast::hash(&value[5..]) != crc {
-        return None;
-    }
-    let count = u32::from_be_bytes(value[5..9].try_into().ok()?) as usize;
+    let count = u32::from_be_bytes(value[5..9].try_into().expect("4 bytes")) as usize;
     let mut at = 9;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let k = value.get(at..at + 8)?;
-        let len = u32::from_be_bytes(value.get(at + 8..at + 12)?.try_into().ok()?) as usize;
-        let v = value.get(at + 12..at + 12 + len)?;
-        out.push((k.to_vec(), v.to_vec()));
+    let mut out: Vec<RawEntry> = Vec::with_capacity(count.min(value.len() / 12));
+    for n in 0..count {
+        let header = value.get(at..at + 12);
+        let Some(header) = header else {
+            return broken(
+                out,
+                format!("record {n} of {count} runs past the block's end"),
+            );
+        };
+        let k = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+        let previous = out.last().and_then(|(k, _)| key_of(k));
+        if k < block_key || previous.is_some_and(|p| k <= p) {
+            return broken(
+                out,
+                format!("record {n} of the block has key {k}, out of order"),
+            );
+        }
+        let Some(v) = value.get(at + 12..at + 12 + len) else {
+            return broken(out, format!("record {k} runs past the block's end"));
+        };
+        out.push((k.to_be_bytes().to_vec(), v.to_vec()));
         at += 12 + len;
     }
-    (at == value.len()).then_some(out)
+    if at != value.len() {
+        return broken(
+            out,
+            format!(
+                "{} bytes follow the block's {count} records",
+                value.len() - at
+            ),
+        );
+    }
+    // The frame parses; a checksum mismatch is then in bytes each record's own
+    // checksum covers (and the journal checks them), or in the checksum itself.
+    Decoded::Records(out)
+}
+
+/// The number of records a stored value holds, from its header.
+fn count_of(value: &[u8]) -> u64 {
+    match value {
+        [BLOCK_TAG, _, _, _, _, a, b, c, d, ..] => u64::from(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => 1,
+    }
 }
 
 fn key_of(raw: &[u8]) -> Option<u64> {
@@ -278,11 +355,7 @@ impl SledStore {
         let last = log
             .last()
             .map_err(|e| io_err("cannot read the log", &path, e))?
-            .and_then(|(k, v)| {
-                decode_value(&k, &v)
-                    .and_then(|records| records.last().and_then(|(k, _)| key_of(k)))
-                    .or_else(|| key_of(&k))
-            })
+            .and_then(|(k, v)| decode_value(&k, &v).last_key().or_else(|| key_of(&k)))
             .unwrap_or(0);
         let marker = Arc::new(Marker {
             file: mark_file,
@@ -322,7 +395,7 @@ impl SledStore {
     }
 
     /// The stored value holding record `key`, if any: (its sled key, its records).
-    fn block_of(&self, key: u64) -> io::Result<Option<(sled::IVec, Option<Vec<RawEntry>>)>> {
+    fn block_of(&self, key: u64) -> io::Result<Option<(sled::IVec, Decoded)>> {
         match self
             .log
             .range(..=key.to_be_bytes())
@@ -330,13 +403,16 @@ impl SledStore {
             .transpose()
             .map_err(self.err("cannot read the log"))?
         {
-            Some((k, v)) => Ok(Some((k.clone(), decode_value(&k, &v)))),
+            Some((k, v)) => {
+                let decoded = decode_value(&k, &v);
+                Ok(Some((k, decoded)))
+            }
             None => Ok(None),
         }
     }
 
-    /// Writes `records` (in key order) as blocks.
-    fn write_blocks(&self, records: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    /// `records` (in key order) as blocks, added to `batch`.
+    fn blocks_into(batch: &mut sled::Batch, records: &[(u64, Vec<u8>)]) {
         let mut start = 0;
         while start < records.len() {
             let mut end = start;
@@ -347,30 +423,43 @@ impl SledStore {
                 bytes += records[end].1.len() + 12;
                 end += 1;
             }
-            self.log
-                .insert(
-                    records[start].0.to_be_bytes(),
-                    encode_block(&records[start..end]),
-                )
-                .map_err(self.err("cannot append to the log"))?;
+            batch.insert(
+                &records[start].0.to_be_bytes(),
+                encode_block(&records[start..end]),
+            );
             start = end;
         }
+    }
+
+    /// Writes `records` (in key order) as blocks, atomically.
+    fn write_blocks(&self, records: &[(u64, Vec<u8>)]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        Self::blocks_into(&mut batch, records);
+        self.log
+            .apply_batch(batch)
+            .map_err(self.err("cannot append to the log"))?;
         if let Some((last, _)) = records.last() {
             self.last_written.fetch_max(*last, Ordering::AcqRel);
         }
         Ok(())
     }
 
-    /// Rewrites the stored value at `old_key` as blocks of `keep` (removing it if empty).
+    /// Replaces the stored value at `old_key` by blocks of `keep`, atomically (a flush
+    /// in between never finds the records gone).
     fn rewrite(&self, old_key: &[u8], keep: Vec<RawEntry>) -> io::Result<()> {
-        self.log
-            .remove(old_key)
-            .map_err(self.err("cannot rewrite the log"))?;
         let keep: Vec<(u64, Vec<u8>)> = keep
             .into_iter()
             .filter_map(|(k, v)| key_of(&k).map(|k| (k, v)))
             .collect();
-        self.write_blocks(&keep)
+        let mut batch = sled::Batch::default();
+        batch.remove(old_key);
+        Self::blocks_into(&mut batch, &keep);
+        self.log
+            .apply_batch(batch)
+            .map_err(self.err("cannot rewrite the log"))
     }
 
     /// Removes every stored value with a sled key in `range`; returns the records they held.
@@ -380,7 +469,7 @@ impl SledStore {
         let mut in_batch = 0;
         for entry in self.log.range(range) {
             let (k, v) = entry.map_err(self.err("cannot read the log"))?;
-            removed += decode_value(&k, &v).map_or(1, |r| r.len() as u64);
+            removed += count_of(&v);
             batch.remove(k);
             in_batch += 1;
             if in_batch % 10_000 == 0 {
@@ -442,7 +531,7 @@ impl LogStore for SledStore {
     fn append(&self, key: u64, value: &[u8]) -> io::Result<()> {
         if key <= self.last_written.load(Ordering::Acquire) {
             // Replacing a stored record (repairs and damage drills): rewrite its block.
-            let Some((block_key, Some(mut records))) = self.block_of(key)? else {
+            let Some((block_key, Decoded::Records(mut records))) = self.block_of(key)? else {
                 return Err(io::Error::other(format!(
                     "cannot replace log record {key}: the block holding it is missing or damaged"
                 )));
@@ -492,7 +581,7 @@ impl LogStore for SledStore {
     }
 
     fn read_from(&self, from: u64) -> Box<dyn Iterator<Item = io::Result<RawEntry>> + '_> {
-        // Start at the block holding `from` (its key is at or before it).
+        // Start at the value holding `from` (its key is at or before it).
         let start = match self.log.range(..=from.to_be_bytes()).next_back() {
             Some(Ok((k, _))) => k.to_vec(),
             Some(Err(e)) => {
@@ -511,29 +600,55 @@ impl LogStore for SledStore {
             .filter(|(k, _)| *k >= from)
             .map(|(k, v)| (k.to_be_bytes().to_vec(), v.clone()))
             .collect();
+        let dir = self.path.parent().unwrap_or(&self.path).to_path_buf();
         let stored = self.log.range(start..).flat_map(move |entry| {
-            let records: Vec<io::Result<RawEntry>> = match entry {
+            let out: Vec<io::Result<RawEntry>> = match entry {
                 Err(e) => vec![Err(io_err("cannot read the log", &self.path, e))],
                 Ok((k, v)) => match decode_value(&k, &v) {
-                    Some(records) => records.into_iter().map(Ok).collect(),
-                    // A damaged block: one damaged entry at its first key (or at
-                    // `from`, when the read starts inside it).
-                    None => {
-                        let at = key_of(&k).map_or(from, |b| b.max(from));
-                        vec![Ok((at.to_be_bytes().to_vec(), v.to_vec()))]
+                    Decoded::Records(records) if records.len() > 1 || v.first() == Some(&BLOCK_TAG) || records.first().is_some_and(|(rk, _)| rk.as_slice() != k.as_ref()) => records
+                        .into_iter()
+                        .filter(|(rk, _)| key_of(rk).is_none_or(|n| n >= from))
+                        .map(Ok)
+                        .collect(),
+                    // One value per record (older builds): one before `from` is not
+                    // wanted, unless it is not an intact record (a block whose tag byte
+                    // was hit, say) — then it is damage at `from`, never skipped.
+                    Decoded::Records(records) => records
+                        .into_iter()
+                        .filter_map(|(rk, rv)| match key_of(&rk) {
+                            Some(n) if n >= from => Some(Ok((rk, rv))),
+                            Some(n) if super::codec::decode_record(n, &rv).is_ok() => None,
+                            Some(_) => Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "log record {from} is damaged: the stored value holding it is neither an intact record nor a log block. Restore the data directory from a backup, or cut the log there — losing it and every record after it — with: omniroute repair --data-dir {} --cut-at {from}",
+                                    dir.display()
+                                ),
+                            ))),
+                            None => Some(Ok((rk, rv))),
+                        })
+                        .collect(),
+                    Decoded::Broken { records, at, why } => {
+                        let at = at.max(from);
+                        let mut out: Vec<io::Result<RawEntry>> = records
+                            .into_iter()
+                            .filter(|(rk, _)| key_of(rk).is_some_and(|n| n >= from))
+                            .map(Ok)
+                            .collect();
+                        out.push(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "log record {at} is damaged: {why} — the block holding it does not parse (not a torn write: sled writes a block whole). Restore the data directory from a backup, or cut the log at the damaged record — losing it and every record after it — with: omniroute repair --data-dir {} --cut-at {at}",
+                                dir.display()
+                            ),
+                        )));
+                        out
                     }
                 },
             };
-            records
+            out
         });
-        Box::new(
-            stored
-                .filter(move |e| match e {
-                    Ok((k, _)) => key_of(k).is_none_or(|k| k >= from),
-                    Err(_) => true,
-                })
-                .chain(pending.into_iter().map(Ok)),
-        )
+        Box::new(stored.chain(pending.into_iter().map(Ok)))
     }
 
     fn remove_from(&self, key: u64) -> io::Result<u64> {
@@ -543,15 +658,20 @@ impl LogStore for SledStore {
             pending.retain(|(k, _)| *k < key);
             (before - pending.len()) as u64
         };
-        if let Some((block_key, records)) = self.block_of(key)?
+        // A value that starts before `key` keeps its records before it (a damaged block
+        // keeps what parses before the damage).
+        if let Some((block_key, decoded)) = self.block_of(key)?
             && key_of(&block_key).is_some_and(|b| b < key)
-            && let Some(records) = records
         {
+            let (records, broken) = match decoded {
+                Decoded::Records(r) => (r, false),
+                Decoded::Broken { records, .. } => (records, true),
+            };
             let (keep, cut): (Vec<_>, Vec<_>) = records
                 .into_iter()
                 .partition(|(k, _)| key_of(k).is_some_and(|k| k < key));
-            if !cut.is_empty() {
-                removed += cut.len() as u64;
+            if !cut.is_empty() || broken {
+                removed += cut.len() as u64 + u64::from(broken);
                 self.rewrite(&block_key, keep)?;
             }
         }
@@ -564,19 +684,28 @@ impl LogStore for SledStore {
     }
 
     fn remove_through(&self, key: u64) -> io::Result<u64> {
-        // A block holding `key` and later records keeps the later ones.
+        // A block holding `key` and later records keeps the later ones (a damaged one is
+        // left for recovery to report).
         let mut removed = 0;
-        if let Some((block_key, Some(records))) = self.block_of(key)?
-            && records
-                .last()
-                .and_then(|(k, _)| key_of(k))
-                .is_some_and(|last| last > key)
-        {
-            let (cut, keep): (Vec<_>, Vec<_>) = records
-                .into_iter()
-                .partition(|(k, _)| key_of(k).is_some_and(|k| k <= key));
-            removed += cut.len() as u64;
-            self.rewrite(&block_key, keep)?;
+        match self.block_of(key)? {
+            Some((block_key, Decoded::Records(records)))
+                if records
+                    .last()
+                    .and_then(|(k, _)| key_of(k))
+                    .is_some_and(|last| last > key) =>
+            {
+                let (cut, keep): (Vec<_>, Vec<_>) = records
+                    .into_iter()
+                    .partition(|(k, _)| key_of(k).is_some_and(|k| k <= key));
+                removed += cut.len() as u64;
+                self.rewrite(&block_key, keep)?;
+            }
+            Some((block_key, Decoded::Broken { .. })) => {
+                // Where its records end is unknown: keep it whole.
+                let before: [u8; 8] = block_key.as_ref().try_into().unwrap_or([0; 8]);
+                return self.remove_range(..before);
+            }
+            _ => {}
         }
         Ok(removed + self.remove_range(..=key.to_be_bytes())?)
     }

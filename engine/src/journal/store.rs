@@ -17,6 +17,12 @@ pub type RawEntry = (Vec<u8>, Vec<u8>);
 /// last key made durable by a sync. Recovery compares it with the last record it can
 /// read, so a log that silently lost acknowledged records (damage the store absorbed)
 /// is refused instead of served.
+///
+/// Concurrency the journal relies on and provides: `append` runs under its sequencer
+/// (one at a time, keys in order); `sync` runs one at a time (group commit, the batched
+/// flusher); `remove_through` runs on the snapshot writer concurrently with both, on
+/// keys older than any unsynced record; `read_from`, `remove_from` and `set_mark` run
+/// only in recovery and repair, when nothing else does.
 pub trait LogStore: Send + Sync + 'static {
     /// Appends one record value under `key` (greater than every key appended before).
     fn append(&self, key: u64, value: &[u8]) -> io::Result<()>;

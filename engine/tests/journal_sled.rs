@@ -440,7 +440,7 @@ fn a_damaged_block_frame_is_refused_not_skipped() {
     }
     {
         // Flip a byte in the first block's length fields (its frame, not a record).
-        let db = sled::open(dir.join("sled")).unwrap();
+        let db = raw_sled(dir);
         let log = db.open_tree("log").unwrap();
         let (k, v) = log.iter().next().unwrap().unwrap();
         assert_eq!(v[0], 0xB7, "a block");
@@ -460,7 +460,7 @@ fn a_damaged_block_frame_is_refused_not_skipped() {
 }
 
 fn sled_values(dir: &Path) -> Vec<u64> {
-    let db = sled::open(dir.join("sled")).unwrap();
+    let db = raw_sled(dir);
     let log = db.open_tree("log").unwrap();
     log.iter()
         .map(|e| u64::from_be_bytes(e.unwrap().0.as_ref().try_into().unwrap()))
@@ -469,7 +469,7 @@ fn sled_values(dir: &Path) -> Vec<u64> {
 
 /// Changes the `nth` stored sled value of the log.
 fn poke(dir: &Path, nth: usize, f: impl FnOnce(&mut Vec<u8>)) {
-    let db = sled::open(dir.join("sled")).unwrap();
+    let db = raw_sled(dir);
     let log = db.open_tree("log").unwrap();
     let (k, v) = log.iter().nth(nth).unwrap().unwrap();
     let mut v = v.to_vec();
@@ -584,4 +584,15 @@ fn a_block_frame_damaged_where_recovery_starts_inside_it_is_refused_with_its_rep
         assert!(key <= last + 1, "{what}");
         assert!(j.read(|e| e.interaction_ids().len()) >= 10, "{what}");
     }
+}
+
+/// sled opened directly (a store just dropped may still be releasing sled's lock).
+fn raw_sled(dir: &Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(dir.join("sled")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    sled::open(dir.join("sled")).unwrap()
 }

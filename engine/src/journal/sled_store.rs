@@ -162,6 +162,30 @@ fn count_of(value: &[u8]) -> u64 {
     }
 }
 
+/// Opens sled. A previous store on the same directory in this process (the data
+/// directory lock keeps other processes out) may still be releasing sled's file lock
+/// from its background threads: wait for it, up to two seconds.
+fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let mut tries = 0;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(256 * 1024 * 1024)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if tries < 100 && e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn key_of(raw: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
 }
@@ -291,13 +315,7 @@ impl SledStore {
     pub fn open(dir: &Path) -> io::Result<SledStore> {
         let path = dir.join("sled");
         remove_unfinished(&path, "snap.", ".generating")?;
-        let db = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| io_err("cannot open the sled database", &path, e))?;
+        let db = open_sled(&path).map_err(|e| io_err("cannot open the sled database", &path, e))?;
         let log = db
             .open_tree("log")
             .map_err(|e| io_err("cannot open the log tree", &path, e))?;

@@ -454,11 +454,19 @@ impl SledStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        Self::blocks_into(&mut batch, records);
-        self.log
-            .apply_batch(batch)
-            .map_err(self.err("cannot append to the log"))?;
+        let bytes: usize = records.iter().map(|(_, v)| v.len() + 12).sum();
+        if bytes <= BLOCK_BYTES || records.len() == 1 {
+            // One block: a plain insert (sled writes a value whole; a batch costs more).
+            self.log
+                .insert(records[0].0.to_be_bytes(), encode_block(records))
+                .map_err(self.err("cannot append to the log"))?;
+        } else {
+            let mut batch = sled::Batch::default();
+            Self::blocks_into(&mut batch, records);
+            self.log
+                .apply_batch(batch)
+                .map_err(self.err("cannot append to the log"))?;
+        }
         if let Some((last, _)) = records.last() {
             self.last_written.fetch_max(*last, Ordering::AcqRel);
         }

@@ -1,5 +1,7 @@
-//! [`Center`]: the durable engine on tokio time — operations, the timer driver, the event
-//! bus — the base the agent, queue and conversation actors are built on.
+//! [`Center`]: the durable engine on tokio time — operations, its own timer driver, the
+//! event bus — for tools that want the engine on (virtual) tokio time without actors.
+//! The actor runtime ([`crate::Runtime`]) does not use it: there the actors own the
+//! timers.
 //!
 //! Time is tokio's: `now_ms` is the Unix time at start plus the tokio time elapsed since,
 //! so under `tokio::time::pause()` the whole center runs on a virtual clock (the

@@ -80,6 +80,8 @@ pub(crate) struct ConversationState {
     core: Arc<Core>,
     ready: bool,
     restarted: bool,
+    /// Agents the interaction was offered to, from its history (filled by a rebuild).
+    agents_seen: Vec<String>,
     stash: Vec<ConversationMsg>,
     seen_seq: u64,
     view: ConversationView,
@@ -124,9 +126,15 @@ impl ConversationState {
         self.view.agent = s.agent;
         self.view.participants = BTreeSet::from(["customer".to_string()]);
         self.view.transcript.clear();
+        self.agents_seen.clear();
         for h in &s.history {
             if let omniroute_engine::HistoryEntry::Accepted { agent, .. } = h {
                 self.view.participants.insert(format!("agent:{agent}"));
+            }
+            if let omniroute_engine::HistoryEntry::Offered { agent, .. } = h
+                && !self.agents_seen.iter().any(|a| **a == **agent)
+            {
+                self.agents_seen.push(agent.to_string());
             }
             if let Some(entry) = transcript::from_history(h) {
                 self.push_entry(entry);
@@ -268,6 +276,7 @@ impl Actor for ConversationActor {
             core,
             ready,
             restarted,
+            agents_seen: Vec::new(),
             stash: Vec::new(),
             seen_seq: 0,
             view: ConversationView {
@@ -305,11 +314,14 @@ impl ConversationState {
                 state.rebuild();
                 // Events this conversation's previous actor had not passed on yet died
                 // with it: its agent rebuilds from the engine too and tells its sessions.
-                if state.restarted
-                    && let Some(agent) = state.view.agent.clone()
-                    && let Some(a) = state.agent_ref(&agent)
-                {
-                    let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                // Every agent it was ever offered to (a previous holder may have missed
+                // its offer's end or a transfer away) rebuilds too.
+                if state.restarted {
+                    for agent in std::mem::take(&mut state.agents_seen) {
+                        if let Some(a) = state.agent_ref(&agent) {
+                            let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                        }
+                    }
                 }
                 if first {
                     for m in std::mem::take(&mut state.stash) {

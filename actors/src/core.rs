@@ -50,8 +50,9 @@ pub struct RuntimeConfig {
     /// Requests one session may have in flight; past it [`RuntimeError::Busy`]
     /// (default 64).
     pub session_max_in_flight: usize,
-    /// Pushes buffered per session; a session that falls further behind loses the
-    /// oldest-undelivered and is told how many with [`crate::Push::Lagged`] (default 1,024).
+    /// Pushes buffered per session; past it new pushes are dropped for that session
+    /// (it keeps what it has not read yet) and the next one that fits is preceded by
+    /// [`crate::Push::Lagged`] with how many (default 1,024).
     pub session_buffer: usize,
     /// Timeout of every call between actors and of calls into an actor (default 2 s).
     pub call_timeout: Duration,

@@ -61,11 +61,23 @@ pub enum QueueMsg {
     Fire(Timer),
     /// The statistics.
     Stats(RpcReplyPort<QueueStats>),
+    /// The queue's definition changed: re-read its service-level threshold.
+    Refresh,
     /// Fault injection: panic now.
     Crash,
 }
 
 pub(crate) struct QueueActor;
+
+/// A queue's service-level threshold (the default's when it is gone).
+fn threshold_of(engine: &omniroute_engine::Engine, queue: &str) -> u64 {
+    engine
+        .config()
+        .queues
+        .iter()
+        .find(|q| q.id == queue)
+        .map_or(20_000, |q| q.service_level.threshold_ms)
+}
 
 pub(crate) struct QueueArgs {
     pub core: Arc<Core>,
@@ -107,7 +119,7 @@ impl QueueState {
         let id = self.id.clone();
         let retain = self.core.shared.config.stats_retain_ms;
         let now = self.core.shared.now_ms();
-        let ((timers, mut outcomes), seq) = self.core.shared.read(|engine| {
+        let ((timers, mut outcomes, threshold), seq) = self.core.shared.read(|engine| {
             let ids = engine.interaction_ids();
             let mut outcomes = Vec::new();
             for i in &ids {
@@ -149,11 +161,11 @@ impl QueueState {
                     _ => false,
                 })
                 .collect();
-            (timers, outcomes)
+            (timers, outcomes, threshold_of(engine, &id))
         });
         self.seen_seq = seq;
         outcomes.sort_by_key(|(at, _)| *at);
-        self.window = QueueWindow::new(retain);
+        self.window = QueueWindow::new(retain, threshold);
         for (at, o) in outcomes {
             self.window.record(at, o);
         }
@@ -200,7 +212,7 @@ impl QueueState {
             service_level_target_percent: percent,
             windows: STAT_WINDOWS_MS
                 .iter()
-                .map(|w| self.window.window(now, *w, threshold))
+                .map(|w| self.window.window(now, *w))
                 .collect(),
         }
     }
@@ -223,7 +235,7 @@ impl Actor for QueueActor {
             ready: false,
             stash: Vec::new(),
             seen_seq: 0,
-            window: QueueWindow::new(retain),
+            window: QueueWindow::new(retain, 20_000),
             timers: HashMap::new(),
         })
     }
@@ -302,6 +314,11 @@ impl QueueState {
             }
             QueueMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
+            }
+            QueueMsg::Refresh => {
+                let id = state.id.clone();
+                let (threshold, _) = state.core.shared.read(|e| threshold_of(e, &id));
+                state.window.set_threshold(threshold);
             }
             QueueMsg::Crash => panic!("fault injected into queue actor `{}`", state.id),
         }

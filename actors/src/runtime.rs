@@ -105,6 +105,10 @@ pub(crate) struct Core {
     bots: DashMap<String, ActorRef<BotMsg>>,
     virtual_agents: HashMap<String, Arc<dyn VirtualAgent>>,
     live: AtomicUsize,
+    /// Open virtual-agent conversations (they count toward the live limit).
+    bots_open: AtomicUsize,
+    /// Set by `Runtime::shutdown`: nothing is (re)started after it.
+    stopping: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
     router: Mutex<RouterState>,
     bus: EventBus,
@@ -357,11 +361,17 @@ impl Core {
                         match (change.kind.as_str(), change.change) {
                             ("agent", ChangeKind::Added) => self.spawn_agent(id, None, false),
                             ("agent", ChangeKind::Removed) => {
+                                self.sessions.remove(&id);
                                 if let Some((_, a)) = self.agents.remove(&id) {
                                     a.stop(Some("agent removed from the configuration".into()));
                                 }
                             }
                             ("queue", ChangeKind::Added) => self.spawn_queue(id),
+                            ("queue", ChangeKind::Changed) => {
+                                if let Some(q) = self.queues.get(&id) {
+                                    let _ = q.cast(QueueMsg::Refresh);
+                                }
+                            }
                             ("queue", ChangeKind::Removed) => {
                                 if let Some((_, q)) = self.queues.remove(&id) {
                                     q.stop(Some("queue removed from the configuration".into()));
@@ -414,7 +424,8 @@ impl Core {
     /// Reserves a place for one more live interaction (admission control).
     fn admit(&self) -> Result<(), RuntimeError> {
         let max = self.shared.config.max_live_interactions;
-        let before = self.live.fetch_add(1, Ordering::AcqRel) + self.bots.len();
+        let before =
+            self.live.fetch_add(1, Ordering::AcqRel) + self.bots_open.load(Ordering::Acquire);
         if before >= max {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(RuntimeError::Busy(format!(
@@ -566,6 +577,8 @@ struct BotState {
     memory: BotMemory,
     messages: Vec<Message>,
     said: u64,
+    /// Its slot under the live limit was handed to the interaction it escalated to.
+    released: bool,
 }
 
 impl BotState {
@@ -582,6 +595,18 @@ impl Actor for BotActor {
     type Msg = BotMsg;
     type State = BotState;
     type Arguments = BotState;
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<BotMsg>,
+        st: &mut BotState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !st.released {
+            st.released = true;
+            st.core.bots_open.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
 
     async fn pre_start(
         &self,
@@ -663,7 +688,15 @@ impl Actor for BotActor {
                     .attributes
                     .insert("virtual_agent".to_string(), st.bot.name().to_string());
                 request.queue = queue.or(st.base.queue.clone());
-                match st.core.submit(request).await {
+                // The bot's slot under the live limit goes to the interaction.
+                st.released = true;
+                st.core.bots_open.fetch_sub(1, Ordering::AcqRel);
+                let submitted = st.core.submit(request).await;
+                if submitted.is_err() {
+                    st.released = false;
+                    st.core.bots_open.fetch_add(1, Ordering::AcqRel);
+                }
+                match submitted {
                     Ok(interaction) => {
                         let mut summary: Vec<String> = st
                             .memory
@@ -720,6 +753,9 @@ struct SupervisorState {
 
 impl Core {
     fn respawn(self: &Arc<Self>, identity: Identity) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         match identity {
             Identity::Agent(a) => self.spawn_agent(a, None, true),
             Identity::Queue(q) => self.spawn_queue(q),
@@ -796,10 +832,12 @@ impl Actor for Supervisor {
                     // back off, doubling up to a minute.
                     let delay_ms = (1_000u64 << (failures - MAX_RESTARTS - 1).min(6)).min(60_000);
                     tracing::error!(actor = ?identity, %error, failures, delay_ms, "actor keeps failing: restarting it after a delay");
-                    let core = core.clone();
+                    let core = Arc::downgrade(&core);
                     tokio::spawn(async move {
                         tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                        core.respawn(identity);
+                        if let Some(core) = core.upgrade() {
+                            core.respawn(identity);
+                        }
                     });
                     return Ok(());
                 }
@@ -935,26 +973,20 @@ impl AgentSession {
         .await
     }
 
+    /// The channel the customer last wrote on (else the one the interaction came on),
+    /// from the engine, whatever its actors are doing.
     async fn core_channel(&self, interaction: InteractionId) -> Result<String, RuntimeError> {
-        let actor = self.core.conversations.get(&interaction).map(|r| r.clone());
-        match actor {
-            Some(_) => {
-                let view = self
-                    .core
-                    .call(
-                        &format!("conversation {interaction}"),
-                        actor,
-                        ConversationMsg::View,
-                    )
-                    .await?;
-                Ok(view.channels.last().cloned().unwrap_or(view.channel))
+        let (found, _) = self.core.shared.read(|e| e.interaction(interaction));
+        let s = found.map_err(|e| RuntimeError::Journal(e.into()))?;
+        let last = s.history.iter().rev().find_map(|h| match h {
+            omniroute_engine::HistoryEntry::Message { message, .. }
+                if message.from == Sender::Customer =>
+            {
+                Some(message.channel.clone())
             }
-            None => Err(RuntimeError::Journal(
-                omniroute_engine::journal::JournalError::Engine(
-                    omniroute_engine::EngineError::UnknownInteraction(interaction),
-                ),
-            )),
-        }
+            _ => None,
+        });
+        Ok(last.unwrap_or(s.channel))
     }
 
     /// The agent's state as its actor holds it.
@@ -1023,6 +1055,8 @@ impl Runtime {
                 .map(|v| (v.name().to_string(), v))
                 .collect(),
             live: AtomicUsize::new(0),
+            bots_open: AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             router: Mutex::new(RouterState::default()),
             bus,
@@ -1270,10 +1304,12 @@ impl Runtime {
                 .cloned()
                 .ok_or_else(|| RuntimeError::UnknownVirtualAgent(name.clone()))?;
             let max = core.shared.config.max_live_interactions;
-            if core.live.load(Ordering::Acquire) + core.bots.len() >= max {
+            let open =
+                core.bots_open.fetch_add(1, Ordering::AcqRel) + core.live.load(Ordering::Acquire);
+            if open >= max {
+                core.bots_open.fetch_sub(1, Ordering::AcqRel);
                 return Err(RuntimeError::Busy(format!(
-                    "{} conversations are open, the limit is {max}; try again later",
-                    core.live.load(Ordering::Acquire) + core.bots.len()
+                    "{open} conversations are open, the limit is {max}; try again later"
                 )));
             }
             let state = BotState {
@@ -1283,10 +1319,16 @@ impl Runtime {
                 memory: BotMemory::default(),
                 messages: Vec::new(),
                 said: 0,
+                released: false,
             };
-            let (actor, _) = Actor::spawn_linked(None, BotActor, state, core.supervisor())
-                .await
-                .map_err(|e| RuntimeError::Unavailable(format!("a virtual agent ({e})")))?;
+            let (actor, _) =
+                match Actor::spawn_linked(None, BotActor, state, core.supervisor()).await {
+                    Ok(spawned) => spawned,
+                    Err(e) => {
+                        core.bots_open.fetch_sub(1, Ordering::AcqRel);
+                        return Err(RuntimeError::Unavailable(format!("a virtual agent ({e})")));
+                    }
+                };
             // Two first messages racing: the first bot registered serves both.
             let actor = match core.bots.entry(inbound.customer.clone()) {
                 dashmap::Entry::Occupied(existing) => {
@@ -1377,7 +1419,7 @@ impl Runtime {
     /// A queue's live statistics from its actor.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, RuntimeError> {
         let actor = self.core.queues.get(queue).map(|r| r.clone());
-        if actor.is_none() {
+        if actor.is_none() && !self.core.shared.read(|e| e.queue(queue, 0).is_ok()).0 {
             return Err(RuntimeError::UnknownQueue(queue.to_string()));
         }
         self.core
@@ -1475,6 +1517,7 @@ impl Runtime {
 
     /// Stops every actor.
     pub fn shutdown(&self) {
+        self.core.stopping.store(true, Ordering::Release);
         self.grace_driver.abort();
         self.supervisor.stop_children(None);
         self.supervisor.stop(None);

@@ -32,44 +32,98 @@ pub enum Outcome {
     },
 }
 
-/// One queue's outcomes over the longest window kept: what a queue actor owns.
+/// One queue's outcomes over the longest window kept: what a queue actor owns. Outcomes
+/// are counted per second (answered, answered within the service-level threshold in
+/// force when they happened, abandoned, total wait), so memory is bounded by the window
+/// (at most 3,600 buckets for an hour) whatever the traffic; windows are exact to the
+/// second.
 #[derive(Debug)]
 pub struct QueueWindow {
     retain_ms: u64,
-    outcomes: QueueOutcomes,
+    threshold_ms: u64,
+    buckets: VecDeque<Bucket>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    second: u64,
+    answered: u64,
+    answered_in_threshold: u64,
+    abandoned: u64,
+    wait_sum_ms: u64,
 }
 
 impl QueueWindow {
-    /// Keeps outcomes for `retain_ms`.
-    pub fn new(retain_ms: u64) -> Self {
+    /// Keeps outcomes for `retain_ms`; counts answers within `threshold_ms`.
+    pub fn new(retain_ms: u64, threshold_ms: u64) -> Self {
         QueueWindow {
             retain_ms,
-            outcomes: QueueOutcomes::default(),
+            threshold_ms,
+            buckets: VecDeque::new(),
         }
+    }
+
+    /// The service-level threshold for outcomes recorded from now on.
+    pub fn set_threshold(&mut self, threshold_ms: u64) {
+        self.threshold_ms = threshold_ms;
     }
 
     /// Records an outcome at `at_ms` (in time order).
     pub fn record(&mut self, at_ms: TimeMs, outcome: Outcome) {
-        self.outcomes.outcomes.push_back((at_ms, outcome));
-        let horizon = at_ms.saturating_sub(self.retain_ms);
-        while self
-            .outcomes
-            .outcomes
-            .front()
-            .is_some_and(|(at, _)| *at < horizon)
-        {
-            self.outcomes.outcomes.pop_front();
+        let second = at_ms / 1000;
+        if self.buckets.back().is_none_or(|b| b.second < second) {
+            self.buckets.push_back(Bucket {
+                second,
+                ..Bucket::default()
+            });
+        }
+        let threshold = self.threshold_ms;
+        let b = self.buckets.back_mut().expect("just pushed");
+        match outcome {
+            Outcome::Answered { wait_ms } => {
+                b.answered += 1;
+                b.wait_sum_ms += wait_ms;
+                if wait_ms <= threshold {
+                    b.answered_in_threshold += 1;
+                }
+            }
+            Outcome::Abandoned { .. } => b.abandoned += 1,
+        }
+        let horizon = at_ms.saturating_sub(self.retain_ms) / 1000;
+        while self.buckets.front().is_some_and(|b| b.second < horizon) {
+            self.buckets.pop_front();
         }
     }
 
     /// Figures over the last `window_ms` (at most the retention) before `now_ms`.
-    pub fn window(&self, now_ms: TimeMs, window_ms: u64, threshold_ms: u64) -> WindowStats {
-        summarise(
-            Some(&self.outcomes),
-            now_ms,
-            window_ms.min(self.retain_ms),
-            threshold_ms,
-        )
+    pub fn window(&self, now_ms: TimeMs, window_ms: u64) -> WindowStats {
+        let window_ms = window_ms.min(self.retain_ms);
+        let from = now_ms.saturating_sub(window_ms) / 1000;
+        let mut stats = WindowStats {
+            window_ms,
+            answered: 0,
+            answered_in_threshold: 0,
+            abandoned: 0,
+            service_level: None,
+            average_speed_of_answer_ms: None,
+            abandon_rate: None,
+        };
+        let mut wait_sum = 0u64;
+        for b in self.buckets.iter().rev().take_while(|b| b.second >= from) {
+            stats.answered += b.answered;
+            stats.answered_in_threshold += b.answered_in_threshold;
+            stats.abandoned += b.abandoned;
+            wait_sum += b.wait_sum_ms;
+        }
+        let ended = stats.answered + stats.abandoned;
+        if ended > 0 {
+            stats.service_level = Some(stats.answered_in_threshold as f64 / ended as f64);
+            stats.abandon_rate = Some(stats.abandoned as f64 / ended as f64);
+        }
+        if stats.answered > 0 {
+            stats.average_speed_of_answer_ms = Some(wait_sum as f64 / stats.answered as f64);
+        }
+        stats
     }
 }
 

@@ -163,11 +163,10 @@ impl VirtualAgent for RuleBasedAgent {
                     .to_string(),
             queue,
         };
-        if self
-            .handoff_words
-            .iter()
-            .any(|w| lower.contains(w.as_str()))
-        {
+        let asks_for_a_person = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|word| self.handoff_words.iter().any(|w| w == word));
+        if asks_for_a_person {
             return escalate(
                 rule.and_then(|r| r.queue.clone())
                     .or(self.default_queue.clone()),
@@ -230,6 +229,16 @@ mod tests {
         assert!(matches!(t, BotTurn::Escalate { .. }));
         assert_eq!(m.collected["intent"], "refund");
         assert_eq!(m.collected["order_number"], "99887766");
+    }
+
+    #[test]
+    fn hand_off_words_are_whole_words() {
+        let bot = RuleBasedAgent::demo();
+        let mut m = BotMemory::default();
+        assert!(matches!(
+            bot.respond(&mut m, "the reagent in my kit"),
+            BotTurn::Reply(_)
+        ));
     }
 
     #[test]

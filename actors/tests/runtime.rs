@@ -948,3 +948,114 @@ async fn an_eight_hour_day_runs_through_the_actors_on_virtual_time() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_virtual_agent_escalates_at_the_live_limit_its_slot_becomes_the_interaction() {
+    let rt = start(
+        center(&["ana"]),
+        RuntimeConfig {
+            max_live_interactions: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut first = Inbound::new("chat", "cx", "hi");
+    first.virtual_agent = Some("order-bot".into());
+    assert!(matches!(
+        rt.inbound(first).await.unwrap(),
+        InboundOutcome::Bot { .. }
+    ));
+    // The bot's slot is taken: another customer is refused.
+    let mut other = Inbound::new("chat", "cy", "hi");
+    other.virtual_agent = Some("order-bot".into());
+    assert!(matches!(
+        rt.inbound(other).await,
+        Err(RuntimeError::Busy(_))
+    ));
+    let out = rt
+        .inbound(Inbound::new("chat", "cx", "I want a human agent"))
+        .await;
+    assert!(
+        matches!(out, Ok(InboundOutcome::Escalated { .. })),
+        "{out:?}"
+    );
+    assert_eq!(rt.live_interactions(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conversation_actor_failing_with_events_for_a_previous_agent_resyncs_that_agent() {
+    // The offer is rejected (and goes to bob) while ana's conversation actor is failing.
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = rt.submit(NewInteraction::new("chat", "c1")).await.unwrap();
+    let _bob = online(&rt, "bob").await;
+    let Push::Offer(_) = next(&mut ana).await else {
+        panic!()
+    };
+    settle().await;
+    while ana.try_next().is_some() {}
+    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
+    ana.reject(id).await.unwrap();
+    settle().await;
+    let view = ana.view().await.unwrap();
+    assert!(view.work.is_empty() && view.offers.is_empty(), "{view:?}");
+    let mut resynced = false;
+    while let Some(p) = ana.try_next() {
+        resynced |= matches!(&p, Push::Resync(v) if v.work.is_empty());
+    }
+    assert!(resynced, "ana's sessions learn the offer is gone");
+
+    // Transferred away while failing: no phantom assigned work.
+    let mut ana2 = online(&rt, "ana").await;
+    let bob_session = rt.connect_agent("bob").unwrap();
+    bob_session
+        .set_presence(Presence::Away { reason: "x".into() })
+        .await
+        .unwrap();
+    let id = chat_accepted(&rt, &mut ana2, "c2", "hi").await;
+    bob_session.set_presence(Presence::Available).await.unwrap();
+    settle().await;
+    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
+    ana2.transfer(id, TransferTarget::Agent("bob".into()))
+        .await
+        .unwrap();
+    settle().await;
+    let view = ana2.view().await.unwrap();
+    assert!(
+        view.work.iter().all(|w| w.interaction != id),
+        "phantom work after transfer: {view:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_an_actor_is_being_restarted_callers_hear_unavailable_not_unknown() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "c1", "hi").await;
+    // Failing over and over: after 5 quick restarts the supervisor backs off.
+    let mut failures = 0;
+    while rt.inject_panic(&ActorKey::Queue("q".into())) {
+        failures += 1;
+        assert!(failures <= 6, "no back-off");
+        settle().await;
+    }
+    assert_eq!(failures, 6);
+    for _ in 0..7 {
+        rt.inject_panic(&ActorKey::Conversation(id));
+        settle().await;
+    }
+    // In its back-off: the queue is configured but its actor is away for a while.
+    let stats = rt.queue_stats("q").await;
+    assert!(
+        matches!(stats, Err(RuntimeError::Unavailable(_))),
+        "{stats:?}"
+    );
+    // Agent messages do not need the conversation actor.
+    ana.send_message(id, "still there?", None).await.unwrap();
+    // After the back-off both are back.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    settle().await;
+    assert!(rt.queue_stats("q").await.is_ok());
+    let v = rt.conversation(id).await.unwrap();
+    assert!(texts(&v).contains(&"still there?".to_string()));
+}

@@ -408,6 +408,7 @@ impl<S: LogStore> Journal<S> {
             let handle = std::thread::Builder::new()
                 .name("omniroute-flusher".into())
                 .spawn(move || {
+                    background_priority();
                     while !flag.load(Ordering::Acquire) {
                         std::thread::park_timeout(std::time::Duration::from_millis(every));
                         if shared.flush().is_err() {
@@ -635,6 +636,7 @@ impl<S: LogStore> Journal<S> {
         let handle = std::thread::Builder::new()
             .name("omniroute-snapshot".into())
             .spawn(move || {
+                background_priority();
                 if let Err(e) = shared.write_snapshot(snapshot) {
                     tracing::error!(error = %e, "snapshot not written; the log keeps every record and the next snapshot tries again");
                 }
@@ -671,6 +673,20 @@ impl<S: LogStore> Drop for Journal<S> {
             let _ = handle.join();
             let _ = self.shared.flush();
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10) on Linux, where nice is per
+/// thread: the batched flusher and the snapshot writer then yield the CPU to request
+/// handling instead of preempting it (on two cores a preempted lock holder stalls every
+/// request for a scheduler slice; measured in docs/BENCHMARKS.md). Under a saturated CPU
+/// the flush interval stretches accordingly.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with PRIO_PROCESS and who = 0 changes only the calling
+    // thread's nice value (Linux); it reads and writes no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 

@@ -481,7 +481,8 @@ impl Core {
 }
 
 /// What happened to an inbound customer message ([`Runtime::inbound`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum InboundOutcome {
     /// A new conversation was created and routed.
     Created {
@@ -862,7 +863,7 @@ pub struct AgentSession {
     core: Arc<Core>,
     agent: Arc<str>,
     id: u64,
-    rx: mpsc::Receiver<Push>,
+    rx: Option<mpsc::Receiver<Push>>,
     permits: Arc<Semaphore>,
 }
 
@@ -872,14 +873,20 @@ impl AgentSession {
         &self.agent
     }
 
-    /// The next push; `None` once the runtime is gone.
+    /// The next push; `None` once the runtime is gone (or the pushes were taken).
     pub async fn next(&mut self) -> Option<Push> {
-        self.rx.recv().await
+        self.rx.as_mut()?.recv().await
     }
 
     /// A push if one is waiting.
     pub fn try_next(&mut self) -> Option<Push> {
-        self.rx.try_recv().ok()
+        self.rx.as_mut()?.try_recv().ok()
+    }
+
+    /// Takes the stream of pushes (to forward them elsewhere, e.g. a network session);
+    /// requests still go through this session.
+    pub fn take_pushes(&mut self) -> Option<mpsc::Receiver<Push>> {
+        self.rx.take()
     }
 
     async fn request(&self, command: Command) -> Result<Ack, RuntimeError> {
@@ -1203,7 +1210,7 @@ impl Runtime {
             core: self.core.clone(),
             agent: key,
             id,
-            rx,
+            rx: Some(rx),
             permits: Arc::new(Semaphore::new(
                 self.core.shared.config.session_max_in_flight.max(1),
             )),

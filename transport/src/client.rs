@@ -1,0 +1,186 @@
+//! The typed async Rust client: connect, `hello`, requests answered by `id`, and the
+//! stream of pushes.
+
+use crate::frame::{self, DEFAULT_MAX_FRAME};
+use crate::proto::{ClientMsg, Role, ServerMsg};
+use crate::tls;
+use omniroute_actors::Push;
+use rustls::pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused it: its stable code and message.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Stable code (docs/PROTOCOL.md).
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The reply did not have the expected shape.
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<ServerMsg>>>>;
+
+/// One session with the server.
+pub struct Client {
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: Mutex<quinn::SendStream>,
+    pending: Pending,
+    next_id: AtomicU64,
+    pushes: Option<mpsc::UnboundedReceiver<Push>>,
+    /// The role the server granted.
+    pub role: Role,
+    /// The agent, for an agent session.
+    pub agent: Option<String>,
+}
+
+impl Client {
+    /// Connects to `addr` (trusting `trust`, as `server_name`) and says hello.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &[CertificateDer<'static>],
+        token: &str,
+    ) -> Result<Client, ClientError> {
+        let conn_err = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::1]:0".parse().expect("address")
+        } else {
+            "127.0.0.1:0".parse().expect("address")
+        };
+        let endpoint = tls::client(bind, trust).map_err(|e| conn_err(&e))?;
+        let connection = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| conn_err(&e))?
+            .await
+            .map_err(|e| conn_err(&e))?;
+        let (send, mut recv) = connection.open_bi().await.map_err(|e| conn_err(&e))?;
+        let pending: Pending = Arc::default();
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let reader_pending = pending.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(body)) = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
+                let Ok((kind, id)) = frame::head(&body) else {
+                    continue;
+                };
+                if matches!(kind.as_str(), "welcome" | "ok" | "error") {
+                    let Ok(msg) = rmp_serde::from_slice::<ServerMsg>(&body) else {
+                        continue;
+                    };
+                    let waiter = id.and_then(|id| reader_pending.lock().expect("lock").remove(&id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(msg);
+                    }
+                } else if let Ok(push) = rmp_serde::from_slice::<Push>(&body) {
+                    let _ = push_tx.send(push);
+                }
+            }
+            // The session ended: fail everyone still waiting.
+            reader_pending.lock().expect("lock").clear();
+        });
+        let mut client = Client {
+            _endpoint: endpoint,
+            connection,
+            send: Mutex::new(send),
+            pending,
+            next_id: AtomicU64::new(1),
+            pushes: Some(push_rx),
+            role: Role::Channel,
+            agent: None,
+        };
+        let id = client.next_id.fetch_add(1, Ordering::Relaxed);
+        match client
+            .exchange(ClientMsg::Hello {
+                id,
+                token: token.to_string(),
+            })
+            .await?
+        {
+            ServerMsg::Welcome { role, agent, .. } => {
+                client.role = role;
+                client.agent = agent;
+                Ok(client)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A fresh request id.
+    pub fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn exchange(&self, msg: ClientMsg) -> Result<ServerMsg, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("lock").insert(msg.id(), tx);
+        self.send
+            .lock()
+            .await
+            .write_all(&frame::encode(&msg))
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        match rx.await {
+            Ok(ServerMsg::Error { code, message, .. }) => {
+                Err(ClientError::Refused { code, message })
+            }
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(ClientError::Connection("the session ended".into())),
+        }
+    }
+
+    /// Sends a request; its result's data, if any.
+    pub async fn request(&self, msg: ClientMsg) -> Result<Option<rmpv::Value>, ClientError> {
+        match self.exchange(msg).await? {
+            ServerMsg::Ok { data, .. } => Ok(data),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends a request and decodes its result.
+    pub async fn request_as<T: DeserializeOwned>(&self, msg: ClientMsg) -> Result<T, ClientError> {
+        let data = self
+            .request(msg)
+            .await?
+            .ok_or_else(|| ClientError::Unexpected("no data in the reply".into()))?;
+        let bytes = {
+            let mut b = Vec::new();
+            rmpv::encode::write_value(&mut b, &data).expect("into a Vec");
+            b
+        };
+        rmp_serde::from_slice(&bytes).map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Sends raw bytes on the session (tests of bad input).
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.send
+            .lock()
+            .await
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))
+    }
+
+    /// The pushes (offers, messages, presence…), once.
+    pub fn pushes(&mut self) -> Option<mpsc::UnboundedReceiver<Push>> {
+        self.pushes.take()
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"bye");
+    }
+}

@@ -1,0 +1,309 @@
+//! The server over real QUIC on loopback, with the actor runtime behind it: a whole
+//! journey through the Rust client, authentication and authorisation failures, and bad
+//! frames answered without losing the session.
+
+use omniroute_actors::center::Clock;
+use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, MemoryStore};
+use omniroute_actors::engine::*;
+use omniroute_actors::{InboundOutcome, Push, Runtime, RuntimeConfig};
+use omniroute_transport::client::{Client, ClientError};
+use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
+use omniroute_transport::server::{self, Grant, ServerConfig, Tokens};
+use omniroute_transport::tls::{SELF_SIGNED_NAME, ServerIdentity};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn center() -> CenterConfig {
+    let mut config = CenterConfig {
+        channels: ChannelDef::builtin(),
+        skills: vec![SkillDef {
+            name: "s".into(),
+            is_language: false,
+        }],
+        ..Default::default()
+    };
+    config.queues = vec![QueueDef::new("q", &[("s", 1)])];
+    config.routing.default_queue = Some("q".into());
+    config.agents = ["ana", "bob"]
+        .iter()
+        .map(|id| AgentDef {
+            id: id.to_string(),
+            name: id.to_string(),
+            skills: vec![SkillLevel {
+                skill: "s".into(),
+                proficiency: 5,
+            }],
+            capacity: CapacityProfile::simple(10, &["chat", "sms"]),
+        })
+        .collect();
+    config
+}
+
+struct Fixture {
+    addr: SocketAddr,
+    identity: ServerIdentity,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Fixture {
+    let now = 1_764_000_000_000;
+    let (journal, _) = Journal::open(
+        Arc::new(MemoryStore::new()),
+        Some(center()),
+        JournalConfig {
+            durability: Durability::Batched { flush_every_ms: 5 },
+            external_timers: true,
+            ..Default::default()
+        },
+        now,
+    )
+    .unwrap();
+    let runtime = Arc::new(
+        Runtime::start(
+            journal,
+            Clock::starting_at(now),
+            RuntimeConfig::default(),
+            vec![],
+        )
+        .await
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let identity = ServerIdentity::self_signed(dir.path()).unwrap();
+    let endpoint = identity.server("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let mut tokens = Tokens::new();
+    let grant = |role, agent: Option<&str>, name: &str| Grant {
+        role,
+        agent: agent.map(String::from),
+        name: name.into(),
+    };
+    tokens.add("t-ana", grant(Role::Agent, Some("ana"), "ana"));
+    tokens.add("t-bob", grant(Role::Agent, Some("bob"), "bob"));
+    tokens.add("t-web", grant(Role::Channel, None, "web chat"));
+    tokens.add("t-sup", grant(Role::Supervisor, None, "floor"));
+    tokens.add("t-admin", grant(Role::Admin, None, "admin"));
+    tokio::spawn(server::serve(
+        endpoint,
+        runtime,
+        ServerConfig {
+            tokens,
+            ..Default::default()
+        },
+    ));
+    Fixture {
+        addr,
+        identity,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn client(&self, token: &str) -> Result<Client, ClientError> {
+        Client::connect(self.addr, SELF_SIGNED_NAME, &self.identity.chain, token).await
+    }
+}
+
+async fn next(pushes: &mut tokio::sync::mpsc::UnboundedReceiver<Push>) -> Push {
+    loop {
+        let p = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
+            .await
+            .expect("a push within 5 s")
+            .expect("session open");
+        if !matches!(p, Push::Presence { .. }) {
+            return p;
+        }
+    }
+}
+
+fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: &str) {
+    match r {
+        Err(ClientError::Refused { code: c, .. }) if c == code => {}
+        other => panic!("expected `{code}`, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_whole_journey_over_quic() {
+    let f = start().await;
+    let mut ana = f.client("t-ana").await.unwrap();
+    assert_eq!((ana.role, ana.agent.as_deref()), (Role::Agent, Some("ana")));
+    let mut ana_pushes = ana.pushes().unwrap();
+    let web = f.client("t-web").await.unwrap();
+    ana.request(ClientMsg::SetPresence {
+        id: ana.id(),
+        presence: PresenceArg::Available,
+        reason: None,
+        agent: None,
+    })
+    .await
+    .unwrap();
+    let outcome: InboundOutcome = web
+        .request_as(ClientMsg::Inbound {
+            id: web.id(),
+            channel: "chat".into(),
+            customer: "cust-1".into(),
+            text: "hello over quic".into(),
+            attributes: Default::default(),
+            queue: None,
+            virtual_agent: None,
+        })
+        .await
+        .unwrap();
+    let InboundOutcome::Created { interaction } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let Push::Offer(offer) = next(&mut ana_pushes).await else {
+        panic!("offer expected")
+    };
+    assert_eq!(offer.interaction, interaction);
+    assert_eq!(offer.customer, "cust-1");
+    ana.request(ClientMsg::Accept {
+        id: ana.id(),
+        interaction,
+    })
+    .await
+    .unwrap();
+    ana.request(ClientMsg::SendMessage {
+        id: ana.id(),
+        interaction,
+        text: "hi, ana here".into(),
+        channel: None,
+    })
+    .await
+    .unwrap();
+    // Bob cannot act on ana's work, nor read it.
+    let bob = f.client("t-bob").await.unwrap();
+    refused(
+        bob.request(ClientMsg::Complete {
+            id: bob.id(),
+            interaction,
+            wrap_up_code: None,
+        })
+        .await,
+        "not_yours",
+    );
+    refused(
+        bob.request(ClientMsg::Conversation {
+            id: bob.id(),
+            interaction,
+        })
+        .await,
+        "forbidden",
+    );
+    ana.request(ClientMsg::Complete {
+        id: ana.id(),
+        interaction,
+        wrap_up_code: None,
+    })
+    .await
+    .unwrap();
+    let conv: omniroute_actors::conversation::ConversationView = ana
+        .request_as(ClientMsg::Conversation {
+            id: ana.id(),
+            interaction,
+        })
+        .await
+        .unwrap();
+    let lines: Vec<&str> = conv.transcript.iter().map(|e| e.text.as_str()).collect();
+    assert!(
+        lines.contains(&"hello over quic") && lines.contains(&"hi, ana here"),
+        "{lines:?}"
+    );
+    // A supervisor sees the queue's statistics.
+    let sup = f.client("t-sup").await.unwrap();
+    let stats: omniroute_actors::queue::QueueStats = sup
+        .request_as(ClientMsg::QueueStats {
+            id: sup.id(),
+            queue: "q".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.windows[0].answered, 1);
+}
+
+#[tokio::test]
+async fn roles_tokens_and_bad_frames_get_clear_errors() {
+    let f = start().await;
+    refused(f.client("nope").await.map(|_| ()), "bad_token");
+    let web = f.client("t-web").await.unwrap();
+    // A channel cannot act as an agent, administer, or read statistics.
+    for msg in [
+        ClientMsg::Accept {
+            id: web.id(),
+            interaction: InteractionId(1),
+        },
+        ClientMsg::GetConfig { id: web.id() },
+        ClientMsg::QueueStats {
+            id: web.id(),
+            queue: "q".into(),
+        },
+    ] {
+        refused(web.request(msg).await, "forbidden");
+    }
+    // A supervisor cannot submit work; an agent cannot force another's presence.
+    let sup = f.client("t-sup").await.unwrap();
+    refused(
+        sup.request(ClientMsg::Inbound {
+            id: sup.id(),
+            channel: "chat".into(),
+            customer: "c".into(),
+            text: "x".into(),
+            attributes: Default::default(),
+            queue: None,
+            virtual_agent: None,
+        })
+        .await,
+        "forbidden",
+    );
+    let ana = f.client("t-ana").await.unwrap();
+    refused(
+        ana.request(ClientMsg::SetPresence {
+            id: ana.id(),
+            presence: PresenceArg::Offline,
+            reason: None,
+            agent: Some("bob".into()),
+        })
+        .await,
+        "forbidden",
+    );
+    // Unknown ids.
+    refused(
+        sup.request(ClientMsg::QueueStats {
+            id: sup.id(),
+            queue: "ghost".into(),
+        })
+        .await,
+        "unknown_id",
+    );
+    refused(
+        web.request(ClientMsg::CustomerLeft {
+            id: web.id(),
+            interaction: InteractionId(999),
+        })
+        .await,
+        "unknown_id",
+    );
+    // Bad frames: the session answers with an error and goes on.
+    web.send_raw(&[0, 0, 0, 1, 0xc1]).await.unwrap();
+    let admin = f.client("t-admin").await.unwrap();
+    let config: CenterConfig = admin
+        .request_as(ClientMsg::GetConfig { id: admin.id() })
+        .await
+        .unwrap();
+    assert_eq!(config.agents.len(), 2);
+    refused(
+        web.request(ClientMsg::Inbound {
+            id: web.id(),
+            channel: "fax".into(),
+            customer: "c".into(),
+            text: "x".into(),
+            attributes: Default::default(),
+            queue: None,
+            virtual_agent: None,
+        })
+        .await,
+        "bad_request",
+    );
+}

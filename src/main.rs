@@ -7,6 +7,7 @@
 //! and the load tester arrive with their own crates (`transport/`, `loadtest/`).
 
 mod drive;
+mod serve;
 
 /// mimalloc: see the workspace Cargo.toml (measured in `cargo bench --bench actors`).
 #[global_allocator]
@@ -73,6 +74,25 @@ enum Command {
         #[arg(long, default_value_t = 120_000)]
         reconnect_grace_ms: u64,
     },
+    /// Run the QUIC server (see docs/PROTOCOL.md). An empty data directory starts the
+    /// built-in demo center and prints a token per role and agent (shown once).
+    Serve {
+        /// Data directory (created if missing; locked while running).
+        #[arg(long, default_value = "omniroute-data")]
+        data_dir: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate chain (default: a self-signed one kept in the data directory).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// PEM private key for --cert.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// `sync` or `batched:<ms>`.
+        #[arg(long, default_value = "sync", value_parser = drive::durability)]
+        durability: journal::Durability,
+    },
     /// Repair a data directory the server refused to start on (it prints the command).
     /// What a repair removes is lost: restore from a backup instead if you have one.
     Repair {
@@ -97,6 +117,25 @@ fn main() {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            cert,
+            key,
+            durability,
+        } => {
+            let options = serve::ServeOptions {
+                data_dir,
+                listen,
+                cert,
+                key,
+                durability,
+            };
+            if let Err(e) = serve::serve(options, demo_center()) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
         Command::Drive {
             data_dir,
             seed,

@@ -4,7 +4,9 @@
 use crate::frame::{self, DEFAULT_MAX_FRAME};
 use crate::proto::{ClientMsg, Role, ServerMsg};
 use crate::tls;
-use omniroute_actors::Push;
+use omniroute_actors::conversation::ConversationView;
+use omniroute_actors::engine::InteractionId;
+use omniroute_actors::{InboundOutcome, Push};
 use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -162,6 +164,79 @@ impl Client {
             b
         };
         rmp_serde::from_slice(&bytes).map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Agent: sets its own presence.
+    pub async fn set_presence(
+        &self,
+        presence: crate::proto::PresenceArg,
+    ) -> Result<(), ClientError> {
+        self.request(ClientMsg::SetPresence {
+            id: self.id(),
+            presence,
+            reason: None,
+            agent: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Agent: accepts an offer.
+    pub async fn accept(&self, interaction: InteractionId) -> Result<(), ClientError> {
+        self.request(ClientMsg::Accept {
+            id: self.id(),
+            interaction,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Agent: a message to the customer, on the channel they last used.
+    pub async fn send_message(
+        &self,
+        interaction: InteractionId,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        self.request(ClientMsg::SendMessage {
+            id: self.id(),
+            interaction,
+            text: text.to_string(),
+            channel: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Channel: a customer's message (see `inbound` in docs/PROTOCOL.md).
+    pub async fn inbound(
+        &self,
+        channel: &str,
+        customer: &str,
+        text: &str,
+        queue: Option<&str>,
+    ) -> Result<InboundOutcome, ClientError> {
+        self.request_as(ClientMsg::Inbound {
+            id: self.id(),
+            channel: channel.to_string(),
+            customer: customer.to_string(),
+            text: text.to_string(),
+            attributes: Default::default(),
+            queue: queue.map(String::from),
+            virtual_agent: None,
+        })
+        .await
+    }
+
+    /// A conversation with its transcript.
+    pub async fn conversation(
+        &self,
+        interaction: InteractionId,
+    ) -> Result<ConversationView, ClientError> {
+        self.request_as(ClientMsg::Conversation {
+            id: self.id(),
+            interaction,
+        })
+        .await
     }
 
     /// Sends raw bytes on the session (tests of bad input).

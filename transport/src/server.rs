@@ -48,6 +48,108 @@ impl Tokens {
         self.grants.insert(hash(token), grant);
     }
 
+    /// Loads a tokens file: one line per token, `<sha-256 hex>\t<role>\t<agent or ->\t<name>`
+    /// (`#` starts a comment). Only hashes are stored.
+    pub fn load_file(path: &std::path::Path) -> std::io::Result<Tokens> {
+        let text = std::fs::read_to_string(path)?;
+        let mut tokens = Tokens::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |what: &str| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}:{}: {what}", path.display(), n + 1),
+                )
+            };
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [hash_hex, role, agent, name] = fields[..] else {
+                return Err(bad(
+                    "expected 4 tab-separated fields: hash, role, agent, name",
+                ));
+            };
+            let bytes: Vec<u8> = (0..hash_hex.len())
+                .step_by(2)
+                .filter_map(|i| hash_hex.get(i..i + 2))
+                .filter_map(|b| u8::from_str_radix(b, 16).ok())
+                .collect();
+            let hash: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| bad("the hash is not 64 hexadecimal digits"))?;
+            let role = match role {
+                "admin" => Role::Admin,
+                "supervisor" => Role::Supervisor,
+                "agent" => Role::Agent,
+                "channel" => Role::Channel,
+                other => {
+                    return Err(bad(&format!(
+                        "unknown role `{other}` (admin, supervisor, agent, channel)"
+                    )));
+                }
+            };
+            let agent = (agent != "-").then(|| agent.to_string());
+            if (role == Role::Agent) != agent.is_some() {
+                return Err(bad("an agent token names its agent; other roles give `-`"));
+            }
+            tokens.grants.insert(
+                hash,
+                Grant {
+                    role,
+                    agent,
+                    name: name.to_string(),
+                },
+            );
+        }
+        Ok(tokens)
+    }
+
+    /// Creates a tokens file with a fresh random token per grant (mode 0600, hashes
+    /// only); returns the tokens and the clear ones, to show once.
+    pub fn create_file(
+        path: &std::path::Path,
+        grants: Vec<Grant>,
+    ) -> std::io::Result<(Tokens, Vec<(Grant, String)>)> {
+        use ring::rand::SecureRandom;
+        let rng = ring::rand::SystemRandom::new();
+        let mut text =
+            String::from("# omniroute tokens: sha-256 of the token, role, agent, name\n");
+        let mut tokens = Tokens::new();
+        let mut clear = Vec::new();
+        for grant in grants {
+            let mut raw = [0u8; 18];
+            rng.fill(&mut raw)
+                .map_err(|_| std::io::Error::other("no system randomness"))?;
+            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let h = hash(&token);
+            let role = format!("{:?}", grant.role).to_lowercase();
+            text.push_str(&format!(
+                "{}\t{role}\t{}\t{}\n",
+                h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                grant.agent.as_deref().unwrap_or("-"),
+                grant.name
+            ));
+            tokens.grants.insert(h, grant.clone());
+            clear.push((grant, token));
+        }
+        #[cfg(unix)]
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        #[cfg(not(unix))]
+        std::fs::write(path, text)?;
+        Ok((tokens, clear))
+    }
+
     fn check(&self, token: &str) -> Option<(&Grant, [u8; 32])> {
         let h = hash(token);
         self.grants.get(&h).map(|g| (g, h))

@@ -131,24 +131,9 @@ async fn a_whole_journey_over_quic() {
     assert_eq!((ana.role, ana.agent.as_deref()), (Role::Agent, Some("ana")));
     let mut ana_pushes = ana.pushes().unwrap();
     let web = f.client("t-web").await.unwrap();
-    ana.request(ClientMsg::SetPresence {
-        id: ana.id(),
-        presence: PresenceArg::Available,
-        reason: None,
-        agent: None,
-    })
-    .await
-    .unwrap();
-    let outcome: InboundOutcome = web
-        .request_as(ClientMsg::Inbound {
-            id: web.id(),
-            channel: "chat".into(),
-            customer: "cust-1".into(),
-            text: "hello over quic".into(),
-            attributes: Default::default(),
-            queue: None,
-            virtual_agent: None,
-        })
+    ana.set_presence(PresenceArg::Available).await.unwrap();
+    let outcome = web
+        .inbound("chat", "cust-1", "hello over quic", None)
         .await
         .unwrap();
     let InboundOutcome::Created { interaction } = outcome else {
@@ -159,20 +144,8 @@ async fn a_whole_journey_over_quic() {
     };
     assert_eq!(offer.interaction, interaction);
     assert_eq!(offer.customer, "cust-1");
-    ana.request(ClientMsg::Accept {
-        id: ana.id(),
-        interaction,
-    })
-    .await
-    .unwrap();
-    ana.request(ClientMsg::SendMessage {
-        id: ana.id(),
-        interaction,
-        text: "hi, ana here".into(),
-        channel: None,
-    })
-    .await
-    .unwrap();
+    ana.accept(interaction).await.unwrap();
+    ana.send_message(interaction, "hi, ana here").await.unwrap();
     // Bob cannot act on ana's work, nor read it.
     let bob = f.client("t-bob").await.unwrap();
     refused(
@@ -199,13 +172,7 @@ async fn a_whole_journey_over_quic() {
     })
     .await
     .unwrap();
-    let conv: omniroute_actors::conversation::ConversationView = ana
-        .request_as(ClientMsg::Conversation {
-            id: ana.id(),
-            interaction,
-        })
-        .await
-        .unwrap();
+    let conv = ana.conversation(interaction).await.unwrap();
     let lines: Vec<&str> = conv.transcript.iter().map(|e| e.text.as_str()).collect();
     assert!(
         lines.contains(&"hello over quic") && lines.contains(&"hi, ana here"),

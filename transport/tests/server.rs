@@ -274,3 +274,191 @@ async fn roles_tokens_and_bad_frames_get_clear_errors() {
         "bad_request",
     );
 }
+
+async fn raw_stream(f: &Fixture) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let endpoint =
+        omniroute_transport::tls::client("127.0.0.1:0".parse().unwrap(), &f.identity.chain)
+            .unwrap();
+    let conn = endpoint
+        .connect(f.addr, SELF_SIGNED_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (conn, send, recv)
+}
+
+async fn read_reply(recv: &mut quinn::RecvStream) -> omniroute_transport::proto::ServerMsg {
+    let body = omniroute_transport::frame::read_frame(recv, 1 << 20)
+        .await
+        .unwrap()
+        .expect("a reply");
+    rmp_serde::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_before_hello_is_refused_and_the_session_can_still_say_hello() {
+    use omniroute_transport::frame;
+    use omniroute_transport::proto::ServerMsg;
+    let f = start().await;
+    let (_conn, mut send, mut recv) = raw_stream(&f).await;
+    send.write_all(&frame::encode(&ClientMsg::GetConfig { id: 5 }))
+        .await
+        .unwrap();
+    match read_reply(&mut recv).await {
+        ServerMsg::Error { id, code, .. } => {
+            assert_eq!((id, code.as_str()), (Some(5), "not_authenticated"))
+        }
+        other => panic!("{other:?}"),
+    }
+    send.write_all(&frame::encode(&ClientMsg::Hello {
+        id: 6,
+        token: "t-admin".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(
+        read_reply(&mut recv).await,
+        ServerMsg::Welcome {
+            id: 6,
+            role: Role::Admin,
+            ..
+        }
+    ));
+    // A second hello is a bad request.
+    send.write_all(&frame::encode(&ClientMsg::Hello {
+        id: 7,
+        token: "t-admin".into(),
+    }))
+    .await
+    .unwrap();
+    match read_reply(&mut recv).await {
+        ServerMsg::Error { code, .. } => assert_eq!(code, "bad_request"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn random_bytes_never_take_the_server_down() {
+    let f = start().await;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut byte = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as u8
+    };
+    for round in 0..20 {
+        let (conn, mut send, mut recv) = raw_stream(&f).await;
+        let len = 1 + (round * 97) % 3000;
+        let garbage: Vec<u8> = (0..len).map(|_| byte()).collect();
+        let _ = send.write_all(&garbage).await;
+        let _ = send.finish();
+        // Whatever the server answers, it answers with frames and ends the stream.
+        while let Ok(Some(_)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            omniroute_transport::frame::read_frame(&mut recv, 1 << 20),
+        )
+        .await
+        .expect("the server answers or closes in time")
+        {}
+        conn.close(0u32.into(), b"");
+    }
+    // Still serving.
+    let admin = f.client("t-admin").await.unwrap();
+    let config: CenterConfig = admin
+        .request_as(ClientMsg::GetConfig { id: admin.id() })
+        .await
+        .unwrap();
+    assert_eq!(config.queues.len(), 1);
+}
+
+#[tokio::test]
+async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
+    let f = start().await;
+    let sessions = [
+        (Role::Admin, f.client("t-admin").await.unwrap()),
+        (Role::Supervisor, f.client("t-sup").await.unwrap()),
+        (Role::Agent, f.client("t-ana").await.unwrap()),
+        (Role::Channel, f.client("t-web").await.unwrap()),
+    ];
+    let i = InteractionId(1);
+    let ops = |id: u64| {
+        vec![
+            ClientMsg::Inbound {
+                id,
+                channel: "chat".into(),
+                customer: "matrix".into(),
+                text: "x".into(),
+                attributes: Default::default(),
+                queue: None,
+                virtual_agent: None,
+            },
+            ClientMsg::CustomerLeft { id, interaction: i },
+            ClientMsg::SetPresence {
+                id,
+                presence: PresenceArg::Away,
+                reason: None,
+                agent: None,
+            },
+            ClientMsg::SetPresence {
+                id,
+                presence: PresenceArg::Away,
+                reason: None,
+                agent: Some("bob".into()),
+            },
+            ClientMsg::Accept { id, interaction: i },
+            ClientMsg::Reject { id, interaction: i },
+            ClientMsg::Complete {
+                id,
+                interaction: i,
+                wrap_up_code: None,
+            },
+            ClientMsg::Transfer {
+                id,
+                interaction: i,
+                to: TransferTarget::Queue("q".into()),
+            },
+            ClientMsg::SendMessage {
+                id,
+                interaction: i,
+                text: "x".into(),
+                channel: None,
+            },
+            ClientMsg::Conversation { id, interaction: i },
+            ClientMsg::History {
+                id,
+                customer: "matrix".into(),
+            },
+            ClientMsg::AgentView { id, agent: None },
+            ClientMsg::AgentView {
+                id,
+                agent: Some("bob".into()),
+            },
+            ClientMsg::QueueStats {
+                id,
+                queue: "q".into(),
+            },
+            ClientMsg::GetConfig { id },
+        ]
+    };
+    let mut checked = 0;
+    for (role, client) in &sessions {
+        for msg in ops(client.id()) {
+            let kind = msg.kind();
+            let allowed = msg.allowed(*role);
+            let result = client.request(msg).await;
+            let forbidden =
+                matches!(&result, Err(ClientError::Refused { code, .. }) if code == "forbidden");
+            // An agent reading a conversation it has nothing to do with is refused
+            // by ownership, not by role.
+            let ownership = *role == Role::Agent && kind == "conversation";
+            assert!(
+                forbidden != allowed || ownership,
+                "{role:?} × {kind}: allowed={allowed}, got {result:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * 15);
+}

@@ -165,6 +165,15 @@ pub enum ClientMsg {
         /// Request id.
         id: u64,
     },
+    /// Admin: replace the whole configuration (channels, skills, agents, queues,
+    /// routing rules, wrap-up codes, settings): read it with `get_config`, change what
+    /// you need, send it back. Validated as a whole; logged, so it survives restarts.
+    Configure {
+        /// Request id.
+        id: u64,
+        /// The new configuration.
+        config: Box<omniroute_actors::engine::CenterConfig>,
+    },
 }
 
 impl ClientMsg {
@@ -184,6 +193,7 @@ impl ClientMsg {
         "agent_view",
         "queue_stats",
         "get_config",
+        "configure",
     ];
 
     /// The request id.
@@ -202,7 +212,8 @@ impl ClientMsg {
             | ClientMsg::History { id, .. }
             | ClientMsg::AgentView { id, .. }
             | ClientMsg::QueueStats { id, .. }
-            | ClientMsg::GetConfig { id } => *id,
+            | ClientMsg::GetConfig { id }
+            | ClientMsg::Configure { id, .. } => *id,
         }
     }
 
@@ -223,6 +234,7 @@ impl ClientMsg {
             ClientMsg::AgentView { .. } => "agent_view",
             ClientMsg::QueueStats { .. } => "queue_stats",
             ClientMsg::GetConfig { .. } => "get_config",
+            ClientMsg::Configure { .. } => "configure",
         }
     }
 
@@ -253,6 +265,7 @@ impl ClientMsg {
             },
             ClientMsg::QueueStats { .. } => role == Supervisor,
             ClientMsg::GetConfig { .. } => matches!(role, Admin | Supervisor),
+            ClientMsg::Configure { .. } => role == Admin,
         }
     }
 }

@@ -273,6 +273,10 @@ pub fn code_of(e: &RuntimeError) -> &'static str {
             | EngineError::UnknownInteraction(_)
             | EngineError::UnknownChannel { .. }
             | EngineError::UnknownSkill { .. } => "unknown_id",
+            EngineError::InvalidConfig { .. }
+            | EngineError::Duplicate { .. }
+            | EngineError::ProficiencyOutOfRange { .. }
+            | EngineError::InUse { .. } => "bad_config",
             EngineError::NotOfferedToAgent { .. } | EngineError::NotAssignedToAgent { .. } => {
                 "not_yours"
             }
@@ -553,6 +557,29 @@ impl Session {
             },
             ClientMsg::QueueStats { id, queue } => ok(id, &rt.queue_stats(&queue).await?),
             ClientMsg::GetConfig { id } => ok(id, &rt.read(|e| e.config())),
+            ClientMsg::Configure { id, config } => {
+                let ack = match rt.execute(Command::Configure { config: *config }).await {
+                    Ok(ack) => ack,
+                    // Whatever the engine refuses in a configuration is the configuration's fault.
+                    Err(e @ RuntimeError::Journal(JournalError::Engine(_))) => {
+                        return Ok(error(Some(id), "bad_config", e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                };
+                // What changed, as the `configured` event lists it.
+                let changes: Vec<_> = ack
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        omniroute_actors::engine::Event::Configured { changes } => {
+                            Some(changes.clone())
+                        }
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                ok(id, &changes)
+            }
         })
     }
 }

@@ -383,8 +383,19 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
         (Role::Channel, f.client("t-web").await.unwrap()),
     ];
     let i = InteractionId(1);
+    let current: CenterConfig = sessions[0]
+        .1
+        .request_as(ClientMsg::GetConfig {
+            id: sessions[0].1.id(),
+        })
+        .await
+        .unwrap();
     let ops = |id: u64| {
         vec![
+            ClientMsg::Configure {
+                id,
+                config: Box::new(current.clone()),
+            },
             ClientMsg::Inbound {
                 id,
                 channel: "chat".into(),
@@ -460,5 +471,62 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4 * 15);
+    assert_eq!(checked, 4 * 16);
+}
+
+#[tokio::test]
+async fn an_admin_reconfigures_the_center_and_a_bad_configuration_is_refused_whole() {
+    let f = start().await;
+    let admin = f.client("t-admin").await.unwrap();
+    let mut config: CenterConfig = admin
+        .request_as(ClientMsg::GetConfig { id: admin.id() })
+        .await
+        .unwrap();
+    let mut cid = config.agents[0].clone();
+    cid.id = "cid".into();
+    cid.name = "Cid".into();
+    config.agents.push(cid);
+    let changes: Vec<ConfigChange> = admin
+        .request_as(ClientMsg::Configure {
+            id: admin.id(),
+            config: Box::new(config.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![ConfigChange {
+            kind: "agent".into(),
+            id: "cid".into(),
+            change: ChangeKind::Added
+        }]
+    );
+    let sup = f.client("t-sup").await.unwrap();
+    let seen: CenterConfig = sup
+        .request_as(ClientMsg::GetConfig { id: sup.id() })
+        .await
+        .unwrap();
+    assert!(seen.agents.iter().any(|a| a.id == "cid"));
+    // A queue needing a skill nobody defined: refused, nothing changed.
+    let mut bad = config.clone();
+    bad.queues
+        .push(QueueDef::new("ghost", &[("no-such-skill", 1)]));
+    let refused_whole = admin
+        .request(ClientMsg::Configure {
+            id: admin.id(),
+            config: Box::new(bad),
+        })
+        .await;
+    match refused_whole {
+        Err(ClientError::Refused { code, message }) => {
+            assert_eq!(code, "bad_config");
+            assert!(message.contains("no-such-skill"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let after: CenterConfig = sup
+        .request_as(ClientMsg::GetConfig { id: sup.id() })
+        .await
+        .unwrap();
+    assert_eq!(after, config);
 }

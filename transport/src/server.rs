@@ -165,6 +165,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Sessions at once per token (default 64).
     pub sessions_per_token: usize,
+    /// Requests of one session running at once; past it `busy` (default 64).
+    pub requests_in_flight: usize,
     /// The tokens.
     pub tokens: Tokens,
 }
@@ -175,6 +177,7 @@ impl Default for ServerConfig {
             max_frame: frame::DEFAULT_MAX_FRAME,
             max_connections: 10_000,
             sessions_per_token: 64,
+            requests_in_flight: 64,
             tokens: Tokens::new(),
         }
     }
@@ -293,8 +296,23 @@ pub fn code_of(e: &RuntimeError) -> &'static str {
 struct Session {
     state: Arc<State>,
     grant: Option<(Grant, [u8; 32])>,
-    agent: Option<AgentSession>,
+    agent: Option<Arc<AgentSession>>,
     out: mpsc::Sender<Vec<u8>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// A request ready to run on its own task (requests of a session run concurrently;
+/// replies carry their `id`).
+struct Job {
+    state: Arc<State>,
+    agent: Option<Arc<AgentSession>>,
+    me: Option<String>,
+    msg: ClientMsg,
+}
+
+enum Prepared {
+    Reply(ServerMsg),
+    Run(Job),
 }
 
 impl Drop for Session {
@@ -318,11 +336,15 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
         let _ = send.finish();
     });
     let max = state.config.max_frame;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        state.config.requests_in_flight.max(1),
+    ));
     let mut s = Session {
         state,
         grant: None,
         agent: None,
         out,
+        in_flight,
     };
     loop {
         let reply = match frame::read_frame(&mut recv, max).await {
@@ -348,7 +370,34 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
                     let id = frame::head(&body).ok().and_then(|(_, id)| id);
                     error(id, e.code().as_str(), e.to_string())
                 }
-                Ok(msg) => s.handle(msg).await,
+                Ok(msg) => match s.prepare(msg).await {
+                    Prepared::Reply(reply) => reply,
+                    Prepared::Run(job) => {
+                        let id = job.msg.id();
+                        match s.in_flight.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                let out = s.out.clone();
+                                tokio::spawn(async move {
+                                    let reply = match job.run().await {
+                                        Ok(reply) => reply,
+                                        Err(e) => error(Some(id), code_of(&e), e.to_string()),
+                                    };
+                                    let _ = out.send(frame::encode(&reply)).await;
+                                    drop(permit);
+                                });
+                                continue;
+                            }
+                            Err(_) => error(
+                                Some(id),
+                                "busy",
+                                format!(
+                                    "{} requests of this session are in flight (the limit); wait for replies",
+                                    s.state.config.requests_in_flight
+                                ),
+                            ),
+                        }
+                    }
+                },
             },
         };
         if s.out.send(frame::encode(&reply)).await.is_err() {
@@ -360,34 +409,35 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
 }
 
 impl Session {
-    async fn handle(&mut self, msg: ClientMsg) -> ServerMsg {
+    async fn prepare(&mut self, msg: ClientMsg) -> Prepared {
         let id = msg.id();
         if let ClientMsg::Hello { token, .. } = &msg {
-            return self.hello(id, token).await;
+            return Prepared::Reply(self.hello(id, token).await);
         }
         let Some((grant, _)) = &self.grant else {
-            return error(
+            return Prepared::Reply(error(
                 Some(id),
                 "not_authenticated",
                 format!(
                     "`{}` before `hello`: send `hello` with a token first",
                     msg.kind()
                 ),
-            );
+            ));
         };
         let role = grant.role;
         if !msg.allowed(role) {
-            return error(
+            return Prepared::Reply(error(
                 Some(id),
                 "forbidden",
                 format!("a {role:?} session may not send `{}`", msg.kind()).to_lowercase(),
-            );
+            ));
         }
-        let agent_id = grant.agent.clone();
-        match self.run(msg, agent_id).await {
-            Ok(reply) => reply,
-            Err(e) => error(Some(id), code_of(&e), e.to_string()),
-        }
+        Prepared::Run(Job {
+            state: self.state.clone(),
+            agent: self.agent.clone(),
+            me: grant.agent.clone(),
+            msg,
+        })
     }
 
     async fn hello(&mut self, id: u64, token: &str) -> ServerMsg {
@@ -427,7 +477,7 @@ impl Session {
                             }
                         });
                     }
-                    self.agent = Some(session);
+                    self.agent = Some(Arc::new(session));
                 }
                 Err(e) => return error(Some(id), code_of(&e), e.to_string()),
             }
@@ -438,15 +488,19 @@ impl Session {
             agent: grant.agent,
         }
     }
+}
 
+impl Job {
     fn agent_session(&self) -> Result<&AgentSession, RuntimeError> {
         self.agent
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| RuntimeError::BadRequest("not an agent session".into()))
     }
 
-    async fn run(&mut self, msg: ClientMsg, me: Option<String>) -> Result<ServerMsg, RuntimeError> {
+    async fn run(self) -> Result<ServerMsg, RuntimeError> {
         let rt = self.state.runtime.clone();
+        let me = self.me.clone();
+        let msg = self.msg.clone();
         Ok(match msg {
             ClientMsg::Hello { .. } => unreachable!("handled first"),
             ClientMsg::Inbound {

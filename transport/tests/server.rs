@@ -530,3 +530,43 @@ async fn an_admin_reconfigures_the_center_and_a_bad_configuration_is_refused_who
         .unwrap();
     assert_eq!(after, config);
 }
+
+#[tokio::test]
+async fn requests_run_concurrently_and_past_the_in_flight_limit_get_busy() {
+    use omniroute_transport::frame;
+    use omniroute_transport::proto::ServerMsg;
+    let f = start().await;
+    let (_conn, mut send, mut recv) = raw_stream(&f).await;
+    send.write_all(&frame::encode(&ClientMsg::Hello {
+        id: 0,
+        token: "t-sup".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(matches!(
+        read_reply(&mut recv).await,
+        ServerMsg::Welcome { .. }
+    ));
+    // 500 requests without waiting for any reply.
+    let mut burst = Vec::new();
+    for id in 1..=500u64 {
+        burst.extend(frame::encode(&ClientMsg::AgentView {
+            id,
+            agent: Some("ana".into()),
+        }));
+    }
+    send.write_all(&burst).await.unwrap();
+    let (mut ok, mut busy) = (std::collections::BTreeSet::new(), 0);
+    for _ in 0..500 {
+        match read_reply(&mut recv).await {
+            ServerMsg::Ok { id, .. } => {
+                ok.insert(id);
+            }
+            ServerMsg::Error { code, .. } if code == "busy" => busy += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every request was answered exactly once, each by its id.
+    assert_eq!(ok.len() + busy, 500);
+    assert!(!ok.is_empty());
+}

@@ -71,9 +71,9 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-async fn runtime(dir: &std::path::Path, config: CenterConfig) -> Runtime {
-    let now = now_ms();
-    let (journal, _) = Journal::open(
+/// The journal every part runs on: batched:10ms on sled, the actors' timers, no snapshots.
+fn open_journal(dir: &std::path::Path, config: CenterConfig, now: u64) -> Journal<SledStore> {
+    Journal::open(
         SledStore::open(dir).unwrap(),
         Some(config),
         JournalConfig {
@@ -84,7 +84,13 @@ async fn runtime(dir: &std::path::Path, config: CenterConfig) -> Runtime {
         },
         now,
     )
-    .unwrap();
+    .unwrap()
+    .0
+}
+
+async fn runtime(dir: &std::path::Path, config: CenterConfig) -> Runtime {
+    let now = now_ms();
+    let journal = open_journal(dir, config, now);
     Runtime::start(
         journal,
         Clock::starting_at(now),
@@ -319,18 +325,7 @@ fn memory() {
         let n = 10_000usize;
         let dir = tempfile::tempdir().unwrap();
         let now = now_ms();
-        let (journal, _) = Journal::open(
-            SledStore::open(dir.path()).unwrap(),
-            Some(center(n, 0)),
-            JournalConfig {
-                durability: Durability::Batched { flush_every_ms: 10 },
-                external_timers: true,
-                snapshot_every: 0,
-                ..Default::default()
-            },
-            now,
-        )
-        .unwrap();
+        let journal = open_journal(dir.path(), center(n, 0), now);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = rss_bytes();
         let rt = Runtime::start(

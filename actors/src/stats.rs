@@ -99,31 +99,14 @@ impl QueueWindow {
     pub fn window(&self, now_ms: TimeMs, window_ms: u64) -> WindowStats {
         let window_ms = window_ms.min(self.retain_ms);
         let from = now_ms.saturating_sub(window_ms) / 1000;
-        let mut stats = WindowStats {
-            window_ms,
-            answered: 0,
-            answered_in_threshold: 0,
-            abandoned: 0,
-            service_level: None,
-            average_speed_of_answer_ms: None,
-            abandon_rate: None,
-        };
-        let mut wait_sum = 0u64;
+        let (mut answered, mut in_threshold, mut abandoned, mut wait_sum) = (0, 0, 0, 0);
         for b in self.buckets.iter().rev().take_while(|b| b.second >= from) {
-            stats.answered += b.answered;
-            stats.answered_in_threshold += b.answered_in_threshold;
-            stats.abandoned += b.abandoned;
+            answered += b.answered;
+            in_threshold += b.answered_in_threshold;
+            abandoned += b.abandoned;
             wait_sum += b.wait_sum_ms;
         }
-        let ended = stats.answered + stats.abandoned;
-        if ended > 0 {
-            stats.service_level = Some(stats.answered_in_threshold as f64 / ended as f64);
-            stats.abandon_rate = Some(stats.abandoned as f64 / ended as f64);
-        }
-        if stats.answered > 0 {
-            stats.average_speed_of_answer_ms = Some(wait_sum as f64 / stats.answered as f64);
-        }
-        stats
+        WindowStats::from_counts(window_ms, answered, in_threshold, abandoned, wait_sum)
     }
 }
 
@@ -267,39 +250,45 @@ fn summarise(
     threshold_ms: u64,
 ) -> WindowStats {
     let from = now_ms.saturating_sub(window_ms);
-    let mut stats = WindowStats {
-        window_ms,
-        answered: 0,
-        answered_in_threshold: 0,
-        abandoned: 0,
-        service_level: None,
-        average_speed_of_answer_ms: None,
-        abandon_rate: None,
-    };
-    let mut total_wait = 0u64;
+    let (mut answered, mut in_threshold, mut abandoned, mut total_wait) = (0, 0, 0, 0);
     if let Some(q) = q {
         for (_, outcome) in q.outcomes.iter().rev().take_while(|(at, _)| *at >= from) {
             match *outcome {
                 Outcome::Answered { wait_ms } => {
-                    stats.answered += 1;
+                    answered += 1;
                     total_wait += wait_ms;
                     if wait_ms <= threshold_ms {
-                        stats.answered_in_threshold += 1;
+                        in_threshold += 1;
                     }
                 }
-                Outcome::Abandoned { .. } => stats.abandoned += 1,
+                Outcome::Abandoned { .. } => abandoned += 1,
             }
         }
     }
-    let ended = stats.answered + stats.abandoned;
-    if ended > 0 {
-        stats.service_level = Some(stats.answered_in_threshold as f64 / ended as f64);
-        stats.abandon_rate = Some(stats.abandoned as f64 / ended as f64);
+    WindowStats::from_counts(window_ms, answered, in_threshold, abandoned, total_wait)
+}
+
+impl WindowStats {
+    /// The figures from the window's counts (ratios `None` when nothing ended).
+    fn from_counts(
+        window_ms: u64,
+        answered: u64,
+        answered_in_threshold: u64,
+        abandoned: u64,
+        wait_sum_ms: u64,
+    ) -> WindowStats {
+        let ended = answered + abandoned;
+        let ratio = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
+        WindowStats {
+            window_ms,
+            answered,
+            answered_in_threshold,
+            abandoned,
+            service_level: ratio(answered_in_threshold, ended),
+            average_speed_of_answer_ms: ratio(wait_sum_ms, answered),
+            abandon_rate: ratio(abandoned, ended),
+        }
     }
-    if stats.answered > 0 {
-        stats.average_speed_of_answer_ms = Some(total_wait as f64 / stats.answered as f64);
-    }
-    stats
 }
 
 #[cfg(test)]

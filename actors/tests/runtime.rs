@@ -106,6 +106,13 @@ async fn chat_accepted(
     interaction
 }
 
+/// A chat message starting a conversation with the virtual agent `bot`.
+fn to_bot(bot: &str, customer: &str, text: &str) -> Inbound {
+    let mut inbound = Inbound::new("chat", customer, text);
+    inbound.virtual_agent = Some(bot.into());
+    inbound
+}
+
 fn texts(v: &ConversationViewAlias) -> Vec<String> {
     v.transcript.iter().map(|e| e.text.clone()).collect()
 }
@@ -318,8 +325,7 @@ async fn a_customer_switching_channel_joins_the_open_conversation_then_returns_t
 async fn a_virtual_agent_collects_data_and_escalates_with_it_visible_to_the_agent() {
     let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
     let mut ana = online(&rt, "ana").await;
-    let mut first = Inbound::new("chat", "cust-9", "I want a refund");
-    first.virtual_agent = Some("order-bot".into());
+    let first = to_bot("order-bot", "cust-9", "I want a refund");
     let out = rt.inbound(first).await.unwrap();
     assert!(
         matches!(out, InboundOutcome::Bot { ref reply } if reply.contains("order number")),
@@ -355,14 +361,12 @@ async fn a_virtual_agent_collects_data_and_escalates_with_it_visible_to_the_agen
     );
     assert!(v.participants.contains("virtual_agent:order-bot"));
     // A question it can answer is resolved without an agent.
-    let mut q = Inbound::new("chat", "cust-10", "where is my order 1234567?");
-    q.virtual_agent = Some("order-bot".into());
+    let q = to_bot("order-bot", "cust-10", "where is my order 1234567?");
     assert!(matches!(
         rt.inbound(q).await.unwrap(),
         InboundOutcome::Resolved { .. }
     ));
-    let mut bad = Inbound::new("chat", "cust-11", "hi");
-    bad.virtual_agent = Some("nobody".into());
+    let bad = to_bot("nobody", "cust-11", "hi");
     assert!(matches!(
         rt.inbound(bad).await,
         Err(RuntimeError::UnknownVirtualAgent(_))
@@ -827,8 +831,7 @@ async fn a_failing_or_abandoned_virtual_agent_does_not_strand_its_customer() {
     )
     .await
     .unwrap();
-    let mut first = Inbound::new("chat", "cx", "hi");
-    first.virtual_agent = Some("boom".into());
+    let first = to_bot("boom", "cx", "hi");
     assert!(matches!(
         rt.inbound(first).await.unwrap(),
         InboundOutcome::Bot { .. }
@@ -847,8 +850,7 @@ async fn a_failing_or_abandoned_virtual_agent_does_not_strand_its_customer() {
         .unwrap();
     assert!(matches!(out, InboundOutcome::Created { .. }), "{out:?}");
     // A bot conversation the customer walks away from ends after the window.
-    let mut q = Inbound::new("chat", "cy", "hmm");
-    q.virtual_agent = Some("order-bot".into());
+    let q = to_bot("order-bot", "cy", "hmm");
     assert!(matches!(
         rt.inbound(q).await.unwrap(),
         InboundOutcome::Bot { .. }
@@ -959,15 +961,13 @@ async fn a_virtual_agent_escalates_at_the_live_limit_its_slot_becomes_the_intera
         },
     )
     .await;
-    let mut first = Inbound::new("chat", "cx", "hi");
-    first.virtual_agent = Some("order-bot".into());
+    let first = to_bot("order-bot", "cx", "hi");
     assert!(matches!(
         rt.inbound(first).await.unwrap(),
         InboundOutcome::Bot { .. }
     ));
     // The bot's slot is taken: another customer is refused.
-    let mut other = Inbound::new("chat", "cy", "hi");
-    other.virtual_agent = Some("order-bot".into());
+    let other = to_bot("order-bot", "cy", "hi");
     assert!(matches!(
         rt.inbound(other).await,
         Err(RuntimeError::Busy(_))

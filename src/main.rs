@@ -77,21 +77,27 @@ enum Command {
     /// Run the QUIC server (see docs/PROTOCOL.md). An empty data directory starts the
     /// built-in demo center and prints a token per role and agent (shown once).
     Serve {
-        /// Data directory (created if missing; locked while running).
-        #[arg(long, default_value = "omniroute-data")]
-        data_dir: PathBuf,
-        /// UDP address to listen on.
-        #[arg(long, default_value = "127.0.0.1:4433")]
-        listen: std::net::SocketAddr,
+        /// The configuration file (TOML, docs/CONFIG.md). Without it an empty data
+        /// directory starts the built-in demo center.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (created if missing; locked while running). Default: the
+        /// file's `[server] data_dir`, else `omniroute-data`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// UDP address to listen on. Default: the file's `[server] listen`, else
+        /// 127.0.0.1:4433.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// PEM certificate chain (default: a self-signed one kept in the data directory).
         #[arg(long)]
         cert: Option<PathBuf>,
         /// PEM private key for --cert.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// `sync` or `batched:<ms>`.
-        #[arg(long, default_value = "sync", value_parser = drive::durability)]
-        durability: journal::Durability,
+        /// `sync` or `batched:<ms>` (default: the file's `[durability]`, else sync).
+        #[arg(long, value_parser = drive::durability)]
+        durability: Option<journal::Durability>,
     },
     /// Repair a data directory the server refused to start on (it prints the command).
     /// What a repair removes is lost: restore from a backup instead if you have one.
@@ -118,6 +124,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
+            config,
             data_dir,
             listen,
             cert,
@@ -125,6 +132,7 @@ fn main() {
             durability,
         } => {
             let options = serve::ServeOptions {
+                config,
                 data_dir,
                 listen,
                 cert,

@@ -2,7 +2,7 @@
 //! stream of pushes.
 
 use crate::frame::{self, DEFAULT_MAX_FRAME};
-use crate::proto::{ClientMsg, Role, ServerMsg};
+use crate::proto::{ClientMsg, Role, ServerMsg, ServerPush};
 use crate::tls;
 use omniroute_actors::conversation::ConversationView;
 use omniroute_actors::engine::InteractionId;
@@ -44,6 +44,7 @@ pub struct Client {
     pending: Pending,
     next_id: AtomicU64,
     pushes: Option<mpsc::UnboundedReceiver<Push>>,
+    server_pushes: Option<mpsc::UnboundedReceiver<ServerPush>>,
     /// The role the server granted.
     pub role: Role,
     /// The agent, for an agent session.
@@ -73,6 +74,7 @@ impl Client {
         let (send, mut recv) = connection.open_bi().await.map_err(|e| conn_err(&e))?;
         let pending: Pending = Arc::default();
         let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let (server_push_tx, server_push_rx) = mpsc::unbounded_channel();
         let reader_pending = pending.clone();
         tokio::spawn(async move {
             while let Ok(Some(body)) = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
@@ -86,6 +88,10 @@ impl Client {
                     let waiter = id.and_then(|id| reader_pending.lock().expect("lock").remove(&id));
                     if let Some(w) = waiter {
                         let _ = w.send(msg);
+                    }
+                } else if matches!(kind.as_str(), "stats" | "event" | "events_lagged") {
+                    if let Ok(push) = rmp_serde::from_slice::<ServerPush>(&body) {
+                        let _ = server_push_tx.send(push);
                     }
                 } else if let Ok(push) = rmp_serde::from_slice::<Push>(&body) {
                     let _ = push_tx.send(push);
@@ -101,6 +107,7 @@ impl Client {
             pending,
             next_id: AtomicU64::new(1),
             pushes: Some(push_rx),
+            server_pushes: Some(server_push_rx),
             role: Role::Channel,
             agent: None,
         };
@@ -252,6 +259,12 @@ impl Client {
     /// The pushes (offers, messages, presence…), once.
     pub fn pushes(&mut self) -> Option<mpsc::UnboundedReceiver<Push>> {
         self.pushes.take()
+    }
+
+    /// The supervisor pushes (`stats`, `event`, `events_lagged`) once subscribed (the
+    /// receiver, once: later calls give `None`).
+    pub fn server_pushes(&mut self) -> Option<mpsc::UnboundedReceiver<ServerPush>> {
+        self.server_pushes.take()
     }
 
     /// Closes the connection.

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod frame;
 pub mod proto;
 pub mod server;

@@ -174,6 +174,157 @@ pub enum ClientMsg {
         /// The new configuration.
         config: Box<omniroute_actors::engine::CenterConfig>,
     },
+    /// Admin: create one entity, or replace the one with its name/id. Validated with
+    /// the whole configuration and logged, as `configure` is.
+    Put {
+        /// Request id.
+        id: u64,
+        /// The entity, with a `kind`.
+        entity: Box<Entity>,
+        /// Rules only: where in the rule list (0 = first); default: a replaced rule
+        /// keeps its place, a new one goes last.
+        #[serde(default)]
+        position: Option<u32>,
+    },
+    /// Admin: delete one entity (refused with `bad_config` while something uses it).
+    Delete {
+        /// Request id.
+        id: u64,
+        /// What kind of entity.
+        kind: EntityKind,
+        /// Its name (channel, skill, rule) or id (agent, queue).
+        name: String,
+    },
+    /// Admin: a queue's wrap-up codes (empty: any code or none is accepted).
+    SetWrapUpCodes {
+        /// Request id.
+        id: u64,
+        /// Queue.
+        queue: String,
+        /// The codes.
+        codes: Vec<String>,
+    },
+    /// Admin: the queue for interactions no rule matches (none: refused with
+    /// `no_route`).
+    SetDefaultQueue {
+        /// Request id.
+        id: u64,
+        /// Queue, or nil.
+        #[serde(default)]
+        queue: Option<String>,
+    },
+    /// Admin: a new token; the reply holds it (shown once, stored hashed).
+    CreateToken {
+        /// Request id.
+        id: u64,
+        /// Unique name.
+        name: String,
+        /// Its role.
+        role: Role,
+        /// The agent an agent token is bound to.
+        #[serde(default)]
+        agent: Option<String>,
+    },
+    /// Admin: revoke a token; its open sessions end at their next request.
+    DeleteToken {
+        /// Request id.
+        id: u64,
+        /// Its name.
+        name: String,
+    },
+    /// Admin: the tokens' names, roles and agents (never the tokens).
+    ListTokens {
+        /// Request id.
+        id: u64,
+    },
+    /// Supervisor: center statistics now (what `subscribe_stats` pushes).
+    Stats {
+        /// Request id.
+        id: u64,
+    },
+    /// Supervisor: push `stats` every `interval_ms` (default 1,000; 100 at least)
+    /// until `unsubscribe`.
+    SubscribeStats {
+        /// Request id.
+        id: u64,
+        /// Interval.
+        #[serde(default)]
+        interval_ms: Option<u64>,
+    },
+    /// Supervisor: push every engine event (`event`, `events_lagged`) until
+    /// `unsubscribe`.
+    SubscribeEvents {
+        /// Request id.
+        id: u64,
+    },
+    /// Supervisor: stop a subscription.
+    Unsubscribe {
+        /// Request id.
+        id: u64,
+        /// `stats` or `events`.
+        what: Subscription,
+    },
+    /// Supervisor: why an interaction is where it is (every agent ranked or excluded
+    /// with the reason); or, with `queue` and `channel` instead, who would get a new
+    /// interaction there now.
+    Explain {
+        /// Request id.
+        id: u64,
+        /// The interaction.
+        #[serde(default)]
+        interaction: Option<InteractionId>,
+        /// Or a queue…
+        #[serde(default)]
+        queue: Option<String>,
+        /// …and a channel.
+        #[serde(default)]
+        channel: Option<String>,
+    },
+}
+
+/// One configurable entity, tagged with its `kind`; the other fields are the
+/// entity's (docs/CONFIG.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Entity {
+    /// A channel.
+    Channel(omniroute_actors::engine::ChannelDef),
+    /// A skill.
+    Skill(omniroute_actors::engine::SkillDef),
+    /// An agent.
+    Agent(omniroute_actors::engine::AgentDef),
+    /// A queue (with its wrap-up codes).
+    Queue(omniroute_actors::engine::QueueDef),
+    /// A routing rule.
+    Rule(omniroute_actors::engine::RoutingRule),
+    /// The center-wide settings (no name).
+    Settings(omniroute_actors::engine::Settings),
+}
+
+/// The kinds `delete` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// A channel, by name.
+    Channel,
+    /// A skill, by name.
+    Skill,
+    /// An agent, by id.
+    Agent,
+    /// A queue, by id.
+    Queue,
+    /// A routing rule, by name.
+    Rule,
+}
+
+/// What a supervisor subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    /// Periodic `stats` pushes.
+    Stats,
+    /// Every engine event.
+    Events,
 }
 
 impl ClientMsg {
@@ -194,6 +345,18 @@ impl ClientMsg {
         "queue_stats",
         "get_config",
         "configure",
+        "put",
+        "delete",
+        "set_wrap_up_codes",
+        "set_default_queue",
+        "create_token",
+        "delete_token",
+        "list_tokens",
+        "stats",
+        "subscribe_stats",
+        "subscribe_events",
+        "unsubscribe",
+        "explain",
     ];
 
     /// The request id.
@@ -213,7 +376,19 @@ impl ClientMsg {
             | ClientMsg::AgentView { id, .. }
             | ClientMsg::QueueStats { id, .. }
             | ClientMsg::GetConfig { id }
-            | ClientMsg::Configure { id, .. } => *id,
+            | ClientMsg::Configure { id, .. }
+            | ClientMsg::Put { id, .. }
+            | ClientMsg::Delete { id, .. }
+            | ClientMsg::SetWrapUpCodes { id, .. }
+            | ClientMsg::SetDefaultQueue { id, .. }
+            | ClientMsg::CreateToken { id, .. }
+            | ClientMsg::DeleteToken { id, .. }
+            | ClientMsg::ListTokens { id }
+            | ClientMsg::Stats { id }
+            | ClientMsg::SubscribeStats { id, .. }
+            | ClientMsg::SubscribeEvents { id }
+            | ClientMsg::Unsubscribe { id, .. }
+            | ClientMsg::Explain { id, .. } => *id,
         }
     }
 
@@ -235,6 +410,18 @@ impl ClientMsg {
             ClientMsg::QueueStats { .. } => "queue_stats",
             ClientMsg::GetConfig { .. } => "get_config",
             ClientMsg::Configure { .. } => "configure",
+            ClientMsg::Put { .. } => "put",
+            ClientMsg::Delete { .. } => "delete",
+            ClientMsg::SetWrapUpCodes { .. } => "set_wrap_up_codes",
+            ClientMsg::SetDefaultQueue { .. } => "set_default_queue",
+            ClientMsg::CreateToken { .. } => "create_token",
+            ClientMsg::DeleteToken { .. } => "delete_token",
+            ClientMsg::ListTokens { .. } => "list_tokens",
+            ClientMsg::Stats { .. } => "stats",
+            ClientMsg::SubscribeStats { .. } => "subscribe_stats",
+            ClientMsg::SubscribeEvents { .. } => "subscribe_events",
+            ClientMsg::Unsubscribe { .. } => "unsubscribe",
+            ClientMsg::Explain { .. } => "explain",
         }
     }
 
@@ -265,7 +452,19 @@ impl ClientMsg {
             },
             ClientMsg::QueueStats { .. } => role == Supervisor,
             ClientMsg::GetConfig { .. } => matches!(role, Admin | Supervisor),
-            ClientMsg::Configure { .. } => role == Admin,
+            ClientMsg::Configure { .. }
+            | ClientMsg::Put { .. }
+            | ClientMsg::Delete { .. }
+            | ClientMsg::SetWrapUpCodes { .. }
+            | ClientMsg::SetDefaultQueue { .. }
+            | ClientMsg::CreateToken { .. }
+            | ClientMsg::DeleteToken { .. }
+            | ClientMsg::ListTokens { .. } => role == Admin,
+            ClientMsg::Stats { .. }
+            | ClientMsg::SubscribeStats { .. }
+            | ClientMsg::SubscribeEvents { .. }
+            | ClientMsg::Unsubscribe { .. }
+            | ClientMsg::Explain { .. } => role == Supervisor,
         }
     }
 }
@@ -303,4 +502,60 @@ pub enum ServerMsg {
         /// What was wrong.
         message: String,
     },
+}
+
+/// What the server pushes to supervisor sessions that subscribed (agent sessions get
+/// the actor runtime's [`Push`](omniroute_actors::Push) values).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerPush {
+    /// Center statistics (`subscribe_stats`).
+    Stats(CenterStats),
+    /// One logged operation's events (`subscribe_events`), in log order.
+    Event {
+        /// The record's sequence number.
+        seq: u64,
+        /// When it ran (Unix ms).
+        at_ms: u64,
+        /// The operation (`submit`, `accept`, `timer`, `configure`, …).
+        command: String,
+        /// Its events.
+        events: Vec<omniroute_actors::engine::Event>,
+    },
+    /// The session read events too slowly: `missed` records were dropped for it.
+    EventsLagged {
+        /// Records dropped.
+        missed: u64,
+    },
+}
+
+/// Agents counted by status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentCounts {
+    /// Logged out.
+    pub offline: u32,
+    /// Available, nothing in hand.
+    pub idle: u32,
+    /// Holding offers or work.
+    pub busy: u32,
+    /// Only wrap-up in hand.
+    pub wrap_up: u32,
+    /// Away (whatever they hold).
+    pub away: u32,
+}
+
+/// A supervisor's live view of the center.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CenterStats {
+    /// When computed (Unix ms).
+    pub at_ms: u64,
+    /// Every queue's statistics.
+    pub queues: Vec<omniroute_actors::queue::QueueStats>,
+    /// Agents by status.
+    pub agents: AgentCounts,
+    /// Capacity units in use over capacity units of agents who are available (idle,
+    /// busy or in wrap-up), percent; 0 when none is.
+    pub occupancy_percent: f64,
+    /// Interactions created and not yet finished.
+    pub live_interactions: u64,
 }

@@ -4,10 +4,14 @@
 //! framed on the same stream. See docs/PROTOCOL.md.
 
 use crate::frame;
-use crate::proto::{ClientMsg, PresenceArg, Role, ServerMsg};
+use crate::proto::{
+    AgentCounts, CenterStats, ClientMsg, Entity, EntityKind, PresenceArg, Role, ServerMsg,
+    ServerPush, Subscription,
+};
 use dashmap::DashMap;
+use omniroute_actors::bus::Delivery;
 use omniroute_actors::engine::journal::{Command, JournalError};
-use omniroute_actors::engine::{EngineError, Presence};
+use omniroute_actors::engine::{CenterConfig, EngineError, Presence};
 use omniroute_actors::{AgentSession, Inbound, Runtime, RuntimeError};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -32,7 +36,8 @@ pub struct Tokens {
     grants: HashMap<[u8; 32], Grant>,
 }
 
-fn hash(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token (what the server stores).
+pub fn hash(token: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     d.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
@@ -154,6 +159,95 @@ impl Tokens {
         let h = hash(token);
         self.grants.get(&h).map(|g| (g, h))
     }
+
+    /// Whether a token (by hash) is still valid.
+    pub fn contains(&self, hash: &[u8; 32]) -> bool {
+        self.grants.contains_key(hash)
+    }
+
+    /// Adds or replaces (by name) a token given by its hash.
+    pub fn put_hashed(&mut self, hash: [u8; 32], grant: Grant) {
+        self.grants.retain(|_, g| g.name != grant.name);
+        self.grants.insert(hash, grant);
+    }
+
+    /// Removes the token named `name`; whether there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.grants.len();
+        self.grants.retain(|_, g| g.name != name);
+        before != self.grants.len()
+    }
+
+    /// Whether a token has this name.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.grants.values().any(|g| g.name == name)
+    }
+
+    /// The grants, by name.
+    pub fn list(&self) -> Vec<Grant> {
+        let mut v: Vec<Grant> = self.grants.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    /// Writes the tokens file (hashes only, mode 0600) atomically: a temporary file,
+    /// synced, renamed over the old one, and the directory synced.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut text =
+            String::from("# omniroute tokens: sha-256 of the token, role, agent, name\n");
+        let mut entries: Vec<(&[u8; 32], &Grant)> = self.grants.iter().collect();
+        entries.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        for (h, g) in entries {
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                format!("{:?}", g.role).to_lowercase(),
+                g.agent.as_deref().unwrap_or("-"),
+                g.name
+            ));
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// A fresh random token (36 hexadecimal digits, 144 bits).
+pub fn random_token() -> std::io::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 18];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| std::io::Error::other("no system randomness"))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Limits and tokens.
@@ -169,6 +263,9 @@ pub struct ServerConfig {
     pub requests_in_flight: usize,
     /// The tokens.
     pub tokens: Tokens,
+    /// Where tokens created or deleted through the API are saved (none: in memory
+    /// only).
+    pub tokens_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -179,6 +276,7 @@ impl Default for ServerConfig {
             sessions_per_token: 64,
             requests_in_flight: 64,
             tokens: Tokens::new(),
+            tokens_file: None,
         }
     }
 }
@@ -199,15 +297,22 @@ struct State {
     config: ServerConfig,
     connections: AtomicUsize,
     sessions: DashMap<[u8; 32], usize>,
+    /// The tokens (changed by `create_token` / `delete_token`).
+    tokens: std::sync::RwLock<Tokens>,
+    /// Configuration changes run one at a time (each reads, changes and writes the
+    /// whole configuration).
+    admin: tokio::sync::Mutex<()>,
 }
 
 /// Serves on `endpoint` until it is closed.
 pub async fn serve(endpoint: quinn::Endpoint, runtime: Arc<Runtime>, config: ServerConfig) {
     let state = Arc::new(State {
         runtime,
+        tokens: std::sync::RwLock::new(config.tokens.clone()),
         config,
         connections: AtomicUsize::new(0),
         sessions: DashMap::new(),
+        admin: tokio::sync::Mutex::new(()),
     });
     while let Some(incoming) = endpoint.accept().await {
         let state = state.clone();
@@ -299,6 +404,8 @@ struct Session {
     agent: Option<Arc<AgentSession>>,
     out: mpsc::Sender<Vec<u8>>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// A supervisor's subscriptions: the tasks pushing them.
+    subs: HashMap<Subscription, tokio::task::JoinHandle<()>>,
 }
 
 /// A request ready to run on its own task (requests of a session run concurrently;
@@ -312,11 +419,16 @@ struct Job {
 
 enum Prepared {
     Reply(ServerMsg),
+    /// Reply, then end the session.
+    Close(ServerMsg),
     Run(Job),
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        for (_, task) in self.subs.drain() {
+            task.abort();
+        }
         if let Some((_, h)) = &self.grant
             && let Some(mut n) = self.state.sessions.get_mut(h)
         {
@@ -345,6 +457,7 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
         agent: None,
         out,
         in_flight,
+        subs: HashMap::new(),
     };
     loop {
         let reply = match frame::read_frame(&mut recv, max).await {
@@ -372,6 +485,10 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
                 }
                 Ok(msg) => match s.prepare(msg).await {
                     Prepared::Reply(reply) => reply,
+                    Prepared::Close(reply) => {
+                        let _ = s.out.send(frame::encode(&reply)).await;
+                        break;
+                    }
                     Prepared::Run(job) => {
                         let id = job.msg.id();
                         match s.in_flight.clone().try_acquire_owned() {
@@ -425,12 +542,93 @@ impl Session {
             ));
         };
         let role = grant.role;
+        let h = self.grant.as_ref().map(|(_, h)| *h).expect("checked above");
+        if !self.state.tokens.read().expect("tokens lock").contains(&h) {
+            return Prepared::Close(error(
+                Some(id),
+                "bad_token",
+                "this session's token was revoked; the session ends",
+            ));
+        }
         if !msg.allowed(role) {
             return Prepared::Reply(error(
                 Some(id),
                 "forbidden",
                 format!("a {role:?} session may not send `{}`", msg.kind()).to_lowercase(),
             ));
+        }
+        // Subscriptions belong to the session, so they are handled here.
+        match &msg {
+            ClientMsg::SubscribeStats { interval_ms, .. } => {
+                let interval = interval_ms.unwrap_or(1_000);
+                if interval < 100 {
+                    return Prepared::Reply(error(
+                        Some(id),
+                        "bad_field",
+                        format!("interval_ms is {interval}; 100 is the least"),
+                    ));
+                }
+                let (state, out) = (self.state.clone(), self.out.clone());
+                let task = tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval(std::time::Duration::from_millis(interval));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        let stats = center_stats(&state.runtime).await;
+                        if out
+                            .send(frame::encode(&ServerPush::Stats(stats)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                if let Some(old) = self.subs.insert(Subscription::Stats, task) {
+                    old.abort();
+                }
+                return Prepared::Reply(done(id));
+            }
+            ClientMsg::SubscribeEvents { .. } => {
+                let mut sub = self.state.runtime.subscribe();
+                let out = self.out.clone();
+                let task = tokio::spawn(async move {
+                    loop {
+                        let push = match sub.next().await {
+                            Delivery::Record(r) => ServerPush::Event {
+                                seq: r.seq,
+                                at_ms: r.at_ms,
+                                command: r.command.to_string(),
+                                events: r.events.clone(),
+                            },
+                            Delivery::Lagged { missed } => ServerPush::EventsLagged { missed },
+                            Delivery::Closed => return,
+                        };
+                        if out.send(frame::encode(&push)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                if let Some(old) = self.subs.insert(Subscription::Events, task) {
+                    old.abort();
+                }
+                return Prepared::Reply(done(id));
+            }
+            ClientMsg::Unsubscribe { what, .. } => {
+                return Prepared::Reply(match self.subs.remove(what) {
+                    Some(task) => {
+                        task.abort();
+                        done(id)
+                    }
+                    None => error(
+                        Some(id),
+                        "bad_request",
+                        format!("this session has no {what:?} subscription").to_lowercase(),
+                    ),
+                });
+            }
+            _ => {}
         }
         Prepared::Run(Job {
             state: self.state.clone(),
@@ -444,10 +642,13 @@ impl Session {
         if self.grant.is_some() {
             return error(Some(id), "bad_request", "this session already said hello");
         }
-        let Some((grant, h)) = self.state.config.tokens.check(token) else {
+        let found = {
+            let tokens = self.state.tokens.read().expect("tokens lock");
+            tokens.check(token).map(|(g, h)| (g.clone(), h))
+        };
+        let Some((grant, h)) = found else {
             return error(Some(id), "bad_token", "unknown token");
         };
-        let grant = grant.clone();
         {
             let mut n = self.state.sessions.entry(h).or_insert(0);
             if *n >= self.state.config.sessions_per_token {
@@ -612,28 +813,343 @@ impl Job {
             ClientMsg::QueueStats { id, queue } => ok(id, &rt.queue_stats(&queue).await?),
             ClientMsg::GetConfig { id } => ok(id, &rt.read(|e| e.config())),
             ClientMsg::Configure { id, config } => {
-                let ack = match rt.execute(Command::Configure { config: *config }).await {
-                    Ok(ack) => ack,
-                    // Whatever the engine refuses in a configuration is the configuration's fault.
-                    Err(e @ RuntimeError::Journal(JournalError::Engine(_))) => {
-                        return Ok(error(Some(id), "bad_config", e.to_string()));
-                    }
-                    Err(e) => return Err(e),
-                };
-                // What changed, as the `configured` event lists it.
-                let changes: Vec<_> = ack
-                    .events
-                    .iter()
-                    .filter_map(|e| match e {
-                        omniroute_actors::engine::Event::Configured { changes } => {
-                            Some(changes.clone())
-                        }
-                        _ => None,
+                let _one_at_a_time = self.state.admin.lock().await;
+                apply_config(&rt, id, *config).await?
+            }
+            ClientMsg::Put {
+                id,
+                entity,
+                position,
+            } => {
+                self.reconfigure(id, move |c| put_entity(c, *entity, position))
+                    .await?
+            }
+            ClientMsg::Delete { id, kind, name } => {
+                self.reconfigure(id, move |c| delete_entity(c, kind, &name))
+                    .await?
+            }
+            ClientMsg::SetWrapUpCodes { id, queue, codes } => {
+                self.reconfigure(id, move |c| {
+                    let q = c
+                        .queues
+                        .iter_mut()
+                        .find(|q| q.id == queue)
+                        .ok_or_else(|| ("unknown_id", format!("unknown queue `{queue}`")))?;
+                    q.wrap_up_codes = codes;
+                    Ok(())
+                })
+                .await?
+            }
+            ClientMsg::SetDefaultQueue { id, queue } => {
+                self.reconfigure(id, move |c| {
+                    c.routing.default_queue = queue;
+                    Ok(())
+                })
+                .await?
+            }
+            ClientMsg::CreateToken {
+                id,
+                name,
+                role,
+                agent,
+            } => self.create_token(id, name, role, agent)?,
+            ClientMsg::DeleteToken { id, name } => {
+                let mut tokens = self.state.tokens.write().expect("tokens lock");
+                if !tokens.remove(&name) {
+                    return Ok(error(
+                        Some(id),
+                        "unknown_id",
+                        format!("no token is named `{name}`"),
+                    ));
+                }
+                if let Some(path) = &self.state.config.tokens_file {
+                    tokens.save(path).map_err(|e| {
+                        RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
+                    })?;
+                }
+                done(id)
+            }
+            ClientMsg::ListTokens { id } => {
+                let list: Vec<TokenInfo> = self
+                    .state
+                    .tokens
+                    .read()
+                    .expect("tokens lock")
+                    .list()
+                    .into_iter()
+                    .map(|g| TokenInfo {
+                        name: g.name,
+                        role: g.role,
+                        agent: g.agent,
                     })
-                    .flatten()
                     .collect();
-                ok(id, &changes)
+                ok(id, &list)
+            }
+            ClientMsg::Stats { id } => ok(id, &center_stats(&rt).await),
+            ClientMsg::SubscribeStats { .. }
+            | ClientMsg::SubscribeEvents { .. }
+            | ClientMsg::Unsubscribe { .. } => unreachable!("handled by the session"),
+            ClientMsg::Explain {
+                id,
+                interaction,
+                queue,
+                channel,
+            } => {
+                let now = rt.clock().now_ms();
+                let explained = match (interaction, queue, channel) {
+                    (Some(i), None, None) => rt.read(|e| e.explain(i, now)),
+                    (None, Some(q), Some(c)) => rt.read(|e| e.explain_next(&q, &c, now)),
+                    _ => {
+                        return Ok(error(
+                            Some(id),
+                            "bad_field",
+                            "give `interaction`, or `queue` and `channel`",
+                        ));
+                    }
+                };
+                ok(
+                    id,
+                    &explained.map_err(|e| RuntimeError::Journal(JournalError::Engine(e)))?,
+                )
             }
         })
+    }
+
+    /// Reads the configuration, changes it, applies it (one change at a time).
+    async fn reconfigure(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut CenterConfig) -> Result<(), (&'static str, String)>,
+    ) -> Result<ServerMsg, RuntimeError> {
+        let _one_at_a_time = self.state.admin.lock().await;
+        let rt = &self.state.runtime;
+        let mut config = rt.read(|e| e.config());
+        if let Err((code, message)) = change(&mut config) {
+            return Ok(error(Some(id), code, message));
+        }
+        apply_config(rt, id, config).await
+    }
+
+    fn create_token(
+        &self,
+        id: u64,
+        name: String,
+        role: Role,
+        agent: Option<String>,
+    ) -> Result<ServerMsg, RuntimeError> {
+        if name.is_empty() || name.contains(['\t', '\n']) {
+            return Ok(error(
+                Some(id),
+                "bad_field",
+                "name: a token needs a name without tabs or newlines",
+            ));
+        }
+        match (&role, &agent) {
+            (Role::Agent, None) => {
+                return Ok(error(
+                    Some(id),
+                    "bad_field",
+                    "agent: an agent token names its agent",
+                ));
+            }
+            (Role::Agent, Some(a)) if self.state.runtime.read(|e| e.agent(a).is_err()) => {
+                return Ok(error(
+                    Some(id),
+                    "unknown_id",
+                    format!("unknown agent `{a}`"),
+                ));
+            }
+            (Role::Agent, Some(_)) => {}
+            (_, Some(_)) => {
+                return Ok(error(
+                    Some(id),
+                    "bad_field",
+                    "agent: only agent tokens name an agent",
+                ));
+            }
+            _ => {}
+        }
+        let token = random_token()
+            .map_err(|e| RuntimeError::Unavailable(format!("cannot make a token: {e}")))?;
+        let mut tokens = self.state.tokens.write().expect("tokens lock");
+        if tokens.has_name(&name) {
+            return Ok(error(
+                Some(id),
+                "bad_request",
+                format!("a token named `{name}` exists; delete it first"),
+            ));
+        }
+        tokens.put_hashed(
+            hash(&token),
+            Grant {
+                role,
+                agent,
+                name: name.clone(),
+            },
+        );
+        if let Some(path) = &self.state.config.tokens_file
+            && let Err(e) = tokens.save(path)
+        {
+            tokens.remove(&name);
+            return Err(RuntimeError::Unavailable(format!(
+                "cannot save the tokens file: {e}"
+            )));
+        }
+        Ok(ok(id, &NewToken { name, token }))
+    }
+}
+
+/// `list_tokens` entries.
+#[derive(Serialize)]
+struct TokenInfo {
+    name: String,
+    role: Role,
+    agent: Option<String>,
+}
+
+/// `create_token`'s reply.
+#[derive(Serialize)]
+struct NewToken {
+    name: String,
+    token: String,
+}
+
+fn put_entity(
+    c: &mut CenterConfig,
+    entity: Entity,
+    position: Option<u32>,
+) -> Result<(), (&'static str, String)> {
+    fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
+        match list.iter().position(|x| same(x, &item)) {
+            Some(i) => list[i] = item,
+            None => list.push(item),
+        }
+    }
+    if position.is_some() && !matches!(entity, Entity::Rule(_)) {
+        return Err(("bad_field", "position: applies to rules only".into()));
+    }
+    match entity {
+        Entity::Channel(x) => upsert(&mut c.channels, x, |a, b| a.name == b.name),
+        Entity::Skill(x) => upsert(&mut c.skills, x, |a, b| a.name == b.name),
+        Entity::Agent(x) => upsert(&mut c.agents, x, |a, b| a.id == b.id),
+        Entity::Queue(x) => upsert(&mut c.queues, x, |a, b| a.id == b.id),
+        Entity::Settings(x) => c.settings = x,
+        Entity::Rule(x) => {
+            let rules = &mut c.routing.rules;
+            let existing = rules.iter().position(|r| r.name == x.name);
+            match (existing, position) {
+                (Some(i), None) => rules[i] = x,
+                (existing, Some(p)) => {
+                    if let Some(i) = existing {
+                        rules.remove(i);
+                    }
+                    let p = (p as usize).min(rules.len());
+                    rules.insert(p, x);
+                }
+                (None, None) => rules.push(x),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn delete_entity(
+    c: &mut CenterConfig,
+    kind: EntityKind,
+    name: &str,
+) -> Result<(), (&'static str, String)> {
+    fn remove<T>(list: &mut Vec<T>, is: impl Fn(&T) -> bool) -> bool {
+        let before = list.len();
+        list.retain(|x| !is(x));
+        before != list.len()
+    }
+    let found = match kind {
+        EntityKind::Channel => remove(&mut c.channels, |x| x.name == name),
+        EntityKind::Skill => remove(&mut c.skills, |x| x.name == name),
+        EntityKind::Agent => remove(&mut c.agents, |x| x.id == name),
+        EntityKind::Queue => remove(&mut c.queues, |x| x.id == name),
+        EntityKind::Rule => remove(&mut c.routing.rules, |x| x.name == name),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err((
+            "unknown_id",
+            format!("no {kind:?} named `{name}`").to_lowercase(),
+        ))
+    }
+}
+
+/// Applies a whole configuration; the reply lists what changed.
+async fn apply_config(
+    rt: &Runtime,
+    id: u64,
+    config: CenterConfig,
+) -> Result<ServerMsg, RuntimeError> {
+    let ack = match rt.execute(Command::Configure { config }).await {
+        Ok(ack) => ack,
+        // Whatever the engine refuses in a configuration is the configuration's fault.
+        Err(e @ RuntimeError::Journal(JournalError::Engine(_))) => {
+            return Ok(error(Some(id), "bad_config", e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    // What changed, as the `configured` event lists it.
+    let changes: Vec<_> = ack
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            omniroute_actors::engine::Event::Configured { changes } => Some(changes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    Ok(ok(id, &changes))
+}
+
+/// The center's statistics now.
+pub async fn center_stats(rt: &Runtime) -> CenterStats {
+    use omniroute_actors::engine::AgentStatus;
+    let at_ms = rt.clock().now_ms();
+    let (queue_ids, agents, used, total) = rt.read(|e| {
+        let config = e.config();
+        let mut counts = AgentCounts::default();
+        let (mut used, mut total) = (0u64, 0u64);
+        for a in &config.agents {
+            let Ok(s) = e.agent(&a.id) else { continue };
+            match s.status {
+                AgentStatus::Offline => counts.offline += 1,
+                AgentStatus::Idle => counts.idle += 1,
+                AgentStatus::Busy => counts.busy += 1,
+                AgentStatus::WrapUp => counts.wrap_up += 1,
+                AgentStatus::Away => counts.away += 1,
+            }
+            if matches!(
+                s.status,
+                AgentStatus::Idle | AgentStatus::Busy | AgentStatus::WrapUp
+            ) {
+                used += u64::from(s.used_units);
+                total += u64::from(s.total_units);
+            }
+        }
+        let queues: Vec<String> = config.queues.into_iter().map(|q| q.id).collect();
+        (queues, counts, used, total)
+    });
+    let mut queues = Vec::with_capacity(queue_ids.len());
+    for q in queue_ids {
+        if let Ok(stats) = rt.queue_stats(&q).await {
+            queues.push(stats);
+        }
+    }
+    CenterStats {
+        at_ms,
+        queues,
+        agents,
+        occupancy_percent: if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        },
+        live_interactions: rt.live_interactions() as u64,
     }
 }

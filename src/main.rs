@@ -6,6 +6,7 @@
 //! decision and a per-queue summary. The QUIC server (`serve`), the admin/agent clients
 //! and the load tester arrive with their own crates (`transport/`, `loadtest/`).
 
+mod cli;
 mod drive;
 mod serve;
 
@@ -99,6 +100,33 @@ enum Command {
         #[arg(long, value_parser = drive::durability)]
         durability: Option<journal::Durability>,
     },
+    /// Administer a running server (admin token; `explain` needs a supervisor's).
+    Admin {
+        #[command(flatten)]
+        conn: cli::Conn,
+        #[command(subcommand)]
+        command: cli::AdminCmd,
+    },
+    /// An interactive agent console (agent token): pushes print as they arrive,
+    /// commands are read from the standard input (`help` lists them).
+    Agent {
+        #[command(flatten)]
+        conn: cli::Conn,
+    },
+    /// Send a customer's message as a channel adapter would (channel token).
+    Submit {
+        #[command(flatten)]
+        conn: cli::Conn,
+        #[command(flatten)]
+        args: cli::SubmitArgs,
+    },
+    /// Live center statistics (supervisor token).
+    Stats {
+        #[command(flatten)]
+        conn: cli::Conn,
+        #[command(flatten)]
+        args: cli::StatsArgs,
+    },
     /// Repair a data directory the server refused to start on (it prints the command).
     /// What a repair removes is lost: restore from a backup instead if you have one.
     Repair {
@@ -144,6 +172,10 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        Command::Admin { conn, command } => exit_on_error(cli::admin(conn, command)),
+        Command::Agent { conn } => exit_on_error(cli::agent(conn)),
+        Command::Submit { conn, args } => exit_on_error(cli::submit(conn, args)),
+        Command::Stats { conn, args } => exit_on_error(cli::stats(conn, args)),
         Command::Drive {
             data_dir,
             seed,
@@ -669,5 +701,12 @@ fn describe(event: &Event) -> String {
             ..
         } => format!("{interaction} reached {offers} offers"),
         Event::PresenceChanged { agent, presence } => format!("{agent} is now {presence:?}"),
+    }
+}
+
+fn exit_on_error(result: Result<(), String>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }

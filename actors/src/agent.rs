@@ -100,6 +100,24 @@ impl AgentState {
     fn view(&self) -> AgentView {
         let mut work: Vec<_> = self.work.values().cloned().collect();
         work.sort_by_key(|w| w.interaction);
+        // Offers learnt from pushes do not carry their units: the engine knows them.
+        if work.iter().any(|w| w.units == 0) {
+            let (held, _) = self.core.shared.read(|e| {
+                e.agent(&self.id)
+                    .map(|a| {
+                        a.work
+                            .into_iter()
+                            .map(|w| (w.interaction, w.units))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            });
+            for w in &mut work {
+                if let Some((_, units)) = held.iter().find(|(i, _)| *i == w.interaction) {
+                    w.units = *units;
+                }
+            }
+        }
         let mut offers: Vec<_> = self.offers.iter().map(|(i, (d, _))| (*i, *d)).collect();
         offers.sort();
         AgentView {

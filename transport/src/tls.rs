@@ -46,6 +46,23 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .join(":")
 }
 
+/// Reads a PEM certificate chain (what a client trusts: the server's certificate).
+pub fn load_certs(path: &Path) -> io::Result<Vec<CertificateDer<'static>>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(format!("cannot read certificate {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            bad(format!(
+                "certificate {} is not valid PEM: {e}",
+                path.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(bad(format!("{} holds no certificate", path.display())));
+    }
+    Ok(chain)
+}
+
 impl ServerIdentity {
     /// Loads a PEM certificate chain and private key (`--cert`, `--key`).
     pub fn load(cert: &Path, key: &Path) -> io::Result<ServerIdentity> {

@@ -22,16 +22,16 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Debug)]
 pub struct Conn {
     /// The server's UDP address.
-    #[arg(long, default_value = "127.0.0.1:4433")]
+    #[arg(long, global = true, default_value = "127.0.0.1:4433")]
     pub server: SocketAddr,
     /// The session's token (or the OMNIROUTE_TOKEN environment variable).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub token: Option<String>,
     /// The server's certificate (PEM) to trust: the one `serve` printed after CERT.
-    #[arg(long, default_value = "omniroute-data/tls/cert.pem")]
+    #[arg(long, global = true, default_value = "omniroute-data/tls/cert.pem")]
     pub cert: PathBuf,
     /// The name the certificate is issued for.
-    #[arg(long, default_value = tls::SELF_SIGNED_NAME)]
+    #[arg(long, global = true, default_value = tls::SELF_SIGNED_NAME)]
     pub server_name: String,
 }
 

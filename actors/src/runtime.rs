@@ -1368,18 +1368,15 @@ impl Runtime {
 
     /// Submits and posts the first message; if the message cannot be kept, the
     /// interaction is withdrawn (abandoned) rather than left without it.
+    /// Creates an interaction with the customer's first message, in one logged
+    /// operation (an agent cannot finish the work before the message is in it).
     async fn submit_with(
         &self,
-        request: NewInteraction,
+        mut request: NewInteraction,
         first: Message,
     ) -> Result<InteractionId, RuntimeError> {
-        let interaction = self.core.submit(request).await?;
-        if let Err(e) = self.core.post(interaction, first).await {
-            tracing::warn!(%interaction, error = %e, "first message not kept: withdrawing the interaction");
-            let _ = self.core.run(Command::Abandon { interaction }).await;
-            return Err(e);
-        }
-        Ok(interaction)
+        request.first_message = Some(first);
+        self.core.submit(request).await
     }
 
     /// The customer left.

@@ -282,11 +282,26 @@ impl Engine {
     /// waits. Fails with `QueueFull` when the queue holds `max_waiting` interactions.
     pub fn submit(
         &self,
-        request: NewInteraction,
+        mut request: NewInteraction,
         now_ms: TimeMs,
         out: &mut Vec<Event>,
     ) -> Result<InteractionId> {
         let catalog = self.catalog.load();
+        let first_message = request.first_message.take();
+        if let Some(m) = &first_message {
+            if m.text.len() > crate::model::MAX_MESSAGE_BYTES {
+                return Err(EngineError::MessageTooLong {
+                    len: m.text.len(),
+                    max: crate::model::MAX_MESSAGE_BYTES,
+                });
+            }
+            if !catalog.channel_by_name.contains_key(&m.channel) {
+                return Err(EngineError::UnknownChannel {
+                    channel: m.channel.clone(),
+                    context: "the first message of a submit".to_string(),
+                });
+            }
+        }
         let channel = catalog
             .channel_by_name
             .get(&request.channel)
@@ -348,6 +363,16 @@ impl Engine {
             queue: queue.id.clone(),
             rule,
         });
+        if let Some(message) = first_message {
+            history.push(HistoryEntry::Message {
+                at_ms: now_ms,
+                message: message.clone(),
+            });
+            out.push(Event::MessagePosted {
+                interaction: id,
+                message,
+            });
+        }
         let interaction = Interaction {
             id,
             channel,

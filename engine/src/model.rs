@@ -539,6 +539,12 @@ pub struct NewInteraction {
     /// How long to wait for the preferred agent.
     #[serde(default)]
     pub preferred_fallback_ms: u64,
+    /// The customer's first message, kept in the interaction's history by the same
+    /// operation that creates it (so no agent can finish the work before it is there).
+    /// (Logs written before this field existed decode it as `None`: serde fills a
+    /// missing trailing field from its default.)
+    #[serde(default)]
+    pub first_message: Option<Message>,
 }
 
 impl NewInteraction {
@@ -552,6 +558,7 @@ impl NewInteraction {
             priority: None,
             preferred_agent: None,
             preferred_fallback_ms: 0,
+            first_message: None,
         }
     }
 

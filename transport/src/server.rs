@@ -440,8 +440,19 @@ impl Drop for Session {
 async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let (out, mut rx) = mpsc::channel::<Vec<u8>>(1_024);
     let writer = tokio::spawn(async move {
+        // Frames ready together go out in one write (fewer, fuller QUIC packets: on
+        // loopback the UDP send is most of the cost of a small frame).
+        let mut batch = Vec::with_capacity(16 * 1024);
         while let Some(frame) = rx.recv().await {
-            if send.write_all(&frame).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            while batch.len() < 64 * 1024 {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if send.write_all(&batch).await.is_err() {
                 return;
             }
         }

@@ -213,8 +213,16 @@ fn load_tokens(
             generate.extend(agents.iter().map(|a| grant(Role::Agent, Some(a), a)));
         }
     }
+    if file.is_some() {
+        let listed: Vec<&str> = from_file.iter().map(|t| t.name.as_str()).collect();
+        for name in tokens.drop_file_tokens_except(&listed) {
+            say(format!(
+                "REVOKED token `{name}` (no longer in the configuration file)"
+            ));
+        }
+    }
     for spec in from_file {
-        tokens.put_hashed(
+        tokens.put_from_file(
             spec.hash(),
             grant(spec.role, spec.agent.as_deref(), &spec.name),
         );

@@ -430,6 +430,20 @@ async fn authorisation_is_checked_on_every_request() {
     refused(bob.accept(i).await, "not_yours");
     refused(bob.conversation(i).await, "forbidden");
     refused(
+        bob.request(ClientMsg::History {
+            id: bob.id(),
+            customer: "hal".into(),
+        })
+        .await,
+        "forbidden",
+    );
+    ana.request(ClientMsg::History {
+        id: ana.id(),
+        customer: "hal".into(),
+    })
+    .await
+    .unwrap();
+    refused(
         bob.request(ClientMsg::SetPresence {
             id: bob.id(),
             presence: PresenceArg::Offline,
@@ -673,7 +687,14 @@ async fn api_changes_survive_a_restart_and_the_file_wins_when_it_is_given_again(
     again.kill().unwrap();
     again.wait().unwrap();
 
-    // With the file again, the file's configuration replaces the log's.
+    // With the file again (without cid's token now), the file's configuration replaces
+    // the log's, and the token the file dropped is revoked.
+    let without_cid = CENTER.replace(
+        "[[tokens]]\nname = \"cid\"\nrole = \"agent\"\nagent = \"cid\"\ntoken = \"cid-token-0123456789\"\n",
+        "",
+    );
+    assert_ne!(without_cid, CENTER);
+    std::fs::write(&config, without_cid).unwrap();
     let server = serve(&config, &data);
     assert!(
         server
@@ -683,6 +704,20 @@ async fn api_changes_survive_a_restart_and_the_file_wins_when_it_is_given_again(
         "{:?}",
         server.output
     );
+    assert!(
+        server
+            .output
+            .iter()
+            .any(|l| l == "REVOKED token `cid` (no longer in the configuration file)"),
+        "{:?}",
+        server.output
+    );
+    assert!(server.try_client("cid-token-0123456789").await.is_err());
+    // The API-made token is not the file's: it stays.
+    let trust = tls::load_certs(&server.cert).unwrap();
+    Client::connect(server.addr, SELF_SIGNED_NAME, &trust, &made.token)
+        .await
+        .unwrap();
     let sup = server.client("supervisor").await;
     let config_now: omniroute_actors::engine::CenterConfig = sup
         .request_as(ClientMsg::GetConfig { id: sup.id() })

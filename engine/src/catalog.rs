@@ -668,7 +668,15 @@ pub(crate) fn compile(config: CenterConfig, previous: Option<&Catalog>) -> Resul
 
     // Routing rules.
     let mut rules = Vec::with_capacity(config.routing.rules.len());
+    // Rules are named in explanations and edited by name: names are unique.
+    let mut seen = HashSet::new();
     for (i, rule) in config.routing.rules.iter().enumerate() {
+        if !seen.insert(rule.name.as_str()) {
+            return Err(EngineError::Duplicate {
+                kind: "rule",
+                id: rule.name.clone(),
+            });
+        }
         rules.push(rule_matches_channel_check(&resolver, rule, i)?);
     }
     let default_queue = match &config.routing.default_queue {

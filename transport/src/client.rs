@@ -1,7 +1,7 @@
 //! The typed async Rust client: connect, `hello`, requests answered by `id`, and the
 //! stream of pushes.
 
-use crate::frame::{self, DEFAULT_MAX_FRAME};
+use crate::frame;
 use crate::proto::{ClientMsg, Role, ServerMsg, ServerPush};
 use crate::tls;
 use omniroute_actors::conversation::ConversationView;
@@ -77,7 +77,9 @@ impl Client {
         let (server_push_tx, server_push_rx) = mpsc::unbounded_channel();
         let reader_pending = pending.clone();
         tokio::spawn(async move {
-            while let Ok(Some(body)) = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
+            // The server's replies are not limited by the frame limit it applies to
+            // requests (a whole configuration or a long history can be large).
+            while let Ok(Some(body)) = frame::read_frame(&mut recv, frame::DISCARD_LIMIT).await {
                 let Ok((kind, id)) = frame::head(&body) else {
                     continue;
                 };

@@ -111,7 +111,7 @@ pub struct DurabilitySection {
     /// `sync` (every acknowledgement after an fsync shared by concurrent writers) or
     /// `batched` (acknowledged at once, flushed every `interval_ms`).
     pub mode: String,
-    /// For `batched`: the flush interval, ms (default 5).
+    /// For `batched`: the flush interval, ms (default 10).
     #[serde(default)]
     pub interval_ms: Option<u64>,
     /// Records between snapshots (default 100,000; 0 never).
@@ -151,7 +151,7 @@ impl TokenSpec {
 
 /// 64 hexadecimal digits → 32 bytes.
 pub fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 || !hex.is_ascii() {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Vec<u8> = (0..64)
@@ -251,6 +251,22 @@ impl FileConfig {
         let value: toml::Table = toml::from_str(text).map_err(|e| doc.toml_error(&e))?;
         doc.unknown_keys(&value, &raw)?;
 
+        if raw.server.cert.is_some() != raw.server.key.is_some() {
+            let field = if raw.server.cert.is_some() {
+                "server.key"
+            } else {
+                "server.cert"
+            };
+            return Err(doc.error_in(
+                0..text.len(),
+                if raw.server.cert.is_some() {
+                    "server.cert"
+                } else {
+                    "server.key"
+                },
+                format!("give both `cert` and `key` (or neither): `{field}` is missing"),
+            ));
+        }
         let limits = raw.limits.clone();
         doc.check_limits(&limits)?;
         let (durability, snapshot_every) = match &raw.durability {
@@ -268,7 +284,8 @@ impl FileConfig {
                         ));
                     }
                     ("batched", ms) => {
-                        let ms = ms.unwrap_or(5);
+                        // As `--durability batched` on the command line.
+                        let ms = ms.unwrap_or(10);
                         if ms == 0 || ms > 60_000 {
                             return Err(doc.error_in(
                                 at,
@@ -409,12 +426,59 @@ impl Doc<'_> {
             .next()
             .filter(|k| !k.is_empty() && !k.contains('['))
             .unwrap_or("");
+        // The last `[index]` before the key, if the field has one past the entity's own
+        // (`queues[2].relaxation[1].after_ms` → 1; `…channels[chat].units` → "chat").
+        let inner = field
+            .strip_suffix(key)
+            .unwrap_or(field)
+            .trim_end_matches('.')
+            .strip_suffix(']')
+            .and_then(|f| f.rsplit_once('['))
+            .map(|(before, index)| (before.contains('.'), index));
         let offset = if key.is_empty() {
             span.start
         } else {
-            self.find_key(span.clone(), key).unwrap_or(span.start)
+            let found = match inner {
+                Some((true, index)) => match index.parse::<usize>() {
+                    Ok(n) => self.find_key_nth(span.clone(), key, n),
+                    Err(_) => {
+                        let quoted = format!("\"{index}\"");
+                        let end = span.end.max(self.next_header(span.start));
+                        self.text[span.start.min(end)..end]
+                            .find(&quoted)
+                            .and_then(|at| {
+                                let from = span.start + at;
+                                self.find_key(from..span.end.max(from), key)
+                            })
+                    }
+                },
+                _ => None,
+            };
+            found
+                .or_else(|| self.find_key(span.clone(), key))
+                .unwrap_or(span.start)
         };
         self.error_at(Some(offset), field, message)
+    }
+
+    /// Where the `[[table]]` or `[table]` after `start` begins (or the end).
+    fn next_header(&self, start: usize) -> usize {
+        let start = start.min(self.text.len());
+        self.text[start..]
+            .match_indices("\n[")
+            .map(|(i, _)| start + i + 1)
+            .find(|&i| i > start + 1)
+            .unwrap_or(self.text.len())
+    }
+
+    /// The `n`-th (from 0) `key = …` inside `span`.
+    fn find_key_nth(&self, span: Range<usize>, key: &str, n: usize) -> Option<usize> {
+        let mut from = span.start;
+        let end = span.end.max(self.next_header(span.start));
+        for _ in 0..n {
+            from = self.find_key(from..end, key)? + key.len();
+        }
+        self.find_key(from..end, key)
     }
 
     /// Where `key = …` is written inside `span`.
@@ -422,12 +486,7 @@ impl Doc<'_> {
         // The span of a `[[table]]` covers its header only: its keys run to the next
         // header.
         let start = span.start.min(self.text.len());
-        let next_header = self.text[start..]
-            .match_indices("\n[")
-            .map(|(i, _)| start + i + 1)
-            .find(|&i| i > span.end.min(self.text.len()) || i > start + 1)
-            .unwrap_or(self.text.len());
-        let end = span.end.max(next_header).min(self.text.len());
+        let end = span.end.max(self.next_header(start)).min(self.text.len());
         let region = &self.text[start..end];
         let mut from = 0;
         while let Some(i) = region[from..].find(key) {
@@ -438,7 +497,9 @@ impl Doc<'_> {
                     .next_back()
                     .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
             let after = region[at + key.len()..].trim_start_matches([' ', '\t']);
-            if before_ok && after.starts_with('=') {
+            let line_start = region[..at].rfind('\n').map_or(0, |i| i + 1);
+            let commented = region[line_start..at].contains('#');
+            if before_ok && !commented && after.starts_with('=') {
                 return Some(start + at);
             }
             from = at + key.len();
@@ -595,7 +656,37 @@ impl Doc<'_> {
                 .map(|(i, span)| (format!("{list}[{i}]"), span.clone()))
         };
         let (entity, span) = match e {
+            EngineError::Duplicate { kind: "rule", id } => raw
+                .routing
+                .as_ref()
+                .and_then(|r| {
+                    let rules = &r.get_ref().rules;
+                    let mut same = rules
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, x)| &x.get_ref().name == id);
+                    same.nth(1)
+                        .map(|(i, x)| (format!("routing.rules[{i}].name"), x.span()))
+                })
+                .unwrap_or_default(),
             EngineError::Duplicate { kind, id } => find(kind, id, 1).unwrap_or_default(),
+            EngineError::UnknownQueue(q) => {
+                let rules = raw.routing.as_ref().map(|r| &r.get_ref().rules[..]);
+                let by_rule = rules.and_then(|rules| {
+                    rules
+                        .iter()
+                        .position(|r| &r.get_ref().queue == q)
+                        .map(|i| (format!("routing.rules[{i}].queue"), rules[i].span()))
+                });
+                by_rule
+                    .or_else(|| {
+                        raw.routing
+                            .as_ref()
+                            .filter(|r| r.get_ref().default_queue.as_ref() == Some(q))
+                            .map(|r| ("routing.default_queue".to_string(), r.span()))
+                    })
+                    .unwrap_or_default()
+            }
             _ => {
                 let context = match e {
                     EngineError::UnknownSkill { context, .. }
@@ -608,11 +699,13 @@ impl Doc<'_> {
             }
         };
         // The field inside the entity, when the context names one (`….offer_timeout_ms`).
+        // What follows the entity in the context (`queue `x` relaxation[1].after_ms`).
         let context_field = match e {
-            EngineError::InvalidConfig { context, .. } => context
-                .rsplit_once('.')
-                .map(|(_, f)| f.to_string())
-                .filter(|f| !f.contains(' ') && !f.contains('`')),
+            EngineError::InvalidConfig { context, .. }
+            | EngineError::ProficiencyOutOfRange { context, .. } => context
+                .rsplit_once('`')
+                .map(|(_, rest)| rest.trim_matches([' ', '.', ')']).to_string())
+                .filter(|f| !f.is_empty() && !f.contains(' ')),
             _ => None,
         };
         let field = match &context_field {
@@ -636,8 +729,12 @@ impl Doc<'_> {
             let span = t.span();
             let spec = t.get_ref();
             let f = |name: &str| format!("tokens[{i}].{name}");
-            if spec.name.is_empty() {
-                return Err(self.error_in(span, &f("name"), "a token needs a name"));
+            if spec.name.is_empty() || spec.name.contains(['\t', '\n', '\r']) {
+                return Err(self.error_in(
+                    span,
+                    &f("name"),
+                    "a token needs a name, without tabs or line breaks",
+                ));
             }
             if !names.insert(spec.name.as_str()) {
                 return Err(self.error_in(
@@ -679,6 +776,13 @@ impl Doc<'_> {
                         span,
                         &f("agent"),
                         "an agent token names its agent (`agent = \"…\"`)",
+                    ));
+                }
+                (Role::Agent, Some(a)) if a == "-" || a.contains(['\t', '\n', '\r']) => {
+                    return Err(self.error_in(
+                        span,
+                        &f("agent"),
+                        "an agent id usable in a token has no tabs or line breaks and is not `-`",
                     ));
                 }
                 (Role::Agent, Some(a)) if !center.agents.iter().any(|x| &x.id == a) => {
@@ -892,6 +996,55 @@ token = "0123456789abcdef-admin"
 
         let e = err(&GOOD.replace("default_queue = \"billing\"", "default_queue = \"nope\""));
         assert!(e.message.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn errors_inside_lists_and_rules_point_at_their_own_line() {
+        let text = format!("{GOOD}\n[[routing.rules]]\nname = \"vip\"\nqueue = \"nowhere\"\n");
+        let e = err(&text);
+        assert_eq!(e.field, "routing.rules[0].queue", "{e}");
+        assert_eq!(
+            text.lines().nth(e.line - 1).unwrap(),
+            "queue = \"nowhere\"",
+            "{e}"
+        );
+        let text = GOOD.replace(
+            "max_waiting = 100",
+            "max_waiting = 100\nrelaxation = [\n  { after_ms = 5000, action = \"lower_proficiency\", skill = \"billing\", to = 2 },\n  { after_ms = 1000, action = \"lower_proficiency\", skill = \"billing\", to = 1 },\n]",
+        );
+        let e = err(&text);
+        assert!(e.field.starts_with("queues[0].relaxation[1]"), "{e}");
+        assert!(
+            text.lines()
+                .nth(e.line - 1)
+                .unwrap()
+                .contains("after_ms = 1000"),
+            "{e}"
+        );
+        // A commented-out key is not where the error is.
+        let text = GOOD
+            .replace(
+                "[limits]\n",
+                "[limits]\n# max_frame_bytes = 10 would be too small\n",
+            )
+            .replace("max_frame_bytes = 65536", "max_frame_bytes = 10");
+        let e = err(&text);
+        assert!(
+            text.lines()
+                .nth(e.line - 1)
+                .unwrap()
+                .starts_with("max_frame_bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_paths_and_token_names_are_checked() {
+        let e = err(&GOOD.replace("[server]", "[server]\ncert = \"c.pem\""));
+        assert!(e.message.contains("both `cert` and `key`"), "{e}");
+        let e = err(&GOOD.replace("name = \"admin\"", "name = \"ad\\tmin\""));
+        assert!(e.message.contains("without tabs"), "{e}");
+        assert!(parse_hash(&format!("+f{}", "0".repeat(62))).is_none());
     }
 
     #[test]

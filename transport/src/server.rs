@@ -34,6 +34,9 @@ pub struct Grant {
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
     grants: HashMap<[u8; 32], Grant>,
+    /// Names of the tokens that came from the configuration file (a start with the
+    /// file removes those it no longer lists).
+    from_file: std::collections::HashSet<String>,
 }
 
 /// The SHA-256 of a token (what the server stores).
@@ -70,19 +73,22 @@ impl Tokens {
                 )
             };
             let fields: Vec<&str> = line.split('\t').collect();
-            let [hash_hex, role, agent, name] = fields[..] else {
-                return Err(bad(
-                    "expected 4 tab-separated fields: hash, role, agent, name",
-                ));
+            let (hash_hex, role, agent, name, source) = match fields[..] {
+                [h, r, a, n] => (h, r, a, n, "api"),
+                [h, r, a, n, s] => (h, r, a, n, s),
+                _ => {
+                    return Err(bad(
+                        "expected 4 or 5 tab-separated fields: hash, role, agent, name[, source]",
+                    ));
+                }
             };
-            let bytes: Vec<u8> = (0..hash_hex.len())
-                .step_by(2)
-                .filter_map(|i| hash_hex.get(i..i + 2))
-                .filter_map(|b| u8::from_str_radix(b, 16).ok())
-                .collect();
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| bad("the hash is not 64 hexadecimal digits"))?;
+            let hash = crate::config::parse_hash(hash_hex)
+                .ok_or_else(|| bad("the hash is not 64 hexadecimal digits"))?;
+            if source == "file" {
+                tokens.from_file.insert(name.to_string());
+            } else if source != "api" {
+                return Err(bad("the source is `file` or `api`"));
+            }
             let role = match role {
                 "admin" => Role::Admin,
                 "supervisor" => Role::Supervisor,
@@ -168,14 +174,47 @@ impl Tokens {
     /// Adds or replaces (by name) a token given by its hash.
     pub fn put_hashed(&mut self, hash: [u8; 32], grant: Grant) {
         self.grants.retain(|_, g| g.name != grant.name);
+        self.from_file.remove(&grant.name);
         self.grants.insert(hash, grant);
+    }
+
+    /// Adds or replaces (by name) a token of the configuration file.
+    pub fn put_from_file(&mut self, hash: [u8; 32], grant: Grant) {
+        let name = grant.name.clone();
+        self.put_hashed(hash, grant);
+        self.from_file.insert(name);
+    }
+
+    /// Removes the configuration file's tokens whose names are not in `listed` (the
+    /// file no longer lists them); returns their names.
+    pub fn drop_file_tokens_except(&mut self, listed: &[&str]) -> Vec<String> {
+        let gone: Vec<String> = self
+            .from_file
+            .iter()
+            .filter(|n| !listed.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for name in &gone {
+            self.remove(name);
+        }
+        gone
     }
 
     /// Removes the token named `name`; whether there was one.
     pub fn remove(&mut self, name: &str) -> bool {
         let before = self.grants.len();
         self.grants.retain(|_, g| g.name != name);
+        self.from_file.remove(name);
         before != self.grants.len()
+    }
+
+    /// The hashes of the tokens named `name`.
+    pub fn hashes_named(&self, name: &str) -> Vec<[u8; 32]> {
+        self.grants
+            .iter()
+            .filter(|(_, g)| g.name == name)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// Whether a token has this name.
@@ -203,17 +242,23 @@ impl Tokens {
     /// Writes the tokens file (hashes only, mode 0600) atomically: a temporary file,
     /// synced, renamed over the old one, and the directory synced.
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let mut text =
-            String::from("# omniroute tokens: sha-256 of the token, role, agent, name\n");
+        let mut text = String::from(
+            "# omniroute tokens: sha-256 of the token, role, agent, name, source (file or api)\n",
+        );
         let mut entries: Vec<(&[u8; 32], &Grant)> = self.grants.iter().collect();
         entries.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         for (h, g) in entries {
             text.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}\t{}\n",
                 h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 format!("{:?}", g.role).to_lowercase(),
                 g.agent.as_deref().unwrap_or("-"),
-                g.name
+                g.name,
+                if self.from_file.contains(&g.name) {
+                    "file"
+                } else {
+                    "api"
+                }
             ));
         }
         let tmp = path.with_extension("tmp");
@@ -302,6 +347,8 @@ struct State {
     /// Configuration changes run one at a time (each reads, changes and writes the
     /// whole configuration).
     admin: tokio::sync::Mutex<()>,
+    /// Hashes of revoked tokens, so their sessions end at once.
+    revoked: tokio::sync::broadcast::Sender<[u8; 32]>,
 }
 
 /// Serves on `endpoint` until it is closed.
@@ -313,6 +360,7 @@ pub async fn serve(endpoint: quinn::Endpoint, runtime: Arc<Runtime>, config: Ser
         connections: AtomicUsize::new(0),
         sessions: DashMap::new(),
         admin: tokio::sync::Mutex::new(()),
+        revoked: tokio::sync::broadcast::channel(64).0,
     });
     while let Some(incoming) = endpoint.accept().await {
         let state = state.clone();
@@ -392,6 +440,8 @@ pub fn code_of(e: &RuntimeError) -> &'static str {
                 "invalid_state"
             }
             EngineError::QueueFull { .. } => "busy",
+            EngineError::NoRoute { .. } => "no_route",
+            EngineError::MessageTooLong { .. } => "bad_request",
             _ => "rejected",
         },
         RuntimeError::Journal(_) => "internal",
@@ -406,6 +456,8 @@ struct Session {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// A supervisor's subscriptions: the tasks pushing them.
     subs: HashMap<Subscription, tokio::task::JoinHandle<()>>,
+    /// An agent session's push forwarder.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A request ready to run on its own task (requests of a session run concurrently;
@@ -427,6 +479,9 @@ enum Prepared {
 impl Drop for Session {
     fn drop(&mut self) {
         for (_, task) in self.subs.drain() {
+            task.abort();
+        }
+        if let Some(task) = self.forwarder.take() {
             task.abort();
         }
         if let Some((_, h)) = &self.grant
@@ -469,9 +524,63 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
         out,
         in_flight,
         subs: HashMap::new(),
+        forwarder: None,
     };
+    let mut revoked = s.state.revoked.subscribe();
+    // The stream is read on its own task: reading a frame is not cancel-safe, and the
+    // session also waits for revocations.
+    let (frames_tx, mut frames) = mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let read = frame::read_frame(&mut recv, max).await;
+            let end = match &read {
+                Ok(None) => true,
+                Ok(Some(_)) => false,
+                Err(e) if !e.stream_usable() => {
+                    let _ = recv.stop(STREAM_FRAMING.into());
+                    true
+                }
+                Err(_) => false,
+            };
+            if frames_tx.send(read).await.is_err() || end {
+                return;
+            }
+        }
+    });
     loop {
-        let reply = match frame::read_frame(&mut recv, max).await {
+        let read = tokio::select! {
+            read = frames.recv() => match read {
+                Some(read) => read,
+                None => break,
+            },
+            gone = revoked.recv() => {
+                let mine = s.grant.as_ref().map(|(_, h)| *h);
+                match gone {
+                    Ok(h) if Some(h) != mine => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed some: check ours directly.
+                        let still = mine.is_none_or(|h| {
+                            s.state.tokens.read().expect("tokens lock").contains(&h)
+                        });
+                        if still {
+                            continue;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
+                    Ok(_) => {}
+                }
+                let _ = s
+                    .out
+                    .send(frame::encode(&error(
+                        None,
+                        "bad_token",
+                        "this session's token was revoked; the session ends",
+                    )))
+                    .await;
+                break;
+            }
+        };
+        let reply = match read {
             Ok(None) => break,
             Err(e) => {
                 let usable = e.stream_usable();
@@ -484,7 +593,6 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
                     )))
                     .await;
                 if !usable {
-                    let _ = recv.stop(STREAM_FRAMING.into());
                     break;
                 }
                 continue;
@@ -532,6 +640,7 @@ async fn session(state: Arc<State>, mut send: quinn::SendStream, mut recv: quinn
             break;
         }
     }
+    reader.abort();
     drop(s);
     let _ = writer.await;
 }
@@ -565,7 +674,11 @@ impl Session {
             return Prepared::Reply(error(
                 Some(id),
                 "forbidden",
-                format!("a {role:?} session may not send `{}`", msg.kind()).to_lowercase(),
+                format!(
+                    "the {} role may not send `{}`",
+                    format!("{role:?}").to_lowercase(),
+                    msg.kind()
+                ),
             ));
         }
         // Subscriptions belong to the session, so they are handled here.
@@ -674,26 +787,32 @@ impl Session {
             }
             *n += 1;
         }
-        self.grant = Some((grant.clone(), h));
         if grant.role == Role::Agent {
             let agent = grant.agent.clone().unwrap_or_default();
             match self.state.runtime.connect_agent(&agent) {
                 Ok(mut session) => {
                     if let Some(mut pushes) = session.take_pushes() {
                         let out = self.out.clone();
-                        tokio::spawn(async move {
+                        self.forwarder = Some(tokio::spawn(async move {
                             while let Some(push) = pushes.recv().await {
                                 if out.send(frame::encode(&push)).await.is_err() {
                                     return;
                                 }
                             }
-                        });
+                        }));
                     }
                     self.agent = Some(Arc::new(session));
                 }
-                Err(e) => return error(Some(id), code_of(&e), e.to_string()),
+                Err(e) => {
+                    // Not authenticated after all: the session may say hello again.
+                    if let Some(mut n) = self.state.sessions.get_mut(&h) {
+                        *n = n.saturating_sub(1);
+                    }
+                    return error(Some(id), code_of(&e), e.to_string());
+                }
             }
         }
+        self.grant = Some((grant.clone(), h));
         ServerMsg::Welcome {
             id,
             role: grant.role,
@@ -816,7 +935,30 @@ impl Job {
                 }
                 ok(id, &view)
             }
-            ClientMsg::History { id, customer } => ok(id, &rt.customer_history(&customer)),
+            ClientMsg::History { id, customer } => {
+                // An agent reads the history of customers whose work it holds (offered,
+                // assigned or in wrap-up), not of anyone.
+                if let Some(me) = &me {
+                    let serving = rt.read(|e| {
+                        e.agent(me).is_ok_and(|a| {
+                            a.work.iter().any(|w| {
+                                e.interaction(w.interaction)
+                                    .is_ok_and(|i| i.customer == customer)
+                            })
+                        })
+                    });
+                    if !serving {
+                        return Ok(error(
+                            Some(id),
+                            "forbidden",
+                            format!(
+                                "an agent reads the history of customers whose work it holds; `{me}` holds none of `{customer}`'s"
+                            ),
+                        ));
+                    }
+                }
+                ok(id, &rt.customer_history(&customer))
+            }
             ClientMsg::AgentView { id, agent } => match agent {
                 Some(agent) => ok(id, &rt.agent_view(&agent).await?),
                 None => ok(id, &self.agent_session()?.view().await?),
@@ -866,6 +1008,7 @@ impl Job {
             } => self.create_token(id, name, role, agent)?,
             ClientMsg::DeleteToken { id, name } => {
                 let mut tokens = self.state.tokens.write().expect("tokens lock");
+                let hashes = tokens.hashes_named(&name);
                 if !tokens.remove(&name) {
                     return Ok(error(
                         Some(id),
@@ -877,6 +1020,10 @@ impl Job {
                     tokens.save(path).map_err(|e| {
                         RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
                     })?;
+                }
+                drop(tokens);
+                for h in hashes {
+                    let _ = self.state.revoked.send(h);
                 }
                 done(id)
             }
@@ -961,6 +1108,13 @@ impl Job {
                     Some(id),
                     "bad_field",
                     "agent: an agent token names its agent",
+                ));
+            }
+            (Role::Agent, Some(a)) if a == "-" || a.contains(['\t', '\n', '\r']) => {
+                return Ok(error(
+                    Some(id),
+                    "bad_field",
+                    "agent: an agent id usable in a token has no tabs or line breaks and is not `-`",
                 ));
             }
             (Role::Agent, Some(a)) if self.state.runtime.read(|e| e.agent(a).is_err()) => {
@@ -1086,7 +1240,7 @@ fn delete_entity(
     } else {
         Err((
             "unknown_id",
-            format!("no {kind:?} named `{name}`").to_lowercase(),
+            format!("no {} named `{name}`", format!("{kind:?}").to_lowercase()),
         ))
     }
 }

@@ -124,7 +124,9 @@ impl ServerIdentity {
         .map_err(|e| bad(format!("certificate and key do not go together: {e}")))?;
         crypto.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicServerConfig::try_from(crypto).map_err(io::Error::other)?;
-        quinn::Endpoint::server(quinn::ServerConfig::with_crypto(Arc::new(quic)), addr)
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        config.transport_config(transport());
+        quinn::Endpoint::server(config, addr)
     }
 }
 
@@ -166,6 +168,23 @@ pub fn client(bind: SocketAddr, trust: &[CertificateDer<'static>]) -> io::Result
     crypto.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(crypto).map_err(io::Error::other)?;
     let mut endpoint = quinn::Endpoint::client(bind)?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport());
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// How long a connection may stay silent before it is considered dead.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an otherwise idle connection sends a keep-alive (both sides), so a quiet
+/// agent desktop keeps its connection.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("30 s is a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    Arc::new(t)
 }

@@ -311,7 +311,7 @@ const DOC_MESSAGES: &[(&str, &str, &str)] = &[
     (
         "{ skill = \"billing\", proficiency = 8 }",
         "{ skill = \"billing\", proficiency = 11 }",
-        "agents[0]: proficiency 11 out of range 1-10 for skill `billing` (agent `ana` skills)",
+        "agents[0].skills: proficiency 11 out of range 1-10 for skill `billing` (agent `ana` skills)",
     ),
     (
         "channels = [\"voice\", \"callback\"]\nconditions",

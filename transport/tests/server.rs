@@ -86,6 +86,7 @@ async fn start() -> Fixture {
     tokens.add("t-web", grant(Role::Channel, None, "web chat"));
     tokens.add("t-sup", grant(Role::Supervisor, None, "floor"));
     tokens.add("t-admin", grant(Role::Admin, None, "admin"));
+    tokens.add("t-ghost", grant(Role::Agent, Some("ghost"), "ghost"));
     tokio::spawn(server::serve(
         endpoint,
         runtime,
@@ -517,9 +518,9 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
             let result = client.request(msg).await;
             let forbidden =
                 matches!(&result, Err(ClientError::Refused { code, .. }) if code == "forbidden");
-            // An agent reading a conversation it has nothing to do with is refused
-            // by ownership, not by role.
-            let ownership = *role == Role::Agent && kind == "conversation";
+            // An agent reading a conversation (or a customer's history) it has
+            // nothing to do with is refused by ownership, not by role.
+            let ownership = *role == Role::Agent && matches!(kind, "conversation" | "history");
             assert!(
                 forbidden != allowed || ownership,
                 "{role:?} × {kind}: allowed={allowed}, got {result:?}"
@@ -804,13 +805,17 @@ async fn an_admin_edits_one_entity_at_a_time_and_manages_tokens() {
         })
         .await
         .unwrap();
-    refused(
-        bob.request(ClientMsg::AgentView {
+    // Its session is ended by the server at once.
+    let after = bob
+        .request(ClientMsg::AgentView {
             id: bob.id(),
             agent: None,
         })
-        .await,
-        "bad_token",
+        .await;
+    assert!(
+        matches!(&after, Err(ClientError::Connection(_)))
+            || matches!(&after, Err(ClientError::Refused { code, .. }) if code == "bad_token"),
+        "{after:?}"
     );
     assert!(f.client(&made.token).await.is_err());
 }
@@ -919,4 +924,33 @@ async fn a_supervisor_watches_live_statistics_events_and_explanations() {
         .await,
         "bad_request",
     );
+}
+
+#[tokio::test]
+async fn an_agent_hello_that_fails_leaves_the_session_unauthenticated_and_counts_nothing() {
+    use omniroute_transport::frame;
+    use omniroute_transport::proto::ServerMsg;
+    let f = start().await;
+    // More failed hellos than the token's session limit (64): none is counted.
+    for _ in 0..70 {
+        refused(f.client("t-ghost").await.map(|_| ()), "unknown_id");
+    }
+    // On one session: the failed hello leaves it free to say hello as someone else.
+    let (_conn, mut send, mut recv) = raw_stream(&f).await;
+    for (id, token) in [(1, "t-ghost"), (2, "t-ana")] {
+        send.write_all(&frame::encode(&ClientMsg::Hello {
+            id,
+            token: token.into(),
+        }))
+        .await
+        .unwrap();
+    }
+    assert!(matches!(
+        read_reply(&mut recv).await,
+        ServerMsg::Error { id: Some(1), code, .. } if code == "unknown_id"
+    ));
+    assert!(matches!(
+        read_reply(&mut recv).await,
+        ServerMsg::Welcome { id: 2, .. }
+    ));
 }

@@ -3,13 +3,13 @@
 //! The QUIC API: length-prefixed MessagePack frames over quinn streams, the server that
 //! maps sessions onto actors, and the typed Rust client.
 //!
-//! Being built (the "QUIC API" issue). Done so far: [`frame`] (the framing with its
-//! stable error codes), [`tls`] (the QUIC endpoints: ALPN `omniroute/1`, TLS 1.3, a
-//! self-signed certificate kept in the data directory), [`proto`] (the first messages
-//! and who may send them), [`server`] (sessions over the actor runtime: hello with
-//! hashed tokens, agent, channel and supervisor operations, agent pushes) and
-//! [`client`]. Not yet: admin operations, live statistics subscriptions, explanations,
-//! the TOML configuration, `omniroute serve` and the CLI clients.
+//! [`frame`]: the framing with its stable error codes; [`tls`]: the QUIC endpoints
+//! (ALPN `omniroute/1`, TLS 1.3, a self-signed certificate kept in the data directory,
+//! keep-alives); [`proto`]: every message and who may send it; [`server`]: sessions
+//! over the actor runtime (hashed tokens with revocation, agent, channel, supervisor and
+//! admin operations, pushes, subscriptions, limits); [`client`]: the typed client;
+//! [`config`]: the TOML configuration file. The wire protocol is docs/PROTOCOL.md, the
+//! file docs/CONFIG.md.
 #![warn(missing_docs)]
 
 pub mod client;

@@ -1,7 +1,7 @@
 //! The server: QUIC connections whose bidirectional streams are sessions. A session's
-//! first frame is `hello` with a token; then requests (answered in order, each reply
-//! echoing its `id`) and, for an agent session, pushes from the agent's actor, all
-//! framed on the same stream. See docs/PROTOCOL.md.
+//! first frame is `hello` with a token; then requests, which run concurrently (up to a
+//! limit) and are answered with their `id`, and pushes (an agent's offers and messages,
+//! a supervisor's subscriptions), all framed on the same stream. See docs/PROTOCOL.md.
 
 use crate::frame;
 use crate::proto::{

@@ -74,6 +74,9 @@ pub enum ActorKey {
 
 #[derive(Clone, Debug, Default)]
 struct CustomerTrack {
+    /// The customer's interactions the engine may still hold, oldest first (the index
+    /// `customer_history` reads; ids the engine has purged are dropped when read).
+    history: Vec<InteractionId>,
     live: Option<InteractionId>,
     last_activity_ms: TimeMs,
     last_agent: Option<Arc<str>>,
@@ -253,6 +256,7 @@ impl Core {
                         let mut t = self.customers.entry(c.to_string()).or_default();
                         t.live = Some(*interaction);
                         t.last_activity_ms = p.at_ms;
+                        t.history.push(*interaction);
                     }
                     st.live.insert(
                         *interaction,
@@ -1088,10 +1092,15 @@ impl Runtime {
             let config = engine.config();
             let mut live = Vec::new();
             for id in engine.interaction_ids() {
-                if let Ok(s) = engine.interaction(id)
-                    && !s.state.is_terminal()
-                {
-                    live.push(s);
+                if let Ok(s) = engine.interaction(id) {
+                    core.customers
+                        .entry(s.customer.clone())
+                        .or_default()
+                        .history
+                        .push(id);
+                    if !s.state.is_terminal() {
+                        live.push(s);
+                    }
                 }
             }
             (
@@ -1460,13 +1469,24 @@ impl Runtime {
 
     /// Every conversation of a customer the engine still holds, oldest first.
     pub fn customer_history(&self, customer: &str) -> Vec<ConversationView> {
+        // The customer's own index, not a scan of every interaction.
+        let Some(ids) = self.core.customers.get(customer).map(|t| t.history.clone()) else {
+            return Vec::new();
+        };
         let (mut found, _) = self.core.shared.read(|e| {
-            e.interaction_ids()
-                .into_iter()
-                .filter_map(|id| e.interaction(id).ok())
+            ids.iter()
+                .filter_map(|id| e.interaction(*id).ok())
                 .filter(|s| s.customer == customer)
                 .collect::<Vec<_>>()
         });
+        if found.len() < ids.len()
+            && let Some(mut t) = self.core.customers.get_mut(customer)
+        {
+            // Purged by the engine (finished long ago): forget them.
+            // (Only ids this read looked for: one created meanwhile stays.)
+            t.history
+                .retain(|id| !ids.contains(id) || found.iter().any(|s| s.id == *id));
+        }
         found.sort_by_key(|s| s.id);
         found.into_iter().map(view_from_snapshot).collect()
     }

@@ -114,15 +114,22 @@ pub struct ConnectReport {
     pub completed_per_s: f64,
     /// Offers never completed when the run ended (lost work would show here).
     pub unfinished: u64,
-    /// Due time → offer at the agent's client.
+    /// Due time → offer at the agent's client (free of coordinated omission; includes
+    /// the generator's own timer lateness, below).
     pub submit_to_offer: Percentiles,
+    /// The moment the submit was written → offer at the agent's client.
+    pub send_to_offer: Percentiles,
+    /// Due time → the moment the submit was written (tokio's timers tick every
+    /// millisecond, so arrivals go out in per-millisecond bursts).
+    pub generator_lateness: Percentiles,
     /// Due time → the submit's reply.
     pub submit_reply: Percentiles,
     /// Due time → complete acknowledged.
     pub lifecycle: Percentiles,
     /// Raw QUIC round trip (echo of a 64-byte frame on one stream, loopback).
     pub raw_quic_rtt: Percentiles,
-    /// The API's cheapest round trip (`history` of an unknown customer).
+    /// The API's cheapest round trip (a supervisor's `history` of an unknown customer:
+    /// framing, session and authorisation, no actor or log).
     pub api_rtt: Percentiles,
 }
 
@@ -142,9 +149,16 @@ struct NewToken {
     token: String,
 }
 
-/// Creates (or recreates) the queue `loadtest`, its skill, `agents` agents and a token
-/// per agent plus a channel token; returns (channel token, agent tokens).
-async fn setup(run: &ConnectRun) -> Result<(String, Vec<(String, String)>), String> {
+#[derive(Default)]
+struct Tokens {
+    channel: String,
+    supervisor: String,
+    agents: Vec<(String, String)>,
+}
+
+/// Creates (or recreates) the queue `loadtest`, its skill, `agents` agents, a token per
+/// agent, a channel token and a supervisor token.
+async fn setup(run: &ConnectRun) -> Result<Tokens, String> {
     let admin = connect(run, &run.admin_token).await?;
     let put = |entity: Entity| ClientMsg::Put {
         id: admin.id(),
@@ -197,6 +211,7 @@ async fn setup(run: &ConnectRun) -> Result<(String, Vec<(String, String)>), Stri
         .map(|i| (format!("lt-{i}"), Role::Agent, Some(format!("lt-{i}"))))
         .collect();
     names.push(("lt-channel".into(), Role::Channel, None));
+    names.push(("lt-supervisor".into(), Role::Supervisor, None));
     let mut tasks = Vec::new();
     // A session runs up to 64 requests at once: stay under it.
     let slots = Arc::new(tokio::sync::Semaphore::new(32));
@@ -223,24 +238,26 @@ async fn setup(run: &ConnectRun) -> Result<(String, Vec<(String, String)>), Stri
             Ok::<_, String>((name, made.token))
         }));
     }
-    let mut channel = String::new();
-    let mut agents = Vec::new();
+    let mut tokens = Tokens::default();
     for t in tasks {
         let (name, token) = t.await.map_err(|e| e.to_string())??;
-        if name == "lt-channel" {
-            channel = token;
-        } else {
-            agents.push((name, token));
+        match name.as_str() {
+            "lt-channel" => tokens.channel = token,
+            "lt-supervisor" => tokens.supervisor = token,
+            _ => tokens.agents.push((name, token)),
         }
     }
-    Ok((channel, agents))
+    Ok(tokens)
 }
 
 /// Runs the load and measures.
 pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
-    let (channel_token, agent_tokens) = setup(&run).await?;
-    let first_agent = &agent_tokens.first().ok_or("at least one agent")?.1;
-    let (raw_quic_rtt, api_rtt) = round_trips(&run, first_agent).await?;
+    let Tokens {
+        channel: channel_token,
+        supervisor,
+        agents: agent_tokens,
+    } = setup(&run).await?;
+    let (raw_quic_rtt, api_rtt) = round_trips(&run, &supervisor).await?;
 
     let offers = Arc::new(Mutex::new(histogram()));
     let lifecycles = Arc::new(Mutex::new(histogram()));
@@ -262,6 +279,11 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
     for _ in 0..run.channel_sessions.max(1) {
         channels.push(Arc::new(connect(&run, &channel_token).await?));
     }
+    let total = (run.rate * run.duration.as_secs_f64()).round() as u64;
+    // When each customer's submit was actually written (ns after `start`; 0: not yet).
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let from_send = Arc::new(Mutex::new(histogram()));
+    let lateness = Arc::new(Mutex::new(histogram()));
     let start = Instant::now() + Duration::from_millis(200);
     let due = move |seq: u64| start + Duration::from_nanos((seq as f64 * period_us * 1e3) as u64);
     for (client, mut pushes) in agents {
@@ -272,6 +294,7 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
             offered.clone(),
             last_completion_us.clone(),
         );
+        let (sent, from_send) = (sent.clone(), from_send.clone());
         let handle = run.handle;
         tokio::spawn(async move {
             while let Some(push) = pushes.recv().await {
@@ -288,6 +311,15 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
                     .lock()
                     .await
                     .saturating_record(now.saturating_duration_since(due(seq)).as_micros() as u64);
+                if let Some(at) = sent.get(seq as usize).map(|t| t.load(Ordering::Acquire))
+                    && at > 0
+                {
+                    let at = start + Duration::from_nanos(at);
+                    from_send
+                        .lock()
+                        .await
+                        .saturating_record(now.saturating_duration_since(at).as_micros() as u64);
+                }
                 offered.fetch_add(1, Ordering::Relaxed);
                 let (client, lifecycles, completed, last) = (
                     client.clone(),
@@ -319,45 +351,74 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
         });
     }
 
-    // Open-loop arrivals.
-    let total = (run.rate * run.duration.as_secs_f64()).round() as u64;
+    // Open-loop arrivals, paced by a thread of their own: tokio's timers tick every
+    // millisecond, a thread's sleep is precise to tens of microseconds.
     let replies = Arc::new(Mutex::new(histogram()));
     let refused = Arc::new(AtomicU64::new(0));
-    let mut inflight = tokio::task::JoinSet::new();
-    for seq in 0..total {
-        tokio::time::sleep_until(due(seq).into()).await;
-        let c = channels[seq as usize % channels.len()].clone();
-        let (replies, refused) = (replies.clone(), refused.clone());
-        inflight.spawn(async move {
-            let r = c
-                .request(ClientMsg::Inbound {
-                    id: c.id(),
-                    channel: "chat".into(),
-                    customer: format!("lt-c-{seq}"),
-                    text: "hello".into(),
-                    attributes: Default::default(),
-                    queue: Some("loadtest".into()),
-                    virtual_agent: None,
-                })
-                .await;
-            match r {
-                Ok(_) => replies.lock().await.saturating_record(
-                    Instant::now()
-                        .saturating_duration_since(due(seq))
-                        .as_micros() as u64,
-                ),
-                Err(e) => {
-                    if refused.fetch_add(1, Ordering::Relaxed) < 3 {
-                        eprintln!("submit {seq} refused: {e}");
-                    }
+    let handle = tokio::runtime::Handle::current();
+    let pacer = {
+        let (replies, refused, sent, lateness) = (
+            replies.clone(),
+            refused.clone(),
+            sent.clone(),
+            lateness.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut inflight = Vec::with_capacity(total as usize);
+            for seq in 0..total {
+                let at = due(seq);
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
                 }
+                let c = channels[seq as usize % channels.len()].clone();
+                let (replies, refused) = (replies.clone(), refused.clone());
+                let (sent, lateness) = (sent.clone(), lateness.clone());
+                inflight.push(handle.spawn(async move {
+                    let now = Instant::now();
+                    sent[seq as usize].store(
+                        now.saturating_duration_since(start).as_nanos().max(1) as u64,
+                        Ordering::Release,
+                    );
+                    lateness.lock().await.saturating_record(
+                        now.saturating_duration_since(due(seq)).as_micros() as u64,
+                    );
+                    let r = c
+                        .request(ClientMsg::Inbound {
+                            id: c.id(),
+                            channel: "chat".into(),
+                            customer: format!("lt-c-{seq}"),
+                            text: "hello".into(),
+                            attributes: Default::default(),
+                            queue: Some("loadtest".into()),
+                            virtual_agent: None,
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => replies.lock().await.saturating_record(
+                            Instant::now()
+                                .saturating_duration_since(due(seq))
+                                .as_micros() as u64,
+                        ),
+                        Err(e) => {
+                            if refused.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("submit {seq} refused: {e}");
+                            }
+                        }
+                    }
+                }));
             }
-        });
-        // Reap finished submits now and then so the set stays small.
-        while inflight.try_join_next().is_some() {}
-    }
+            inflight
+        })
+    };
+    let inflight = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "the arrival thread panicked".to_string())?;
     let arrivals_s = start.elapsed().as_secs_f64();
-    while inflight.join_next().await.is_some() {}
+    for task in inflight {
+        let _ = task.await;
+    }
     // Wait for the lifecycles to finish (or stop making progress).
     let accepted = total - refused.load(Ordering::Relaxed);
     let mut last_seen = (0, Instant::now());
@@ -384,6 +445,8 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
         completed_per_s: completed_n as f64 / (last_us as f64 / 1e6),
         unfinished: accepted.saturating_sub(completed_n),
         submit_to_offer: Percentiles::of(&*offers.lock().await),
+        send_to_offer: Percentiles::of(&*from_send.lock().await),
+        generator_lateness: Percentiles::of(&*lateness.lock().await),
         submit_reply: Percentiles::of(&*replies.lock().await),
         lifecycle: Percentiles::of(&*lifecycles.lock().await),
         raw_quic_rtt,

@@ -80,6 +80,8 @@ fn main() {
                 r.unfinished
             );
             println!("submit -> offer at the agent: {}", r.submit_to_offer);
+            println!("  from the actual send:       {}", r.send_to_offer);
+            println!("  generator lateness:         {}", r.generator_lateness);
             println!("submit reply:                 {}", r.submit_reply);
             println!("whole lifecycle:              {}", r.lifecycle);
             println!("raw QUIC echo round trip:     {}", r.raw_quic_rtt);

@@ -395,6 +395,7 @@ pub fn stats(conn: Conn, args: StatsArgs) -> Result<(), String> {
                         }
                     }
                     Some(ServerPush::EventsLagged { missed }) => println!("LAGGED {missed}"),
+                    Some(other) => println!("PUSH {other:?}"),
                 },
                 _ = tokio::signal::ctrl_c() => {
                     let _ = c.request(ClientMsg::Unsubscribe {

@@ -7,7 +7,7 @@
 use omniroute_actors::engine::TransferTarget;
 use omniroute_actors::{InboundOutcome, Push};
 use omniroute_transport::client::{Client, ClientError};
-use omniroute_transport::proto::{CenterStats, ClientMsg, PresenceArg};
+use omniroute_transport::proto::{CenterStats, ClientMsg, PresenceArg, ServerPush};
 use omniroute_transport::tls::{self, SELF_SIGNED_NAME};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -203,7 +203,15 @@ fn created(outcome: InboundOutcome) -> omniroute_actors::engine::InteractionId {
 async fn submit_offer_accept_messages_transfer_and_complete_with_wrap_up() {
     let server = start();
     let (ana, mut ana_pushes) = server.agent("ana").await;
-    let web = server.client("channel").await;
+    let mut web = server.client("channel").await;
+    // The adapter receives what agents write to its customers, to deliver it.
+    let mut outbound = web.server_pushes().unwrap();
+    web.request(ClientMsg::SubscribeOutbound {
+        id: web.id(),
+        channels: vec!["chat".into()],
+    })
+    .await
+    .unwrap();
     let i = created(inbound(&web, "carol", "I want the big plan").await);
     let Push::Offer(offer) = next(&mut ana_pushes).await else {
         panic!()
@@ -228,6 +236,24 @@ async fn submit_offer_accept_messages_transfer_and_complete_with_wrap_up() {
         }
     }
     assert!(seen.contains(&"on sms too".to_string()), "{seen:?}");
+    let delivered = tokio::time::timeout(Duration::from_secs(5), outbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match delivered {
+        ServerPush::Outbound {
+            interaction,
+            customer,
+            text,
+            from_id,
+            ..
+        } => {
+            assert_eq!((interaction, customer.as_str()), (i, "carol"));
+            assert_eq!(text, "the big plan it is");
+            assert_eq!(from_id.as_deref(), Some("ana"));
+        }
+        other => panic!("{other:?}"),
+    }
     // Transfer to bob: his offer carries the whole transcript.
     let (bob, mut bob_pushes) = server.agent("bob").await;
     ana.request(ClientMsg::Transfer {
@@ -259,6 +285,22 @@ async fn submit_offer_accept_messages_transfer_and_complete_with_wrap_up() {
     loop {
         if let Push::Completed { interaction, .. } = next(&mut bob_pushes).await {
             assert_eq!(interaction, i);
+            break;
+        }
+    }
+    // The adapter hears that the conversation ended.
+    loop {
+        let p = tokio::time::timeout(Duration::from_secs(5), outbound.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerPush::ConversationEnded {
+            interaction,
+            reason,
+            ..
+        } = p
+        {
+            assert_eq!((interaction, reason.as_str()), (i, "completed"));
             break;
         }
     }

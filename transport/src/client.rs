@@ -91,7 +91,10 @@ impl Client {
                     if let Some(w) = waiter {
                         let _ = w.send(msg);
                     }
-                } else if matches!(kind.as_str(), "stats" | "event" | "events_lagged") {
+                } else if matches!(
+                    kind.as_str(),
+                    "stats" | "event" | "events_lagged" | "outbound" | "conversation_ended"
+                ) {
                     if let Ok(push) = rmp_serde::from_slice::<ServerPush>(&body) {
                         let _ = server_push_tx.send(push);
                     }

@@ -257,7 +257,17 @@ pub enum ClientMsg {
         /// Request id.
         id: u64,
     },
-    /// Supervisor: stop a subscription.
+    /// Channel: push what agents (and the system) write to customers on these
+    /// channels (`outbound`) and the end of their conversations (`conversation_ended`),
+    /// so the adapter can deliver them; until `unsubscribe`.
+    SubscribeOutbound {
+        /// Request id.
+        id: u64,
+        /// Channel names; empty: every channel.
+        #[serde(default)]
+        channels: Vec<String>,
+    },
+    /// Supervisor, channel: stop a subscription.
     Unsubscribe {
         /// Request id.
         id: u64,
@@ -325,6 +335,8 @@ pub enum Subscription {
     Stats,
     /// Every engine event.
     Events,
+    /// A channel adapter's outbound messages.
+    Outbound,
 }
 
 impl ClientMsg {
@@ -355,6 +367,7 @@ impl ClientMsg {
         "stats",
         "subscribe_stats",
         "subscribe_events",
+        "subscribe_outbound",
         "unsubscribe",
         "explain",
     ];
@@ -387,6 +400,7 @@ impl ClientMsg {
             | ClientMsg::Stats { id }
             | ClientMsg::SubscribeStats { id, .. }
             | ClientMsg::SubscribeEvents { id }
+            | ClientMsg::SubscribeOutbound { id, .. }
             | ClientMsg::Unsubscribe { id, .. }
             | ClientMsg::Explain { id, .. } => *id,
         }
@@ -420,6 +434,7 @@ impl ClientMsg {
             ClientMsg::Stats { .. } => "stats",
             ClientMsg::SubscribeStats { .. } => "subscribe_stats",
             ClientMsg::SubscribeEvents { .. } => "subscribe_events",
+            ClientMsg::SubscribeOutbound { .. } => "subscribe_outbound",
             ClientMsg::Unsubscribe { .. } => "unsubscribe",
             ClientMsg::Explain { .. } => "explain",
         }
@@ -463,8 +478,9 @@ impl ClientMsg {
             ClientMsg::Stats { .. }
             | ClientMsg::SubscribeStats { .. }
             | ClientMsg::SubscribeEvents { .. }
-            | ClientMsg::Unsubscribe { .. }
             | ClientMsg::Explain { .. } => role == Supervisor,
+            ClientMsg::SubscribeOutbound { .. } => role == Channel,
+            ClientMsg::Unsubscribe { .. } => matches!(role, Supervisor | Channel),
         }
     }
 }
@@ -522,10 +538,40 @@ pub enum ServerPush {
         /// Its events.
         events: Vec<omniroute_actors::engine::Event>,
     },
-    /// The session read events too slowly: `missed` records were dropped for it.
+    /// The session read events too slowly: `missed` records were dropped for it (also
+    /// sent to an outbound subscription that fell behind).
     EventsLagged {
         /// Records dropped.
         missed: u64,
+    },
+    /// A message for the customer (`subscribe_outbound`): deliver it on `channel`.
+    Outbound {
+        /// The conversation.
+        interaction: InteractionId,
+        /// The customer.
+        customer: String,
+        /// The channel to deliver it on.
+        channel: String,
+        /// `agent`, `virtual_agent` or `system`.
+        from: omniroute_actors::engine::Sender,
+        /// The agent or virtual agent, if any.
+        from_id: Option<String>,
+        /// The text.
+        text: String,
+        /// When it was logged (Unix ms).
+        at_ms: u64,
+    },
+    /// A conversation on a subscribed channel ended (`subscribe_outbound`).
+    ConversationEnded {
+        /// The conversation.
+        interaction: InteractionId,
+        /// The customer.
+        customer: String,
+        /// Its channel.
+        channel: String,
+        /// `completed` (by its agent) or `abandoned` (the customer left, or it was
+        /// withdrawn).
+        reason: String,
     },
 }
 

@@ -739,6 +739,91 @@ impl Session {
                 }
                 return Prepared::Reply(done(id));
             }
+            ClientMsg::SubscribeOutbound { channels, .. } => {
+                let unknown: Vec<&String> = channels
+                    .iter()
+                    .filter(|c| !self.state.runtime.read(|e| e.has_channel(c)))
+                    .collect();
+                if !unknown.is_empty() {
+                    return Prepared::Reply(error(
+                        Some(id),
+                        "unknown_id",
+                        format!("unknown channel(s) {unknown:?}"),
+                    ));
+                }
+                let mut sub = self.state.runtime.subscribe();
+                let (runtime, out) = (self.state.runtime.clone(), self.out.clone());
+                let channels = channels.clone();
+                let wanted = move |c: &str| channels.is_empty() || channels.iter().any(|x| x == c);
+                let task = tokio::spawn(async move {
+                    use omniroute_actors::engine::{Event, Sender};
+                    loop {
+                        let record = match sub.next().await {
+                            Delivery::Record(r) => r,
+                            Delivery::Lagged { missed } => {
+                                let push = ServerPush::EventsLagged { missed };
+                                if out.send(frame::encode(&push)).await.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                            Delivery::Closed => return,
+                        };
+                        for event in &record.events {
+                            let push = match event {
+                                Event::MessagePosted {
+                                    interaction,
+                                    message,
+                                } if message.from != Sender::Customer
+                                    && wanted(&message.channel) =>
+                                {
+                                    let customer = runtime
+                                        .read(|e| e.interaction(*interaction).map(|i| i.customer))
+                                        .unwrap_or_default();
+                                    ServerPush::Outbound {
+                                        interaction: *interaction,
+                                        customer,
+                                        channel: message.channel.clone(),
+                                        from: message.from,
+                                        from_id: message.from_id.clone(),
+                                        text: message.text.clone(),
+                                        at_ms: record.at_ms,
+                                    }
+                                }
+                                Event::Completed { interaction, .. }
+                                | Event::Abandoned { interaction, .. } => {
+                                    let Ok((customer, channel)) = runtime.read(|e| {
+                                        e.interaction(*interaction).map(|i| (i.customer, i.channel))
+                                    }) else {
+                                        continue;
+                                    };
+                                    if !wanted(&channel) {
+                                        continue;
+                                    }
+                                    ServerPush::ConversationEnded {
+                                        interaction: *interaction,
+                                        customer,
+                                        channel,
+                                        reason: if matches!(event, Event::Completed { .. }) {
+                                            "completed".into()
+                                        } else {
+                                            "abandoned".into()
+                                        },
+                                    }
+                                }
+                                _ => continue,
+                            };
+                            if out.send(frame::encode(&push)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+                if let Some(old) = self.subs.insert(Subscription::Outbound, task) {
+                    old.abort();
+                }
+                return Prepared::Reply(done(id));
+            }
             ClientMsg::Unsubscribe { what, .. } => {
                 return Prepared::Reply(match self.subs.remove(what) {
                     Some(task) => {
@@ -1046,6 +1131,7 @@ impl Job {
             ClientMsg::Stats { id } => ok(id, &center_stats(&rt).await),
             ClientMsg::SubscribeStats { .. }
             | ClientMsg::SubscribeEvents { .. }
+            | ClientMsg::SubscribeOutbound { .. }
             | ClientMsg::Unsubscribe { .. } => unreachable!("handled by the session"),
             ClientMsg::Explain {
                 id,

@@ -494,6 +494,10 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
                 what: Subscription::Stats,
             },
             ClientMsg::SubscribeEvents { id },
+            ClientMsg::SubscribeOutbound {
+                id,
+                channels: vec!["chat".into()],
+            },
             ClientMsg::Explain {
                 id,
                 interaction: None,
@@ -872,6 +876,7 @@ async fn a_supervisor_watches_live_statistics_events_and_explanations() {
             ServerPush::Stats(s) if s.agents.busy == 1 => busy_stats = Some(s),
             ServerPush::Stats(_) => {}
             ServerPush::EventsLagged { missed } => panic!("lagged by {missed}"),
+            other => panic!("a supervisor gets no {other:?}"),
         }
     }
     let stats = busy_stats.unwrap();

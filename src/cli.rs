@@ -102,7 +102,7 @@ pub enum AdminCmd {
         #[arg(long)]
         agent: Option<String>,
     },
-    /// Revoke a token (its sessions end at their next request).
+    /// Revoke a token (its open sessions are ended at once).
     DeleteToken {
         /// Its name.
         name: String,

@@ -1,10 +1,10 @@
 //! `omniroute`: the command line.
 //!
-//! Today it runs the routing engine in-process (`omniroute demo`): a small omnichannel
-//! center on virtual time — customers arriving on voice, chat and email, agents accepting,
-//! rejecting, working and wrapping up, customers abandoning — printing every routing
-//! decision and a per-queue summary. The QUIC server (`serve`), the admin/agent clients
-//! and the load tester arrive with their own crates (`transport/`, `loadtest/`).
+//! `serve` runs the QUIC server (docs/PROTOCOL.md) over the actor runtime and the durable
+//! log, from a TOML file (docs/CONFIG.md) or the built-in demo center; `admin`, `agent`,
+//! `submit` and `stats` are its command-line clients; `demo` runs a small omnichannel
+//! center through the engine on virtual time, printing every routing decision; `drive`
+//! runs it on real time through the durable log; `repair` fixes a damaged log.
 
 mod cli;
 mod drive;

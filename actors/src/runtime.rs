@@ -1275,11 +1275,11 @@ impl Runtime {
                 })
                 .await?;
         }
-        // 2. An open conversation within the window: join it.
+        // 2. An open conversation: join it, however long the customer was silent (an
+        //    agent may be holding it; a second conversation would strand the reply).
         let track = core.customers.get(&inbound.customer).map(|t| t.clone());
         if let Some(t) = &track
             && let Some(live) = t.live
-            && now.saturating_sub(t.last_activity_ms) <= window
         {
             match core.post(live, message(&inbound.text)).await {
                 Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),

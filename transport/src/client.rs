@@ -60,10 +60,11 @@ impl Client {
         token: &str,
     ) -> Result<Client, ClientError> {
         let conn_err = |e: &dyn std::fmt::Display| ClientError::Connection(e.to_string());
+        // Any local address: the route to the server picks the interface.
         let bind: SocketAddr = if addr.is_ipv6() {
-            "[::1]:0".parse().expect("address")
+            "[::]:0".parse().expect("address")
         } else {
-            "127.0.0.1:0".parse().expect("address")
+            "0.0.0.0:0".parse().expect("address")
         };
         let endpoint = tls::client(bind, trust).map_err(|e| conn_err(&e))?;
         let connection = endpoint

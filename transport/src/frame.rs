@@ -192,10 +192,102 @@ struct Head {
 
 /// A frame's `type` and `id`, for error reports about a frame that may not decode.
 pub fn head(body: &[u8]) -> Result<(String, Option<u64>), FrameError> {
+    check_shape(body)?;
     match rmp_serde::from_slice::<Head>(body) {
         Ok(h) => Ok((h.kind, h.id)),
         Err(e) => Err(FrameError::Malformed(e.to_string())),
     }
+}
+
+/// How deeply arrays and maps may nest in a frame (the deepest message, a whole
+/// configuration, nests 6 levels).
+pub const MAX_DEPTH: usize = 32;
+
+/// Walks a body's MessagePack without recursion: exactly one value, nesting at most
+/// [`MAX_DEPTH`] deep, every length inside the body. The decoders recurse, so a frame
+/// of a few hundred nested arrays would otherwise exhaust a thread's stack.
+pub fn check_shape(body: &[u8]) -> Result<(), FrameError> {
+    let bad = |what: String| Err(FrameError::Malformed(what));
+    let mut at = 0usize;
+    // Values still to read at each open level (the outermost: one value).
+    let mut pending: Vec<u64> = vec![1];
+    let take = |at: &mut usize, n: usize| -> Option<usize> {
+        let start = *at;
+        let end = start.checked_add(n)?;
+        (end <= body.len()).then(|| {
+            *at = end;
+            start
+        })
+    };
+    let uint = |bytes: &[u8]| bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));
+    while let Some(left) = pending.last_mut() {
+        if *left == 0 {
+            pending.pop();
+            continue;
+        }
+        *left -= 1;
+        let Some(m) = take(&mut at, 1).map(|i| body[i]) else {
+            return bad(format!("the MessagePack ends early, at byte {at}"));
+        };
+        // (payload bytes to skip, values opened)
+        let sized = |at: &mut usize, width: usize| -> Option<u64> {
+            take(at, width).map(|i| uint(&body[i..i + width]))
+        };
+        let (skip, open): (u64, u64) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(m & 0x0f)),
+            0x90..=0x9f => (0, u64::from(m & 0x0f)),
+            0xa0..=0xbf => (u64::from(m & 0x1f), 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 | 0xca => (4, 0),
+            0xcf | 0xd3 | 0xcb => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xc4 | 0xd9 => (sized(&mut at, 1).unwrap_or(u64::MAX), 0),
+            0xc5 | 0xda => (sized(&mut at, 2).unwrap_or(u64::MAX), 0),
+            0xc6 | 0xdb => (sized(&mut at, 4).unwrap_or(u64::MAX), 0),
+            0xc7 => (sized(&mut at, 1).map_or(u64::MAX, |n| n + 1), 0),
+            0xc8 => (sized(&mut at, 2).map_or(u64::MAX, |n| n + 1), 0),
+            0xc9 => (sized(&mut at, 4).map_or(u64::MAX, |n| n + 1), 0),
+            0xdc => (0, sized(&mut at, 2).unwrap_or(u64::MAX)),
+            0xdd => (0, sized(&mut at, 4).unwrap_or(u64::MAX)),
+            0xde => (0, sized(&mut at, 2).map_or(u64::MAX, |n| 2 * n)),
+            0xdf => (0, sized(&mut at, 4).map_or(u64::MAX, |n| 2 * n)),
+            0xc1 => return bad(format!("byte {}: 0xc1 is not a MessagePack marker", at - 1)),
+        };
+        if skip > 0
+            && usize::try_from(skip)
+                .ok()
+                .and_then(|n| take(&mut at, n))
+                .is_none()
+        {
+            return bad(format!("the MessagePack ends early, at byte {at}"));
+        }
+        if open > 0 {
+            // Every value takes at least a byte: more than the rest of the body cannot be.
+            if open > (body.len() - at) as u64 {
+                return bad(format!(
+                    "an array or map at byte {} claims more values than the body holds",
+                    at
+                ));
+            }
+            if pending.len() > MAX_DEPTH {
+                return bad(format!("arrays and maps nest more than {MAX_DEPTH} deep"));
+            }
+            pending.push(open);
+        }
+    }
+    if at != body.len() {
+        return bad(format!(
+            "{} bytes follow the message inside the frame",
+            body.len() - at
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes a frame body into one of a set of message types: a malformed frame, an
@@ -224,6 +316,30 @@ mod tests {
     }
 
     const KNOWN: &[&str] = &["hello", "bye"];
+
+    #[test]
+    fn deep_nesting_is_refused_before_any_recursive_decoder_sees_it() {
+        // {"type": "hello", "id": 1, "x": [[[…]]]} 100,000 levels deep.
+        let mut body = vec![0x83];
+        body.extend(rmp_serde::to_vec(&"type").unwrap());
+        body.extend(rmp_serde::to_vec(&"hello").unwrap());
+        body.extend(rmp_serde::to_vec(&"id").unwrap());
+        body.push(0x01);
+        body.extend(rmp_serde::to_vec(&"x").unwrap());
+        body.extend(std::iter::repeat_n(0x91, 100_000));
+        body.push(0xc0);
+        let e = decode::<Msg>(&body, KNOWN).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MalformedFrame, "{e}");
+        assert!(e.to_string().contains("nest more than"), "{e}");
+        // Trailing bytes and short bodies are malformed too; a good body passes.
+        let good = rmp_serde::to_vec_named(&Msg::Bye { id: 7 }).unwrap();
+        assert!(check_shape(&good).is_ok());
+        let mut trailing = good.clone();
+        trailing.push(0xc0);
+        assert!(check_shape(&trailing).is_err());
+        assert!(check_shape(&good[..good.len() - 1]).is_err());
+        assert!(check_shape(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
 
     async fn read_all(bytes: &[u8], max: usize) -> Vec<Result<Msg, FrameError>> {
         let mut r = bytes;

@@ -225,7 +225,7 @@ pub enum ClientMsg {
         #[serde(default)]
         agent: Option<String>,
     },
-    /// Admin: revoke a token; its open sessions end at their next request.
+    /// Admin: revoke a token; its open sessions are ended at once.
     DeleteToken {
         /// Request id.
         id: u64,
@@ -257,7 +257,7 @@ pub enum ClientMsg {
         /// Request id.
         id: u64,
     },
-    /// Channel: push what agents (and the system) write to customers on these
+    /// Channel: push what agents write to customers on these
     /// channels (`outbound`) and the end of their conversations (`conversation_ended`),
     /// so the adapter can deliver them; until `unsubscribe`.
     SubscribeOutbound {
@@ -552,7 +552,8 @@ pub enum ServerPush {
         customer: String,
         /// The channel to deliver it on.
         channel: String,
-        /// `agent`, `virtual_agent` or `system`.
+        /// `agent` (a virtual agent's replies come back in `inbound`'s reply; system
+        /// lines are notes for agents, not for customers).
         from: omniroute_actors::engine::Sender,
         /// The agent or virtual agent, if any.
         from_id: Option<String>,

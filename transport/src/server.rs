@@ -774,9 +774,7 @@ impl Session {
                                 Event::MessagePosted {
                                     interaction,
                                     message,
-                                } if message.from != Sender::Customer
-                                    && wanted(&message.channel) =>
-                                {
+                                } if message.from == Sender::Agent && wanted(&message.channel) => {
                                     let customer = runtime
                                         .read(|e| e.interaction(*interaction).map(|i| i.customer))
                                         .unwrap_or_default();

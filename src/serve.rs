@@ -67,6 +67,9 @@ async fn run(
         (None, None) => (section.cert, section.key),
         given => given,
     };
+    if cert.is_some() != key.is_some() {
+        return Err("give both --cert and --key, or neither".into());
+    }
     let dir = &data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let now = wall_ms();
@@ -174,8 +177,20 @@ async fn run(
     let local = endpoint.local_addr().map_err(|e| e.to_string())?;
     say(format!("LISTENING {local}"));
     let served = server::serve(endpoint.clone(), runtime.clone(), server_config);
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    #[cfg(unix)]
+    let terminated = term.recv();
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
     tokio::select! {
         _ = served => {}
+        _ = terminated => {
+            say("STOPPING".into());
+            endpoint.close(server::close::NORMAL.into(), b"server stopping");
+            runtime.shutdown();
+        }
         _ = tokio::signal::ctrl_c() => {
             say("STOPPING".into());
             endpoint.close(server::close::NORMAL.into(), b"server stopping");

@@ -153,7 +153,18 @@ impl Client {
                 Err(ClientError::Refused { code, message })
             }
             Ok(reply) => Ok(reply),
-            Err(_) => Err(ClientError::Connection("the session ended".into())),
+            Err(_) => Err(ClientError::Connection(
+                match self.connection.close_reason() {
+                    // The server closed the connection: say why (`busy: …` past its limit).
+                    Some(quinn::ConnectionError::ApplicationClosed(close)) => format!(
+                        "the server closed the connection (code {}): {}",
+                        close.error_code,
+                        String::from_utf8_lossy(&close.reason)
+                    ),
+                    Some(other) => format!("the connection ended: {other}"),
+                    None => "the session ended".into(),
+                },
+            )),
         }
     }
 

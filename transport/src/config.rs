@@ -511,12 +511,41 @@ impl Doc<'_> {
         // The message names the field ("missing field `x`", "unknown field `y`,
         // expected one of …", "invalid type: …"); the span says where.
         let message = e.message().trim().to_string();
-        let field = message
+        let mut field = message
             .split('`')
             .nth(1)
             .filter(|_| message.contains("field"))
             .unwrap_or("")
             .to_string();
+        if field.is_empty()
+            && let Some(start) = e.span().map(|s| s.start.min(self.text.len()))
+        {
+            // A bad value: the key written before it on its line (`key = value`).
+            let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let before = &self.text[line_start..start];
+            let line_end = self.text[start..]
+                .find('\n')
+                .map_or(self.text.len(), |i| start + i);
+            let from_here = &self.text[start..line_end];
+            if !before.contains('=')
+                && let Some((key, _)) = from_here.split_once('=')
+                && !key.trim().is_empty()
+                && !key.trim().contains(' ')
+            {
+                // The error is at a key (`duplicate key`): that key.
+                field = key.trim().trim_matches('"').to_string();
+            } else if let Some((key, _)) = before.rsplit_once('=') {
+                let key = key
+                    .rsplit([',', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('"');
+                if !key.is_empty() && !key.contains(' ') {
+                    field = key.to_string();
+                }
+            }
+        }
         self.error_at(e.span().map(|s| s.start), field, message)
     }
 
@@ -941,6 +970,7 @@ token = "0123456789abcdef-admin"
             "{e}"
         );
         assert!(e.message.contains("invalid type"), "{e}");
+        assert_eq!(e.field, "max_waiting", "{e}");
     }
 
     #[test]

@@ -671,15 +671,28 @@ impl Session {
             ));
         }
         if !msg.allowed(role) {
-            return Prepared::Reply(error(
-                Some(id),
-                "forbidden",
-                format!(
+            let names_agent = match &msg {
+                ClientMsg::SetPresence { agent, .. } | ClientMsg::AgentView { agent, .. } => {
+                    Some(agent.is_some())
+                }
+                _ => None,
+            };
+            let why = match (role, names_agent) {
+                (Role::Agent, Some(true)) => format!(
+                    "an agent acts only as itself: send `{}` without `agent`",
+                    msg.kind()
+                ),
+                (Role::Supervisor, Some(false)) => format!(
+                    "a supervisor names the agent: send `{}` with `agent`",
+                    msg.kind()
+                ),
+                _ => format!(
                     "the {} role may not send `{}`",
                     format!("{role:?}").to_lowercase(),
                     msg.kind()
                 ),
-            ));
+            };
+            return Prepared::Reply(error(Some(id), "forbidden", why));
         }
         // Subscriptions belong to the session, so they are handled here.
         match &msg {

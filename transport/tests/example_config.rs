@@ -226,7 +226,7 @@ const DOC_ERRORS: &[(&str, &str, &str)] = &[
     (
         "max_waiting = 500",
         "max_waiting = \"lots\"",
-        "omniroute.example.toml:258:15: invalid type: string \"lots\", expected u32",
+        "omniroute.example.toml:258:15: max_waiting: invalid type: string \"lots\", expected u32",
     ),
     // A misspelt key in an entity.
     (
@@ -268,7 +268,7 @@ const DOC_ERRORS: &[(&str, &str, &str)] = &[
     (
         "role = \"channel\"",
         "role = \"adapter\"",
-        "omniroute.example.toml:384:8: unknown variant `adapter`, expected one of `admin`, \
+        "omniroute.example.toml:384:8: role: unknown variant `adapter`, expected one of `admin`, \
          `supervisor`, `agent`, `channel`",
     ),
     // A durability mode that does not exist.

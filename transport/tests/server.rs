@@ -49,6 +49,10 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let now = 1_764_000_000_000;
     let (journal, _) = Journal::open(
         Arc::new(MemoryStore::new()),
@@ -87,14 +91,12 @@ async fn start() -> Fixture {
     tokens.add("t-sup", grant(Role::Supervisor, None, "floor"));
     tokens.add("t-admin", grant(Role::Admin, None, "admin"));
     tokens.add("t-ghost", grant(Role::Agent, Some("ghost"), "ghost"));
-    tokio::spawn(server::serve(
-        endpoint,
-        runtime,
-        ServerConfig {
-            tokens,
-            ..Default::default()
-        },
-    ));
+    let mut config = ServerConfig {
+        tokens,
+        ..Default::default()
+    };
+    tune(&mut config);
+    tokio::spawn(server::serve(endpoint, runtime, config));
     Fixture {
         addr,
         identity,
@@ -958,4 +960,86 @@ async fn an_agent_hello_that_fails_leaves_the_session_unauthenticated_and_counts
         read_reply(&mut recv).await,
         ServerMsg::Welcome { id: 2, .. }
     ));
+}
+
+#[tokio::test]
+async fn past_the_connection_and_session_limits_a_clear_refusal() {
+    let f = start_with(|c| {
+        c.max_connections = 2;
+        c.sessions_per_token = 1;
+    })
+    .await;
+    let _first = f.client("t-sup").await.unwrap();
+    // A second session of the same token: busy.
+    match f.client("t-sup").await {
+        Err(ClientError::Refused { code, message }) => {
+            assert_eq!(code, "busy");
+            assert!(message.contains("sessions"), "{message}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // The refused one's connection is gone; a second connection is fine, a third is
+    // closed with the documented code.
+    // (The server counts a connection until it has noticed it closed.)
+    let mut second = None;
+    for _ in 0..100 {
+        if let Ok(c) = f.client("t-admin").await {
+            second = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _second = second.expect("a second connection within 5 s");
+    match f.client("t-web").await {
+        Err(ClientError::Connection(message)) => {
+            assert!(message.contains("busy"), "{message}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn an_agent_transfers_to_a_queue_and_the_next_agent_gets_it_with_its_history() {
+    let f = start().await;
+    let mut ana = f.client("t-ana").await.unwrap();
+    let mut ana_pushes = ana.pushes().unwrap();
+    ana.set_presence(PresenceArg::Available).await.unwrap();
+    let web = f.client("t-web").await.unwrap();
+    let InboundOutcome::Created { interaction } = web
+        .inbound("chat", "queue-hop", "hello", None)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(matches!(next(&mut ana_pushes).await, Push::Offer(_)));
+    ana.accept(interaction).await.unwrap();
+    // ana steps away (keeping her work); bob comes; ana hands the chat to the queue.
+    ana.request(ClientMsg::SetPresence {
+        id: ana.id(),
+        presence: PresenceArg::Away,
+        reason: Some("meeting".into()),
+        agent: None,
+    })
+    .await
+    .unwrap();
+    let mut bob = f.client("t-bob").await.unwrap();
+    let mut bob_pushes = bob.pushes().unwrap();
+    bob.set_presence(PresenceArg::Available).await.unwrap();
+    ana.request(ClientMsg::Transfer {
+        id: ana.id(),
+        interaction,
+        to: TransferTarget::Queue("q".into()),
+    })
+    .await
+    .unwrap();
+    let Push::Offer(offer) = next(&mut bob_pushes).await else {
+        panic!("bob gets the offer")
+    };
+    assert_eq!(
+        (offer.interaction, offer.queue.as_str()),
+        (interaction, "q")
+    );
+    assert!(offer.transcript.iter().any(|e| e.text == "hello"));
+    bob.accept(interaction).await.unwrap();
 }

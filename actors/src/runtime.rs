@@ -693,6 +693,23 @@ impl Actor for BotActor {
                     .attributes
                     .insert("virtual_agent".to_string(), st.bot.name().to_string());
                 request.queue = queue.or(st.base.queue.clone());
+                // The exchange and what the bot collected are logged with the
+                // interaction's creation: every offer carries them.
+                let mut summary: Vec<String> = st
+                    .memory
+                    .collected
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                summary.sort();
+                request.messages = st.messages.clone();
+                request.messages.push(Message {
+                    from: Sender::System,
+                    from_id: Some(st.bot.name().to_string()),
+                    channel: channel.clone(),
+                    text: format!("virtual agent escalated; collected: {}", summary.join(", ")),
+                    sent_ms: now,
+                });
                 // The bot's slot under the live limit goes to the interaction.
                 st.released = true;
                 st.core.bots_open.fetch_sub(1, Ordering::AcqRel);
@@ -703,29 +720,7 @@ impl Actor for BotActor {
                 }
                 match submitted {
                     Ok(interaction) => {
-                        let mut summary: Vec<String> = st
-                            .memory
-                            .collected
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect();
-                        summary.sort();
-                        let mut messages = std::mem::take(&mut st.messages);
-                        messages.push(Message {
-                            from: Sender::System,
-                            from_id: Some(st.bot.name().to_string()),
-                            channel: channel.clone(),
-                            text: format!(
-                                "virtual agent escalated; collected: {}",
-                                summary.join(", ")
-                            ),
-                            sent_ms: now,
-                        });
-                        for m in messages {
-                            if let Err(e) = st.core.post(interaction, m).await {
-                                tracing::warn!(%interaction, error = %e, "virtual agent transcript line not kept");
-                            }
-                        }
+                        st.messages.clear();
                         Ok(InboundOutcome::Escalated { interaction, reply })
                     }
                     Err(e) => Err(e),
@@ -1384,7 +1379,7 @@ impl Runtime {
         mut request: NewInteraction,
         first: Message,
     ) -> Result<InteractionId, RuntimeError> {
-        request.first_message = Some(first);
+        request.messages = vec![first];
         self.core.submit(request).await
     }
 

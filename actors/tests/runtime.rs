@@ -356,6 +356,16 @@ async fn a_virtual_agent_collects_data_and_escalates_with_it_visible_to_the_agen
     assert_eq!(offer.attributes["intent"], "refund");
     assert_eq!(offer.attributes["order_number"], "4455667");
     assert_eq!(offer.attributes["virtual_agent"], "order-bot");
+    // The offer carries the whole exchange, logged with the interaction's creation.
+    let offered: Vec<&str> = offer.transcript.iter().map(|e| e.text.as_str()).collect();
+    assert!(offered.contains(&"I want a refund"), "{offered:?}");
+    assert!(offered.contains(&"it is order 4455667"), "{offered:?}");
+    assert!(
+        offered
+            .iter()
+            .any(|l| l.contains("collected: intent=refund")),
+        "{offered:?}"
+    );
     ana.accept(interaction).await.unwrap();
     settle().await;
     let v = rt.conversation(interaction).await.unwrap();

@@ -287,8 +287,8 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<InteractionId> {
         let catalog = self.catalog.load();
-        let first_message = request.first_message.take();
-        if let Some(m) = &first_message {
+        let first_messages = std::mem::take(&mut request.messages);
+        for m in &first_messages {
             if m.text.len() > crate::model::MAX_MESSAGE_BYTES {
                 return Err(EngineError::MessageTooLong {
                     len: m.text.len(),
@@ -298,7 +298,7 @@ impl Engine {
             if !catalog.channel_by_name.contains_key(&m.channel) {
                 return Err(EngineError::UnknownChannel {
                     channel: m.channel.clone(),
-                    context: "the first message of a submit".to_string(),
+                    context: "a message of a submit".to_string(),
                 });
             }
         }
@@ -363,7 +363,7 @@ impl Engine {
             queue: queue.id.clone(),
             rule,
         });
-        if let Some(message) = first_message {
+        for message in first_messages {
             history.push(HistoryEntry::Message {
                 at_ms: now_ms,
                 message: message.clone(),

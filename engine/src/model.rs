@@ -539,12 +539,13 @@ pub struct NewInteraction {
     /// How long to wait for the preferred agent.
     #[serde(default)]
     pub preferred_fallback_ms: u64,
-    /// The customer's first message, kept in the interaction's history by the same
-    /// operation that creates it (so no agent can finish the work before it is there).
-    /// (Logs written before this field existed decode it as `None`: serde fills a
-    /// missing trailing field from its default.)
+    /// The conversation so far — the customer's first message, or a virtual agent's
+    /// whole exchange when it escalates — kept in the interaction's history by the same
+    /// operation that creates it (so every offer carries it and no agent can finish
+    /// the work before it is there). (Logs written before this field existed decode it
+    /// as empty: serde fills a missing trailing field from its default.)
     #[serde(default)]
-    pub first_message: Option<Message>,
+    pub messages: Vec<Message>,
 }
 
 impl NewInteraction {
@@ -558,7 +559,7 @@ impl NewInteraction {
             priority: None,
             preferred_agent: None,
             preferred_fallback_ms: 0,
-            first_message: None,
+            messages: Vec::new(),
         }
     }
 

@@ -810,12 +810,16 @@ impl<S: LogStore> Shared<S> {
                 self.append_plain(inner, purge, now_ms)?;
             }
         }
+        let started = std::time::Instant::now();
         let snapshot = Snapshot {
             seq: inner.next_seq,
             taken_ms: now_ms,
             image: inner.engine.export(),
         };
+        let exported = started.elapsed();
         let bytes = codec::encode_snapshot(&snapshot);
+        let encoded = started.elapsed();
+        let interactions = snapshot.image.interactions.len();
         let engine = Engine::restore(snapshot.image).map_err(|e| {
             self.fail(format!(
                 "the engine's state image does not restore ({e}); refusing to continue"
@@ -824,6 +828,16 @@ impl<S: LogStore> Shared<S> {
         let seq = self.append_plain(inner, Command::Rebase, now_ms)?;
         debug_assert_eq!(seq, snapshot.seq);
         inner.engine = engine;
+        // Operations wait for this (it runs under the sequencer): worth seeing.
+        tracing::info!(
+            seq,
+            interactions,
+            bytes = bytes.len(),
+            export_ms = exported.as_millis() as u64,
+            encode_ms = (encoded - exported).as_millis() as u64,
+            restore_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "snapshot taken"
+        );
         Ok(PendingSnapshot { seq, bytes })
     }
 

@@ -256,6 +256,9 @@ pub struct SubmitArgs {
     /// Start with this virtual agent.
     #[arg(long)]
     pub virtual_agent: Option<String>,
+    /// Post into this conversation (the customer's, still open).
+    #[arg(long, value_parser = parse_interaction)]
+    pub interaction: Option<InteractionId>,
     /// Instead of a message: the customer left this interaction.
     #[arg(long, conflicts_with = "text", value_parser = parse_interaction)]
     pub left: Option<InteractionId>,
@@ -295,6 +298,7 @@ pub fn submit(conn: Conn, args: SubmitArgs) -> Result<(), String> {
                 attributes,
                 queue: args.queue,
                 virtual_agent: args.virtual_agent,
+                interaction: args.interaction,
             })
             .await
             .map_err(refused)?;

@@ -228,9 +228,23 @@ async fn submit_offer_accept_messages_transfer_and_complete_with_wrap_up() {
         inbound(&web, "carol", "on sms too").await,
         InboundOutcome::Joined { interaction } if interaction == i
     ));
+    // An adapter can also name the conversation; another customer's is refused.
+    let post = |customer: &str| ClientMsg::Inbound {
+        id: web.id(),
+        channel: "chat".into(),
+        customer: customer.into(),
+        text: "(named)".into(),
+        attributes: Default::default(),
+        queue: None,
+        virtual_agent: None,
+        interaction: Some(i),
+    };
+    let joined: InboundOutcome = web.request_as(post("carol")).await.unwrap();
+    assert_eq!(joined, InboundOutcome::Joined { interaction: i });
+    refused(web.request(post("mallory")).await, "bad_request");
     ana.send_message(i, "the big plan it is").await.unwrap();
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 3 {
         if let Push::Message { entry, .. } = next(&mut ana_pushes).await {
             seen.push(entry.text);
         }

@@ -544,6 +544,9 @@ pub struct Inbound {
     pub queue: Option<String>,
     /// Start a new conversation with this virtual agent.
     pub virtual_agent: Option<String>,
+    /// Post into this conversation (it must be the customer's and still open) instead
+    /// of finding it by customer.
+    pub interaction: Option<InteractionId>,
 }
 
 impl Inbound {
@@ -556,6 +559,7 @@ impl Inbound {
             attributes: BTreeMap::new(),
             queue: None,
             virtual_agent: None,
+            interaction: None,
         }
     }
 }
@@ -1259,6 +1263,25 @@ impl Runtime {
             text: text.to_string(),
             sent_ms: now,
         };
+        // 0. A conversation named by the adapter: post into it.
+        if let Some(interaction) = inbound.interaction {
+            let (owner, _) = core
+                .shared
+                .read(|e| e.interaction(interaction).map(|i| i.customer));
+            match owner {
+                Ok(owner) if owner == inbound.customer => {
+                    core.post(interaction, message(&inbound.text)).await?;
+                    return Ok(InboundOutcome::Joined { interaction });
+                }
+                Ok(_) => {
+                    return Err(RuntimeError::BadRequest(format!(
+                        "interaction {interaction} is not customer `{}`'s conversation",
+                        inbound.customer
+                    )));
+                }
+                Err(e) => return Err(RuntimeError::Journal(JournalError::Engine(e))),
+            }
+        }
         // 1. A virtual agent is talking with this customer.
         if let Some(bot) = core.bots.get(&inbound.customer).map(|r| r.clone()) {
             let (channel, text) = (inbound.channel.clone(), inbound.text.clone());

@@ -392,6 +392,7 @@ pub async fn run(run: ConnectRun) -> Result<ConnectReport, String> {
                             attributes: Default::default(),
                             queue: Some("loadtest".into()),
                             virtual_agent: None,
+                            interaction: None,
                         })
                         .await;
                     match r {

@@ -247,6 +247,7 @@ impl Client {
             attributes: Default::default(),
             queue: queue.map(String::from),
             virtual_agent: None,
+            interaction: None,
         })
         .await
     }

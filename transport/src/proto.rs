@@ -65,6 +65,10 @@ pub enum ClientMsg {
         /// Start with this virtual agent.
         #[serde(default)]
         virtual_agent: Option<String>,
+        /// Post into this conversation (the customer's, still open) rather than find
+        /// it by customer.
+        #[serde(default)]
+        interaction: Option<InteractionId>,
     },
     /// Channel: the customer left.
     CustomerLeft {

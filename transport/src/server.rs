@@ -938,6 +938,7 @@ impl Job {
                 attributes,
                 queue,
                 virtual_agent,
+                interaction,
             } => {
                 let outcome = rt
                     .inbound(Inbound {
@@ -947,6 +948,7 @@ impl Job {
                         attributes,
                         queue,
                         virtual_agent,
+                        interaction,
                     })
                     .await?;
                 ok(id, &outcome)

@@ -204,6 +204,7 @@ fn worked_example() -> Vec<Frame> {
                 attributes: intent(),
                 queue: None,
                 virtual_agent: None,
+                interaction: None,
             },
         ),
         server(

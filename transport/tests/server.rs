@@ -225,6 +225,7 @@ async fn roles_tokens_and_bad_frames_get_clear_errors() {
             attributes: Default::default(),
             queue: None,
             virtual_agent: None,
+            interaction: None,
         })
         .await,
         "forbidden",
@@ -274,6 +275,7 @@ async fn roles_tokens_and_bad_frames_get_clear_errors() {
             attributes: Default::default(),
             queue: None,
             virtual_agent: None,
+            interaction: None,
         })
         .await,
         "bad_request",
@@ -409,6 +411,7 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
                 attributes: Default::default(),
                 queue: None,
                 virtual_agent: None,
+                interaction: None,
             },
             ClientMsg::CustomerLeft { id, interaction: i },
             ClientMsg::SetPresence {

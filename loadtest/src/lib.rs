@@ -4,13 +4,17 @@
 //! engine and actors on virtual time, or a live server over QUIC, with service-level
 //! statistics and invariant checks.
 //!
-//! Being built (the "simulator and load tester" issue). Today: [`connect`], the
-//! measurement run against a live server over QUIC (open-loop arrivals, HDR latency
-//! percentiles, raw QUIC round trip for comparison). Not yet: scenario files, virtual
-//! time, invariant checks, reports. A small virtual-time run of the engine exists as
-//! `omniroute demo`.
+//! Being built (the "simulator and load tester" issue). Today: [`scenario`] (the TOML
+//! scenario), [`sim`] (virtual-time mode: the real engine and actors on a paused clock,
+//! with the simulator's own checks), [`report`] (the figures, terminal table, JSON) and
+//! [`connect`] (a measurement run against a live server over QUIC: open-loop arrivals,
+//! HDR latency percentiles, the raw QUIC round trip for comparison). Not yet: connect
+//! mode driven by a scenario, the HTML report, the progress bar.
 #![warn(missing_docs)]
 
 pub use omniroute_transport as transport;
 
 pub mod connect;
+pub mod report;
+pub mod scenario;
+pub mod sim;

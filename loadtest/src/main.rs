@@ -1,60 +1,127 @@
-//! `loadtest`: the load generator. Today: connect mode's measurement run against a
-//! running server (see `connect.rs`); scenario files and virtual time come with the
-//! simulator issue.
+//! `loadtest`: the simulator and load generator.
+//!
+//! `loadtest --scenario FILE [--virtual-time] [--seed N] [--report FILE.json]` runs a
+//! scenario on virtual time through the real engine and actors; `loadtest --connect
+//! ADDR --admin-token T …` measures a running server over QUIC (see docs/BENCHMARKS.md).
 
 use clap::Parser;
 use omniroute_loadtest::connect::{self, ConnectRun};
+use omniroute_loadtest::scenario::Scenario;
+use omniroute_loadtest::sim;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
-#[command(name = "loadtest", about = "omniroute's load generator")]
+#[command(
+    name = "loadtest",
+    about = "omniroute's contact-center simulator and load generator"
+)]
 struct Args {
-    /// The server's UDP address.
+    /// A scenario file (TOML, docs/SIMULATOR.md): run it on virtual time.
     #[arg(long)]
-    connect: std::net::SocketAddr,
-    /// The server's certificate (PEM).
-    #[arg(long, default_value = "omniroute-data/tls/cert.pem")]
-    cert: PathBuf,
-    /// The name the certificate is issued for.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
-    /// An admin token (the run creates its queue, agents and tokens with it).
+    scenario: Option<PathBuf>,
+    /// Run the scenario on virtual time (the default with --scenario).
+    #[arg(long, requires = "scenario")]
+    virtual_time: bool,
+    /// Seed (overrides the scenario's).
     #[arg(long)]
-    admin_token: String,
-    /// Agents, one session (and QUIC connection) each.
-    #[arg(long, default_value_t = 200)]
-    agents: usize,
-    /// Chats each agent carries at once.
-    #[arg(long, default_value_t = 3)]
-    chats_per_agent: u16,
-    /// Customers per second, open loop.
-    #[arg(long, default_value_t = 1_000.0)]
-    rate: f64,
-    /// Seconds of arrivals.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    /// Channel sessions submitting (round robin).
-    #[arg(long, default_value_t = 8)]
-    channel_sessions: usize,
-    /// Handle time, ms (accept → complete).
-    #[arg(long, default_value_t = 0)]
-    handle_ms: u64,
-    /// Round trips sampled for the transport and API floors.
-    #[arg(long, default_value_t = 2_000)]
-    rtt_samples: usize,
+    seed: Option<u64>,
     /// Write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Measure a running server at this UDP address over QUIC (no scenario yet: the
+    /// generator's own queue and agents).
+    #[arg(long, conflicts_with = "scenario")]
+    connect: Option<std::net::SocketAddr>,
+    /// Connect mode: the server's certificate (PEM).
+    #[arg(long, default_value = "omniroute-data/tls/cert.pem")]
+    cert: PathBuf,
+    /// Connect mode: the name the certificate is issued for.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Connect mode: an admin token (the run creates its queue, agents and tokens).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Connect mode: agents, one session (and QUIC connection) each.
+    #[arg(long, default_value_t = 200)]
+    agents: usize,
+    /// Connect mode: chats each agent carries at once.
+    #[arg(long, default_value_t = 3)]
+    chats_per_agent: u16,
+    /// Connect mode: customers per second, open loop.
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    /// Connect mode: seconds of arrivals.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Connect mode: channel sessions submitting (round robin).
+    #[arg(long, default_value_t = 8)]
+    channel_sessions: usize,
+    /// Connect mode: handle time, ms (accept → complete).
+    #[arg(long, default_value_t = 0)]
+    handle_ms: u64,
+    /// Connect mode: round trips sampled for the transport and API floors.
+    #[arg(long, default_value_t = 2_000)]
+    rtt_samples: usize,
+}
+
+fn fail(message: String) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
+
+fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) {
+    let json = serde_json::to_string_pretty(value).expect("reports serialise");
+    if let Err(e) = std::fs::write(path, json) {
+        fail(format!("cannot write {}: {e}", path.display()));
+    }
 }
 
 fn main() {
     let a = Args::parse();
+    if let Some(path) = &a.scenario {
+        let scenario = Scenario::load(path).unwrap_or_else(|e| fail(e));
+        let seed = a.seed.unwrap_or(scenario.seed);
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let total = scenario.duration_s;
+        let mut progress = |t: f64, r: &omniroute_loadtest::report::Records| {
+            if tty {
+                eprint!(
+                    "\r{:>6.0}/{:.0} simulated s, {} interactions, {} open   ",
+                    t,
+                    total,
+                    r.interactions.len(),
+                    r.open()
+                );
+            }
+        };
+        let report = sim::run(&scenario, seed, &mut progress).unwrap_or_else(|e| fail(e));
+        if tty {
+            eprintln!();
+        }
+        print!("{}", report.table());
+        if let Some(path) = &a.report {
+            write_json(path, &report);
+        }
+        if !report.violations.is_empty() {
+            std::process::exit(2);
+        }
+        return;
+    }
+    let Some(addr) = a.connect else {
+        fail("give --scenario FILE (virtual time) or --connect ADDR".into());
+    };
+    let Some(admin_token) = a.admin_token else {
+        fail("--connect needs --admin-token".into());
+    };
     let run = ConnectRun {
-        addr: a.connect,
+        addr,
         cert: a.cert,
         server_name: a.server_name,
-        admin_token: a.admin_token,
+        admin_token,
         agents: a.agents,
         chats_per_agent: a.chats_per_agent,
         rate: a.rate,
@@ -86,23 +153,13 @@ fn main() {
             println!("whole lifecycle:              {}", r.lifecycle);
             println!("raw QUIC echo round trip:     {}", r.raw_quic_rtt);
             println!("API round trip (history):     {}", r.api_rtt);
-            if let Some(path) = a.report {
-                let json = serde_json::to_string_pretty(&r).expect("report serialises");
-                if let Err(e) = std::fs::write(&path, json) {
-                    eprintln!("error: cannot write {}: {e}", path.display());
-                    std::process::exit(1);
-                }
+            if let Some(path) = &a.report {
+                write_json(path, &r);
             }
             if r.refused > 0 || r.unfinished > 0 {
                 std::process::exit(2);
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => fail(e),
     }
 }
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,0 +1,605 @@
+//! What a run records, and the report made from it (terminal table, JSON). Every
+//! figure's definition is in docs/SIMULATOR.md.
+
+use crate::scenario::Scenario;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// One interaction as the simulator saw it (times in ms from the run's start).
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// Queue index in the scenario.
+    pub queue: usize,
+    /// The engine's id, once submitted.
+    pub id: Option<u64>,
+    /// When it arrived.
+    pub arrived_ms: u64,
+    /// When an agent accepted it.
+    pub answered_ms: Option<u64>,
+    /// Which agent (index in the scenario's agent list).
+    pub agent: Option<usize>,
+    /// When the customer gave up.
+    pub abandoned_ms: Option<u64>,
+    /// When the agent completed it.
+    pub completed_ms: Option<u64>,
+    /// Why the submit was refused.
+    pub refused: Option<String>,
+}
+
+impl Record {
+    /// Arrived at `arrived_ms` in queue `queue`.
+    pub fn new(queue: usize, arrived_ms: u64) -> Self {
+        Record {
+            queue,
+            arrived_ms,
+            ..Default::default()
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.completed_ms.is_some() || self.abandoned_ms.is_some() || self.refused.is_some()
+    }
+}
+
+/// A broken rule, with what it concerns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    /// `agent_over_capacity`, `assigned_twice`, `offer_to_ineligible_agent`,
+    /// `unaccounted`, `engine_invariant`, …
+    pub kind: String,
+    /// The interaction (0: none).
+    pub interaction: u64,
+    /// The agent (empty: none).
+    pub agent: String,
+    /// When (ms from the start).
+    pub at_ms: u64,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// A point of the time series (every simulated minute).
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Simulated ms from the start.
+    pub at_ms: u64,
+    /// Interactions live (waiting, offered or being handled).
+    pub live: usize,
+    /// Waiting per queue (arrived, not answered, not abandoned).
+    pub waiting: Vec<u64>,
+    /// Routing latency p99 of the submits in this minute, µs (wall clock).
+    pub routing_p99_us: u64,
+}
+
+/// A shift: logged in at, logged out at (None: still on at the end).
+type Shift = (u64, Option<u64>);
+
+/// Everything a run records.
+pub struct Records {
+    /// Interactions in arrival order.
+    pub interactions: Vec<Record>,
+    /// Broken rules.
+    pub violations: Vec<Violation>,
+    /// Offers made.
+    pub offers: u64,
+    /// Offers rejected by agents.
+    pub rejected: u64,
+    /// Offers that timed out.
+    pub timed_out: u64,
+    routing: Histogram<u64>,
+    routing_minute: Histogram<u64>,
+    /// Per agent: group index and shift intervals (ms).
+    agents: Vec<(usize, Vec<Shift>)>,
+    /// Per-minute series.
+    pub samples: Vec<Sample>,
+    finished_ms: u64,
+    /// Waiting per queue now (kept as events come, so samples cost nothing).
+    waiting: Vec<u64>,
+    /// Interactions not finished now.
+    open: usize,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+impl Records {
+    /// Empty records for a scenario.
+    pub fn new(scenario: &Scenario) -> Self {
+        Records {
+            interactions: Vec::new(),
+            violations: Vec::new(),
+            offers: 0,
+            rejected: 0,
+            timed_out: 0,
+            routing: histogram(),
+            routing_minute: histogram(),
+            agents: scenario
+                .agents()
+                .into_iter()
+                .map(|(g, _)| (g, Vec::new()))
+                .collect(),
+            samples: Vec::new(),
+            finished_ms: 0,
+            waiting: vec![0; scenario.queues.len()],
+            open: 0,
+        }
+    }
+
+    /// An interaction arrived (its record is the next index).
+    pub fn arrive(&mut self, record: Record) -> usize {
+        self.waiting[record.queue] += 1;
+        self.open += 1;
+        self.interactions.push(record);
+        self.interactions.len() - 1
+    }
+
+    /// A broken rule.
+    pub fn violate(&mut self, v: Violation) {
+        if self.violations.len() < 10_000 {
+            self.violations.push(v);
+        }
+    }
+
+    /// An agent's shift starts (`on`) or ends.
+    pub fn shift(&mut self, agent: usize, group: usize, at_ms: u64, on: bool) {
+        let entry = &mut self.agents[agent];
+        entry.0 = group;
+        if on {
+            entry.1.push((at_ms, None));
+        } else if let Some(last) = entry.1.last_mut() {
+            last.1 = Some(at_ms);
+        }
+    }
+
+    /// A submit took `us` of wall-clock time.
+    pub fn routing_us(&mut self, us: u64) {
+        self.routing.saturating_record(us.max(1));
+        self.routing_minute.saturating_record(us.max(1));
+    }
+
+    /// Interaction `i` was accepted by `agent`.
+    pub fn answered(&mut self, i: usize, at_ms: u64, agent: &str, agent_idx: usize) {
+        let (already, abandoned, id) = {
+            let r = &self.interactions[i];
+            (
+                r.answered_ms.is_some(),
+                r.abandoned_ms.is_some(),
+                r.id.unwrap_or(0),
+            )
+        };
+        if already {
+            self.violate(Violation {
+                kind: "assigned_twice".into(),
+                interaction: id,
+                agent: agent.to_string(),
+                at_ms,
+                detail: "accepted by a second agent (or twice)".into(),
+            });
+            return;
+        }
+        if abandoned {
+            self.violate(Violation {
+                kind: "answered_after_abandon".into(),
+                interaction: id,
+                agent: agent.to_string(),
+                at_ms,
+                detail: "accepted after the customer left".into(),
+            });
+        }
+        let r = &mut self.interactions[i];
+        r.answered_ms = Some(at_ms);
+        r.agent = Some(agent_idx);
+        if !abandoned && r.refused.is_none() {
+            self.waiting[r.queue] -= 1;
+        }
+    }
+
+    /// Interaction `i` was completed.
+    pub fn completed(&mut self, i: usize, at_ms: u64) {
+        let r = &mut self.interactions[i];
+        if !r.finished() {
+            self.open -= 1;
+        }
+        r.completed_ms = Some(at_ms);
+    }
+
+    /// Interaction `i` was abandoned.
+    pub fn abandoned(&mut self, i: usize, at_ms: u64) {
+        let r = &mut self.interactions[i];
+        if !r.finished() {
+            self.open -= 1;
+            if r.answered_ms.is_none() {
+                self.waiting[r.queue] -= 1;
+            }
+        }
+        r.abandoned_ms = Some(at_ms);
+    }
+
+    /// Interaction `i` was refused at submit.
+    pub fn refused(&mut self, i: usize, why: String) {
+        let r = &mut self.interactions[i];
+        if !r.finished() {
+            self.open -= 1;
+            self.waiting[r.queue] -= 1;
+        }
+        r.refused = Some(why);
+    }
+
+    /// Interactions not finished yet.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// A point of the time series.
+    pub fn sample(&mut self, at_ms: u64, live: usize) {
+        let waiting = self.waiting.clone();
+        let routing_p99_us = if self.routing_minute.is_empty() {
+            0
+        } else {
+            self.routing_minute.value_at_quantile(0.99)
+        };
+        self.routing_minute.reset();
+        self.samples.push(Sample {
+            at_ms,
+            live,
+            waiting,
+            routing_p99_us,
+        });
+    }
+
+    /// The run is over at `at_ms`: every interaction must be accounted for.
+    pub fn close(&mut self, at_ms: u64) {
+        self.finished_ms = at_ms;
+        let open: Vec<(u64, u64)> = self
+            .interactions
+            .iter()
+            .filter(|r| !r.finished())
+            .map(|r| (r.id.unwrap_or(0), r.arrived_ms))
+            .collect();
+        for (id, arrived) in open {
+            self.violate(Violation {
+                kind: "unaccounted".into(),
+                interaction: id,
+                agent: String::new(),
+                at_ms,
+                detail: format!(
+                    "arrived at {arrived} ms and was neither completed nor abandoned by the end"
+                ),
+            });
+        }
+    }
+}
+
+/// Percentiles of a set of durations, seconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Waits {
+    /// Mean.
+    pub mean_s: f64,
+    /// Median.
+    pub p50_s: f64,
+    /// 90th percentile.
+    pub p90_s: f64,
+    /// 99th percentile.
+    pub p99_s: f64,
+    /// Largest.
+    pub max_s: f64,
+}
+
+impl Waits {
+    fn of(ms: &mut [u64]) -> Self {
+        if ms.is_empty() {
+            return Waits::default();
+        }
+        ms.sort_unstable();
+        let at = |q: f64| {
+            ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1] as f64 / 1e3
+        };
+        Waits {
+            mean_s: ms.iter().sum::<u64>() as f64 / ms.len() as f64 / 1e3,
+            p50_s: at(0.5),
+            p90_s: at(0.9),
+            p99_s: at(0.99),
+            max_s: *ms.last().expect("not empty") as f64 / 1e3,
+        }
+    }
+}
+
+/// One queue's figures (or the whole center's).
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueReport {
+    /// Queue id (`all` for the center).
+    pub queue: String,
+    /// Interactions that arrived.
+    pub offered: u64,
+    /// Accepted by an agent.
+    pub answered: u64,
+    /// Given up by the customer before an agent accepted.
+    pub abandoned: u64,
+    /// Refused at submit (a full queue, say).
+    pub refused: u64,
+    /// Answered within the threshold ÷ (answered + abandoned); None with neither.
+    pub service_level: Option<f64>,
+    /// The threshold, seconds.
+    pub service_level_threshold_s: f64,
+    /// Mean wait of the answered (average speed of answer), seconds.
+    pub average_speed_of_answer_s: Option<f64>,
+    /// Waits of the answered.
+    pub answered_waits: Waits,
+    /// Waits of the abandoned (time to abandon).
+    pub abandoned_waits: Waits,
+    /// Abandoned ÷ (answered + abandoned).
+    pub abandon_rate: Option<f64>,
+    /// Mean accept → complete, seconds.
+    pub average_handle_time_s: Option<f64>,
+}
+
+/// One agent group's occupancy.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupReport {
+    /// Group name.
+    pub group: String,
+    /// Agents.
+    pub agents: u32,
+    /// Logged-in time of the group, hours.
+    pub staffed_hours: f64,
+    /// Handle time (accept → complete) of the group's work, hours.
+    pub handle_hours: f64,
+    /// handle ÷ staffed (over 1 when agents carry several interactions at once).
+    pub occupancy: Option<f64>,
+}
+
+/// The engine's side.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineReport {
+    /// Wall-clock time of each submit (routing, logging, offering), µs.
+    pub routing_p50_us: u64,
+    /// 90th percentile.
+    pub routing_p90_us: u64,
+    /// 99th percentile.
+    pub routing_p99_us: u64,
+    /// 99.9th percentile.
+    pub routing_p999_us: u64,
+    /// Largest.
+    pub routing_max_us: u64,
+    /// Offers made.
+    pub offers: u64,
+    /// Offers rejected.
+    pub rejected: u64,
+    /// Offers timed out.
+    pub timed_out: u64,
+}
+
+/// A run's report (the `--report` JSON; schema in docs/SIMULATOR.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed used.
+    pub seed: u64,
+    /// Simulated seconds until the last interaction finished.
+    pub simulated_s: f64,
+    /// Wall-clock seconds of the run.
+    pub wall_s: f64,
+    /// Interactions simulated per wall-clock second.
+    pub interactions_per_wall_s: f64,
+    /// Per queue.
+    pub queues: Vec<QueueReport>,
+    /// The whole center.
+    pub overall: QueueReport,
+    /// Per agent group.
+    pub groups: Vec<GroupReport>,
+    /// The engine.
+    pub engine: EngineReport,
+    /// Broken rules (empty in a correct run).
+    pub violations: Vec<Violation>,
+    /// The per-minute series.
+    pub samples: Vec<Sample>,
+}
+
+impl Report {
+    /// Computes the report.
+    pub fn build(
+        scenario: &Scenario,
+        seed: u64,
+        records: &Records,
+        wall: std::time::Duration,
+    ) -> Report {
+        let queue = |name: &str, threshold_s: f64, pick: &dyn Fn(&Record) -> bool| {
+            let threshold_ms = (threshold_s * 1000.0).round() as u64;
+            let rs: Vec<&Record> = records.interactions.iter().filter(|r| pick(r)).collect();
+            let mut answered_w: Vec<u64> = rs
+                .iter()
+                .filter_map(|r| r.answered_ms.map(|a| a - r.arrived_ms))
+                .collect();
+            let mut abandoned_w: Vec<u64> = rs
+                .iter()
+                .filter(|r| r.answered_ms.is_none())
+                .filter_map(|r| r.abandoned_ms.map(|a| a - r.arrived_ms))
+                .collect();
+            let handles: Vec<u64> = rs
+                .iter()
+                .filter_map(|r| Some(r.completed_ms? - r.answered_ms?))
+                .collect();
+            let answered = answered_w.len() as u64;
+            let abandoned = abandoned_w.len() as u64;
+            let within = answered_w.iter().filter(|w| **w <= threshold_ms).count() as u64;
+            let outcomes = answered + abandoned;
+            QueueReport {
+                queue: name.to_string(),
+                offered: rs.len() as u64,
+                answered,
+                abandoned,
+                refused: rs.iter().filter(|r| r.refused.is_some()).count() as u64,
+                service_level: (outcomes > 0).then(|| within as f64 / outcomes as f64),
+                service_level_threshold_s: threshold_s,
+                average_speed_of_answer_s: (answered > 0)
+                    .then(|| answered_w.iter().sum::<u64>() as f64 / answered as f64 / 1e3),
+                answered_waits: Waits::of(&mut answered_w),
+                abandoned_waits: Waits::of(&mut abandoned_w),
+                abandon_rate: (outcomes > 0).then(|| abandoned as f64 / outcomes as f64),
+                average_handle_time_s: (!handles.is_empty())
+                    .then(|| handles.iter().sum::<u64>() as f64 / handles.len() as f64 / 1e3),
+            }
+        };
+        let queues: Vec<QueueReport> = scenario
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(qi, q)| queue(&q.id, q.service_level_s, &|r: &Record| r.queue == qi))
+            .collect();
+        // The center: each interaction against its own queue's threshold.
+        let mut overall = queue("all", f64::NAN, &|_| true);
+        let within_own: u64 = records
+            .interactions
+            .iter()
+            .filter(|r| {
+                r.answered_ms.is_some_and(|a| {
+                    a - r.arrived_ms
+                        <= (scenario.queues[r.queue].service_level_s * 1000.0).round() as u64
+                })
+            })
+            .count() as u64;
+        let outcomes = overall.answered + overall.abandoned;
+        overall.service_level = (outcomes > 0).then(|| within_own as f64 / outcomes as f64);
+        overall.service_level_threshold_s = 0.0;
+
+        let end = records.finished_ms;
+        let groups = scenario
+            .agent_groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let staffed_ms: u64 = records
+                    .agents
+                    .iter()
+                    .filter(|(group, _)| *group == gi)
+                    .flat_map(|(_, shifts)| shifts.iter())
+                    .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
+                    .sum();
+                let members: Vec<usize> = records
+                    .agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (group, _))| *group == gi)
+                    .map(|(i, _)| i)
+                    .collect();
+                let handle_ms: u64 = records
+                    .interactions
+                    .iter()
+                    .filter(|r| r.agent.is_some_and(|a| members.contains(&a)))
+                    .filter_map(|r| Some(r.completed_ms? - r.answered_ms?))
+                    .sum();
+                GroupReport {
+                    group: g.name.clone(),
+                    agents: g.count,
+                    staffed_hours: staffed_ms as f64 / 3.6e6,
+                    handle_hours: handle_ms as f64 / 3.6e6,
+                    occupancy: (staffed_ms > 0).then(|| handle_ms as f64 / staffed_ms as f64),
+                }
+            })
+            .collect();
+        let h = &records.routing;
+        let q = |x: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(x)
+            }
+        };
+        Report {
+            scenario: scenario.name.clone(),
+            seed,
+            simulated_s: end as f64 / 1e3,
+            wall_s: wall.as_secs_f64(),
+            interactions_per_wall_s: records.interactions.len() as f64
+                / wall.as_secs_f64().max(1e-9),
+            queues,
+            overall,
+            groups,
+            engine: EngineReport {
+                routing_p50_us: q(0.5),
+                routing_p90_us: q(0.9),
+                routing_p99_us: q(0.99),
+                routing_p999_us: q(0.999),
+                routing_max_us: h.max(),
+                offers: records.offers,
+                rejected: records.rejected,
+                timed_out: records.timed_out,
+            },
+            violations: records.violations.clone(),
+            samples: records.samples.clone(),
+        }
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
+        let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let mut out = format!(
+            "scenario `{}` seed {}: {:.0} simulated s in {:.2} wall s ({:.0} interactions/s)\n",
+            self.scenario, self.seed, self.simulated_s, self.wall_s, self.interactions_per_wall_s
+        );
+        out.push_str(&format!(
+            "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8}\n",
+            "queue",
+            "offered",
+            "answered",
+            "abandon",
+            "refused",
+            "SL",
+            "ASA_s",
+            "p90_w_s",
+            "abn_rate",
+            "AHT_s"
+        ));
+        for q in self.queues.iter().chain(std::iter::once(&self.overall)) {
+            out.push_str(&format!(
+                "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8.1} {:>8} {:>8}\n",
+                q.queue,
+                q.offered,
+                q.answered,
+                q.abandoned,
+                q.refused,
+                pct(q.service_level),
+                secs(q.average_speed_of_answer_s),
+                q.answered_waits.p90_s,
+                pct(q.abandon_rate),
+                secs(q.average_handle_time_s),
+            ));
+        }
+        for g in &self.groups {
+            out.push_str(&format!(
+                "group {:<12} {:>4} agents, staffed {:.1} h, handling {:.1} h, occupancy {}\n",
+                g.group,
+                g.agents,
+                g.staffed_hours,
+                g.handle_hours,
+                pct(g.occupancy)
+            ));
+        }
+        let e = &self.engine;
+        out.push_str(&format!(
+            "engine: submit (wall) p50 {} µs p90 {} µs p99 {} µs p99.9 {} µs max {} µs; offers {}, rejected {}, timed out {}\n",
+            e.routing_p50_us,
+            e.routing_p90_us,
+            e.routing_p99_us,
+            e.routing_p999_us,
+            e.routing_max_us,
+            e.offers,
+            e.rejected,
+            e.timed_out
+        ));
+        if self.violations.is_empty() {
+            out.push_str("checks: no violation\n");
+        } else {
+            out.push_str(&format!("checks: {} VIOLATIONS\n", self.violations.len()));
+            for v in self.violations.iter().take(20) {
+                out.push_str(&format!(
+                    "  {} interaction {} agent `{}` at {} ms: {}\n",
+                    v.kind, v.interaction, v.agent, v.at_ms, v.detail
+                ));
+            }
+        }
+        out
+    }
+}

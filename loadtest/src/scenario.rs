@@ -1,0 +1,483 @@
+//! A scenario: the center (channels, skills, queues), its agents in groups, how
+//! customers arrive, how long they talk and how long they wait before giving up, and
+//! how agents behave. Read from TOML (docs/SIMULATOR.md lists every field); times are
+//! in seconds unless a field says otherwise.
+
+use omniroute_transport::actors::engine::{
+    AgentDef, AssignmentPolicy, CapacityProfile, CenterConfig, ChannelCapacity, ChannelDef,
+    QueueDef, SeededRng, ServiceLevel, SkillDef, SkillLevel, SkillRequirement,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A duration distribution, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Dist {
+    /// Always `s`.
+    Fixed {
+        /// Seconds.
+        s: f64,
+    },
+    /// Exponential with mean `mean_s`.
+    Exponential {
+        /// Mean, seconds.
+        mean_s: f64,
+    },
+    /// Log-normal with mean `mean_s` and standard deviation `sd_s` (of the duration
+    /// itself, not of its logarithm).
+    Lognormal {
+        /// Mean, seconds.
+        mean_s: f64,
+        /// Standard deviation, seconds.
+        sd_s: f64,
+    },
+    /// Drawn uniformly from a CSV file's first column (seconds; a header line is
+    /// skipped; relative to the scenario file).
+    Empirical {
+        /// The CSV file.
+        csv: String,
+        /// The values, read at load.
+        #[serde(skip)]
+        values: Vec<f64>,
+    },
+}
+
+impl Dist {
+    /// A draw, in seconds.
+    pub fn sample(&self, rng: &mut SeededRng) -> f64 {
+        match self {
+            Dist::Fixed { s } => *s,
+            Dist::Exponential { mean_s } => rng.exponential(*mean_s),
+            Dist::Lognormal { mean_s, sd_s } => {
+                // Parameters of the underlying normal from the mean and sd.
+                let var = sd_s * sd_s;
+                let sigma2 = (1.0 + var / (mean_s * mean_s)).ln();
+                let mu = mean_s.ln() - sigma2 / 2.0;
+                // Box–Muller.
+                let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+                let u2 = rng.next_f64();
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                (mu + sigma2.sqrt() * z).exp()
+            }
+            Dist::Empirical { values, .. } => values[rng.below(values.len())],
+        }
+    }
+
+    /// The mean, seconds.
+    pub fn mean(&self) -> f64 {
+        match self {
+            Dist::Fixed { s } => *s,
+            Dist::Exponential { mean_s } | Dist::Lognormal { mean_s, .. } => *mean_s,
+            Dist::Empirical { values, .. } => values.iter().sum::<f64>() / values.len() as f64,
+        }
+    }
+
+    fn check(&mut self, field: &str, base: &Path) -> Result<(), String> {
+        let positive = |v: f64, what: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{field}: {what} must be a number ≥ 0, found {v}"))
+            }
+        };
+        match self {
+            Dist::Fixed { s } => positive(*s, "s"),
+            Dist::Exponential { mean_s } => {
+                positive(*mean_s, "mean_s")?;
+                if *mean_s == 0.0 {
+                    return Err(format!("{field}: mean_s must be above 0"));
+                }
+                Ok(())
+            }
+            Dist::Lognormal { mean_s, sd_s } => {
+                positive(*sd_s, "sd_s")?;
+                if !(mean_s.is_finite() && *mean_s > 0.0) {
+                    return Err(format!("{field}: mean_s must be above 0"));
+                }
+                Ok(())
+            }
+            Dist::Empirical { csv, values } => {
+                let path = base.join(&*csv);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{field}: cannot read {}: {e}", path.display()))?;
+                for (n, line) in text.lines().enumerate() {
+                    let cell = line.split(',').next().unwrap_or("").trim();
+                    if cell.is_empty() {
+                        continue;
+                    }
+                    match cell.parse::<f64>() {
+                        Ok(v) if v.is_finite() && v >= 0.0 => values.push(v),
+                        _ if n == 0 => {} // a header
+                        _ => {
+                            return Err(format!(
+                                "{field}: {}:{}: `{cell}` is not a duration in seconds",
+                                path.display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+                if values.is_empty() {
+                    return Err(format!("{field}: {} holds no durations", path.display()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A queue and the work that arrives in it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// Queue id.
+    pub id: String,
+    /// Channels it takes (default: every channel).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Required skills: name → minimum proficiency (1–10).
+    #[serde(default)]
+    pub skills: BTreeMap<String, u8>,
+    /// Assignment policy (`longest_idle`, `most_skilled`, `least_occupied`,
+    /// `round_robin`).
+    #[serde(default)]
+    pub policy: AssignmentPolicy,
+    /// Priority of its interactions.
+    #[serde(default)]
+    pub priority: i32,
+    /// Service-level threshold, seconds (default 20).
+    #[serde(default = "twenty")]
+    pub service_level_s: f64,
+    /// Service-level target, percent (default 80; reported, not used for routing).
+    #[serde(default = "eighty")]
+    pub service_level_percent: u8,
+    /// How long an agent has to accept an offer, seconds (default 30).
+    #[serde(default = "thirty")]
+    pub offer_timeout_s: f64,
+    /// Handle time: accept → complete.
+    pub handle_time: Dist,
+    /// Wrap-up after completion, seconds (default 0).
+    #[serde(default)]
+    pub wrap_up_s: f64,
+    /// How long a customer waits before giving up; absent: never.
+    #[serde(default)]
+    pub patience: Option<Dist>,
+    /// Most waiting at once (default 100,000).
+    #[serde(default = "lots")]
+    pub max_waiting: u32,
+}
+
+fn twenty() -> f64 {
+    20.0
+}
+fn eighty() -> u8 {
+    80
+}
+fn thirty() -> f64 {
+    30.0
+}
+fn lots() -> u32 {
+    100_000
+}
+
+/// A group of identical agents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentGroup {
+    /// Group name (agents are `<name>-<n>`).
+    pub name: String,
+    /// How many.
+    pub count: u32,
+    /// Skills: name → proficiency (1–10).
+    #[serde(default)]
+    pub skills: BTreeMap<String, u8>,
+    /// Capacity units in total (default 1 with every channel costing 1: one
+    /// interaction at a time).
+    #[serde(default = "one_u16")]
+    pub total_units: u16,
+    /// Channels handled: name → units one interaction costs (default: every channel
+    /// of the scenario at 1 unit).
+    #[serde(default)]
+    pub channels: BTreeMap<String, u16>,
+    /// Shift start, seconds from the scenario's start (default 0).
+    #[serde(default)]
+    pub shift_start_s: f64,
+    /// Shift end (default: the end of the run).
+    #[serde(default)]
+    pub shift_end_s: Option<f64>,
+    /// Time to accept an offer (default: at once).
+    #[serde(default)]
+    pub accept_delay: Option<Dist>,
+    /// Probability of rejecting an offer, 0–1 (default 0).
+    #[serde(default)]
+    pub reject_probability: f64,
+}
+
+fn one_u16() -> u16 {
+    1
+}
+
+/// How customers arrive in a queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrivals {
+    /// The queue.
+    pub queue: String,
+    /// The channel they arrive on.
+    pub channel: String,
+    /// Poisson arrivals at this rate per hour…
+    #[serde(default)]
+    pub rate_per_hour: Option<f64>,
+    /// …or a rate per hour for each interval of `interval_s`, in order (the last one
+    /// holds until the end).
+    #[serde(default)]
+    pub rates_per_hour: Vec<f64>,
+    /// The intervals' length, seconds (default 1,800).
+    #[serde(default = "half_hour")]
+    pub interval_s: f64,
+}
+
+fn half_hour() -> f64 {
+    1_800.0
+}
+
+impl Arrivals {
+    /// The rate per second at `t` seconds.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        match self.rate_per_hour {
+            Some(r) => r / 3_600.0,
+            None => {
+                let i = ((t / self.interval_s) as usize).min(self.rates_per_hour.len() - 1);
+                self.rates_per_hour[i] / 3_600.0
+            }
+        }
+    }
+
+    /// The highest rate per second (for thinning).
+    pub fn max_rate(&self) -> f64 {
+        match self.rate_per_hour {
+            Some(r) => r / 3_600.0,
+            None => self.rates_per_hour.iter().copied().fold(0.0, f64::max) / 3_600.0,
+        }
+    }
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    #[serde(default)]
+    pub name: String,
+    /// Simulated seconds of arrivals (agents finish the work in hand after it).
+    pub duration_s: f64,
+    /// Random seed (`--seed` overrides).
+    #[serde(default)]
+    pub seed: u64,
+    /// Channels (default: the built-in set).
+    #[serde(default)]
+    pub channels: Vec<ChannelDef>,
+    /// Skills (default: every skill a queue or agent group names).
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// Queues.
+    pub queues: Vec<QueueSpec>,
+    /// Agents.
+    pub agent_groups: Vec<AgentGroup>,
+    /// Arrivals.
+    pub arrivals: Vec<Arrivals>,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Scenario::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks a scenario given as text (`base`: where relative CSV paths start).
+    pub fn parse(text: &str, base: &Path) -> Result<Scenario, String> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message().trim()),
+                None => e.message().trim().to_string(),
+            }
+        })?;
+        if !(s.duration_s.is_finite() && s.duration_s > 0.0) {
+            return Err("duration_s must be above 0".into());
+        }
+        for q in &mut s.queues {
+            q.handle_time
+                .check(&format!("queues `{}`.handle_time", q.id), base)?;
+            if let Some(p) = &mut q.patience {
+                p.check(&format!("queues `{}`.patience", q.id), base)?;
+            }
+            if q.offer_timeout_s <= 0.0 || q.service_level_s < 0.0 || q.wrap_up_s < 0.0 {
+                return Err(format!(
+                    "queues `{}`: offer_timeout_s must be above 0, service_level_s and wrap_up_s at least 0",
+                    q.id
+                ));
+            }
+        }
+        for g in &mut s.agent_groups {
+            if let Some(d) = &mut g.accept_delay {
+                d.check(&format!("agent_groups `{}`.accept_delay", g.name), base)?;
+            }
+            if !(0.0..=1.0).contains(&g.reject_probability) {
+                return Err(format!(
+                    "agent_groups `{}`.reject_probability must be within 0–1",
+                    g.name
+                ));
+            }
+        }
+        for a in &s.arrivals {
+            if !s.queues.iter().any(|q| q.id == a.queue) {
+                return Err(format!("arrivals: unknown queue `{}`", a.queue));
+            }
+            match (a.rate_per_hour, a.rates_per_hour.is_empty()) {
+                (Some(r), true) if r.is_finite() && r >= 0.0 => {}
+                (None, false) if a.rates_per_hour.iter().all(|r| r.is_finite() && *r >= 0.0) => {
+                    if a.interval_s <= 0.0 {
+                        return Err(format!(
+                            "arrivals `{}`: interval_s must be above 0",
+                            a.queue
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "arrivals `{}`: give `rate_per_hour` or `rates_per_hour` (numbers ≥ 0), not both",
+                        a.queue
+                    ));
+                }
+            }
+        }
+        // The engine checks the rest (skills, channels, capacity) when the center is
+        // built.
+        s.center()
+            .map_err(|e| format!("the center is not valid: {e}"))?;
+        Ok(s)
+    }
+
+    /// The channels in play.
+    pub fn channel_defs(&self) -> Vec<ChannelDef> {
+        if self.channels.is_empty() {
+            ChannelDef::builtin()
+        } else {
+            self.channels.clone()
+        }
+    }
+
+    /// Agents of a group, with their ids.
+    pub fn agents(&self) -> Vec<(usize, AgentDef)> {
+        let channels = self.channel_defs();
+        let mut out = Vec::new();
+        for (gi, g) in self.agent_groups.iter().enumerate() {
+            let chans: Vec<ChannelCapacity> = if g.channels.is_empty() {
+                channels
+                    .iter()
+                    .map(|c| ChannelCapacity {
+                        channel: c.name.clone(),
+                        units: Some(1),
+                        max_concurrent: None,
+                    })
+                    .collect()
+            } else {
+                g.channels
+                    .iter()
+                    .map(|(c, u)| ChannelCapacity {
+                        channel: c.clone(),
+                        units: Some(*u),
+                        max_concurrent: None,
+                    })
+                    .collect()
+            };
+            for n in 0..g.count {
+                out.push((
+                    gi,
+                    AgentDef {
+                        id: format!("{}-{n}", g.name),
+                        name: format!("{} {n}", g.name),
+                        skills: g
+                            .skills
+                            .iter()
+                            .map(|(s, p)| SkillLevel {
+                                skill: s.clone(),
+                                proficiency: *p,
+                            })
+                            .collect(),
+                        capacity: CapacityProfile {
+                            total_units: g.total_units,
+                            channels: chans.clone(),
+                            blocking: Vec::new(),
+                        },
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// The engine's configuration for this scenario.
+    pub fn center(&self) -> Result<CenterConfig, String> {
+        let mut skills: Vec<String> = self.skills.clone();
+        for name in self
+            .queues
+            .iter()
+            .flat_map(|q| q.skills.keys())
+            .chain(self.agent_groups.iter().flat_map(|g| g.skills.keys()))
+        {
+            if !skills.contains(name) {
+                skills.push(name.clone());
+            }
+        }
+        let config = CenterConfig {
+            channels: self.channel_defs(),
+            skills: skills
+                .into_iter()
+                .map(|name| SkillDef {
+                    name,
+                    is_language: false,
+                })
+                .collect(),
+            agents: self.agents().into_iter().map(|(_, a)| a).collect(),
+            queues: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let mut d = QueueDef::new(&q.id, &[]);
+                    d.channels = q.channels.clone();
+                    d.required_skills = q
+                        .skills
+                        .iter()
+                        .map(|(s, p)| SkillRequirement {
+                            skill: s.clone(),
+                            min_proficiency: *p,
+                        })
+                        .collect();
+                    d.policy = q.policy;
+                    d.base_priority = q.priority;
+                    d.offer_timeout_ms = (q.offer_timeout_s * 1000.0).round() as u64;
+                    d.wrap_up_ms = (q.wrap_up_s * 1000.0).round() as u64;
+                    d.service_level = ServiceLevel {
+                        percent: q.service_level_percent,
+                        threshold_ms: (q.service_level_s * 1000.0).round() as u64,
+                    };
+                    d.max_waiting = q.max_waiting;
+                    d
+                })
+                .collect(),
+            ..Default::default()
+        };
+        omniroute_transport::actors::engine::Engine::new(config.clone())
+            .map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}

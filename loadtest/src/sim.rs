@@ -1,0 +1,410 @@
+//! Virtual-time mode: the real engine and actor runtime in-process on a paused tokio
+//! clock. Customers arrive (Poisson, or a rate per interval), agents log in for their
+//! shifts, accept (or reject) offers after a delay, talk for a handle time and complete;
+//! customers abandon when their patience runs out. Everything the simulator sees is
+//! recorded and checked: no agent above capacity, no interaction assigned twice, no
+//! offer to an ineligible agent, every interaction accounted for (and the engine's own
+//! invariants, work conservation included, checked every simulated minute).
+//!
+//! Same scenario, same seed → the same run: one thread, a paused clock, seeded draws.
+
+use crate::report::{Record, Records, Report, Violation};
+use crate::scenario::Scenario;
+use omniroute_transport::actors::center::Clock;
+use omniroute_transport::actors::engine::journal::{
+    Durability, Journal, JournalConfig, MemoryStore,
+};
+use omniroute_transport::actors::engine::{InteractionId, NewInteraction, Presence, SeededRng};
+use omniroute_transport::actors::{Push, Runtime, RuntimeConfig, RuntimeError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where simulated time starts (2026-01-01T00:00:00Z, Unix ms).
+pub const BASE_MS: u64 = 1_767_225_600_000;
+
+/// Runs a scenario on virtual time. `progress` is called about every simulated
+/// minute with (simulated seconds, records so far).
+pub fn run(
+    scenario: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(f64, &Records),
+) -> Result<Report, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(simulate(scenario, seed, progress))
+}
+
+struct Shared {
+    records: Mutex<Records>,
+    /// Interaction → index in `records.interactions`.
+    index: Mutex<HashMap<InteractionId, usize>>,
+}
+
+async fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    progress: &mut dyn FnMut(f64, &Records),
+) -> Result<Report, String> {
+    let wall = std::time::Instant::now();
+    let center = scenario.center()?;
+    let (journal, _) = Journal::open(
+        Arc::new(MemoryStore::new()),
+        Some(center),
+        JournalConfig {
+            // Nothing to wait for in memory; no snapshots (nothing to recover).
+            durability: Durability::Batched {
+                flush_every_ms: 1_000,
+            },
+            snapshot_every: 0,
+            external_timers: true,
+            ..JournalConfig::default()
+        },
+        BASE_MS,
+    )
+    .map_err(|e| e.to_string())?;
+    let runtime = Arc::new(
+        Runtime::start(
+            journal,
+            Clock::starting_at(BASE_MS),
+            RuntimeConfig {
+                max_live_interactions: usize::MAX / 2,
+                session_buffer: 1 << 20,
+                // Customers are new each time: no channel switching between them.
+                switch_window_ms: 0,
+                return_to_agent_ms: 0,
+                ..RuntimeConfig::default()
+            },
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?,
+    );
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        records: Mutex::new(Records::new(scenario)),
+        index: Mutex::new(HashMap::new()),
+    });
+    let mut rng = SeededRng::new(seed);
+    let end = Duration::from_secs_f64(scenario.duration_s);
+
+    // Agents: one task each, logging in and out for its shift.
+    for (agent_idx, (group_idx, def)) in scenario.agents().into_iter().enumerate() {
+        let group = scenario.agent_groups[group_idx].clone();
+        let agent_seed = rng.next_u64();
+        let (runtime, shared) = (runtime.clone(), shared.clone());
+        let total_units = def.capacity.total_units;
+        let costs: HashMap<String, u16> = def
+            .capacity
+            .channels
+            .iter()
+            .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
+            .collect();
+        let skills: HashMap<String, u8> = def
+            .skills
+            .iter()
+            .map(|s| (s.skill.clone(), s.proficiency))
+            .collect();
+        let queues = scenario.queues.clone();
+        let handle_times: HashMap<String, crate::scenario::Dist> = scenario
+            .queues
+            .iter()
+            .map(|q| (q.id.clone(), q.handle_time.clone()))
+            .collect();
+        let id = def.id.clone();
+        tokio::spawn(async move {
+            let mut rng = SeededRng::new(agent_seed);
+            tokio::time::sleep_until(start + Duration::from_secs_f64(group.shift_start_s)).await;
+            let Ok(mut session) = runtime.connect_agent(&id) else {
+                return;
+            };
+            let Some(mut pushes) = session.take_pushes() else {
+                return;
+            };
+            let session = Arc::new(session);
+            if session.set_presence(Presence::Available).await.is_err() {
+                return;
+            }
+            let now = |s: &Instant| s.elapsed().as_millis() as u64;
+            shared
+                .records
+                .lock()
+                .unwrap()
+                .shift(agent_idx, group_idx, now(&start), true);
+            let shift_end = group
+                .shift_end_s
+                .map(|e| start + Duration::from_secs_f64(e));
+            let held = Arc::new(Mutex::new(0u16));
+            let mut logged_out = false;
+            loop {
+                let push = match shift_end.filter(|_| !logged_out) {
+                    Some(at) => tokio::select! {
+                        p = pushes.recv() => p,
+                        _ = tokio::time::sleep_until(at) => {
+                            logged_out = true;
+                            let _ = session.set_presence(Presence::Offline).await;
+                            shared.records.lock().unwrap().shift(agent_idx, group_idx, now(&start), false);
+                            continue;
+                        }
+                    },
+                    None => pushes.recv().await,
+                };
+                let Some(push) = push else { return };
+                match push {
+                    Push::Offer(offer) => {
+                        let at = now(&start);
+                        let interaction = offer.interaction;
+                        // Eligible? (skills and channel, from the scenario itself)
+                        let queue = queues.iter().find(|q| q.id == offer.queue);
+                        let eligible = queue.is_some_and(|q| {
+                            q.skills
+                                .iter()
+                                .all(|(s, min)| skills.get(s).is_some_and(|p| p >= min))
+                        }) && costs.contains_key(&offer.channel);
+                        {
+                            let mut r = shared.records.lock().unwrap();
+                            r.offers += 1;
+                            if !eligible && !offer.auto_accepted {
+                                r.violate(Violation {
+                                    kind: "offer_to_ineligible_agent".into(),
+                                    interaction: interaction.0,
+                                    agent: id.clone(),
+                                    at_ms: at,
+                                    detail: format!(
+                                        "queue `{}` on `{}`: the agent lacks a required skill or the channel",
+                                        offer.queue, offer.channel
+                                    ),
+                                });
+                            }
+                        }
+                        let delay = group
+                            .accept_delay
+                            .as_ref()
+                            .map_or(0.0, |d| d.sample(&mut rng));
+                        let reject = group.reject_probability > 0.0
+                            && rng.next_f64() < group.reject_probability;
+                        let handle = handle_times
+                            .get(&offer.queue)
+                            .map_or(0.0, |d| d.sample(&mut rng));
+                        let cost = costs.get(&offer.channel).copied().unwrap_or(1);
+                        let (session, shared, held, id) =
+                            (session.clone(), shared.clone(), held.clone(), id.clone());
+                        tokio::spawn(async move {
+                            if delay > 0.0 {
+                                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                            }
+                            if reject {
+                                if session.reject(interaction).await.is_ok() {
+                                    shared.records.lock().unwrap().rejected += 1;
+                                }
+                                return;
+                            }
+                            if session.accept(interaction).await.is_err() {
+                                // Timed out, withdrawn or the customer left meanwhile.
+                                return;
+                            }
+                            let at = start.elapsed().as_millis() as u64;
+                            {
+                                let mut h = held.lock().unwrap();
+                                *h += cost;
+                                let over = *h > total_units;
+                                let mut r = shared.records.lock().unwrap();
+                                if over {
+                                    r.violate(Violation {
+                                        kind: "agent_over_capacity".into(),
+                                        interaction: interaction.0,
+                                        agent: id.clone(),
+                                        at_ms: at,
+                                        detail: format!("{} units held of {total_units}", *h),
+                                    });
+                                }
+                                let idx = shared.index.lock().unwrap().get(&interaction).copied();
+                                match idx {
+                                    Some(i) => r.answered(i, at, &id, agent_idx),
+                                    None => r.violate(Violation {
+                                        kind: "unknown_interaction".into(),
+                                        interaction: interaction.0,
+                                        agent: id.clone(),
+                                        at_ms: at,
+                                        detail:
+                                            "accepted an interaction the simulator did not submit"
+                                                .into(),
+                                    }),
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_secs_f64(handle)).await;
+                            let done = session.complete(interaction, None).await;
+                            let at = start.elapsed().as_millis() as u64;
+                            *held.lock().unwrap() -= cost;
+                            let idx = shared.index.lock().unwrap().get(&interaction).copied();
+                            let mut r = shared.records.lock().unwrap();
+                            match (done, idx) {
+                                (Ok(_), Some(i)) => r.completed(i, at),
+                                (Err(e), _) => r.violate(Violation {
+                                    kind: "complete_refused".into(),
+                                    interaction: interaction.0,
+                                    agent: id.clone(),
+                                    at_ms: at,
+                                    detail: e.to_string(),
+                                }),
+                                _ => {}
+                            }
+                        });
+                    }
+                    Push::OfferEnded { reason, .. } if reason == "timed_out" => {
+                        shared.records.lock().unwrap().timed_out += 1;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    // Arrivals: one task per stream, Poisson by thinning (exact for a rate per
+    // interval), open loop.
+    let mut customer = 0u64;
+    let mut plan: Vec<(f64, usize, usize)> = Vec::new(); // (time, stream, queue)
+    for (si, a) in scenario.arrivals.iter().enumerate() {
+        let max = a.max_rate();
+        if max <= 0.0 {
+            continue;
+        }
+        let qi = scenario
+            .queues
+            .iter()
+            .position(|q| q.id == a.queue)
+            .expect("checked at load");
+        let mut t = 0.0;
+        loop {
+            t += rng.exponential(1.0 / max);
+            if t >= scenario.duration_s {
+                break;
+            }
+            if rng.next_f64() * max <= a.rate_at(t) {
+                plan.push((t, si, qi));
+            }
+        }
+    }
+    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let patience: Vec<Option<f64>> = plan
+        .iter()
+        .map(|(_, _, qi)| {
+            scenario.queues[*qi]
+                .patience
+                .as_ref()
+                .map(|d| d.sample(&mut rng))
+        })
+        .collect();
+    {
+        let mut r = shared.records.lock().unwrap();
+        r.interactions.reserve(plan.len());
+    }
+    let arrivals = {
+        let (runtime, shared) = (runtime.clone(), shared.clone());
+        let scenario = scenario.clone();
+        tokio::spawn(async move {
+            for ((t, si, qi), patience) in plan.into_iter().zip(patience) {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(t)).await;
+                let stream = &scenario.arrivals[si];
+                let n = customer;
+                customer += 1;
+                let request = NewInteraction::new(&stream.channel, &format!("c-{n}"))
+                    .to_queue(&scenario.queues[qi].id);
+                let at = start.elapsed().as_millis() as u64;
+                let began = std::time::Instant::now();
+                let submitted = runtime.submit(request).await;
+                let routing_us = began.elapsed().as_micros() as u64;
+                let idx = {
+                    let mut r = shared.records.lock().unwrap();
+                    r.routing_us(routing_us);
+                    r.arrive(Record::new(qi, at))
+                };
+                match submitted {
+                    Ok(id) => {
+                        shared.index.lock().unwrap().insert(id, idx);
+                        shared.records.lock().unwrap().interactions[idx].id = Some(id.0);
+                        if let Some(p) = patience {
+                            let (runtime, shared) = (runtime.clone(), shared.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_secs_f64(p)).await;
+                                let answered = shared.records.lock().unwrap().interactions[idx]
+                                    .answered_ms
+                                    .is_some();
+                                if answered {
+                                    return;
+                                }
+                                match runtime.abandon(id).await {
+                                    Ok(_) => {
+                                        let at = start.elapsed().as_millis() as u64;
+                                        shared.records.lock().unwrap().abandoned(idx, at);
+                                    }
+                                    // Accepted at this very moment: it is answered.
+                                    Err(RuntimeError::Journal(_)) => {}
+                                    Err(e) => {
+                                        let mut r = shared.records.lock().unwrap();
+                                        let at = start.elapsed().as_millis() as u64;
+                                        r.violate(Violation {
+                                            kind: "abandon_refused".into(),
+                                            interaction: id.0,
+                                            agent: String::new(),
+                                            at_ms: at,
+                                            detail: e.to_string(),
+                                        });
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Err(e) => shared.records.lock().unwrap().refused(idx, e.to_string()),
+                }
+            }
+        })
+    };
+
+    // Let it run: progress and the engine's invariants every simulated minute, until
+    // the arrivals are over and every interaction is finished (or a day passed).
+    let limit = end + Duration::from_secs(24 * 3_600);
+    let mut minutes = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let elapsed = start.elapsed();
+        let now_ms = BASE_MS + elapsed.as_millis() as u64;
+        // The engine's own invariants (work conservation among them): it walks every
+        // interaction the engine holds, so every 15 simulated minutes.
+        minutes += 1;
+        let broken = if minutes.is_multiple_of(15) {
+            runtime.read(|e| e.check_invariants(now_ms))
+        } else {
+            Vec::new()
+        };
+        {
+            let mut r = shared.records.lock().unwrap();
+            for b in broken {
+                r.violate(Violation {
+                    kind: "engine_invariant".into(),
+                    interaction: 0,
+                    agent: String::new(),
+                    at_ms: elapsed.as_millis() as u64,
+                    detail: b,
+                });
+            }
+            r.sample(elapsed.as_millis() as u64, runtime.live_interactions());
+            progress(elapsed.as_secs_f64(), &r);
+        }
+        let open = shared.records.lock().unwrap().open();
+        if (elapsed >= end && arrivals.is_finished() && open == 0) || elapsed >= limit {
+            break;
+        }
+    }
+    let finished_ms = start.elapsed().as_millis() as u64;
+    runtime.shutdown();
+    // (Agent tasks still hold the shared records, parked on their push streams.)
+    let mut records =
+        std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
+    records.close(finished_ms);
+    Ok(Report::build(scenario, seed, &records, wall.elapsed()))
+}

@@ -1,0 +1,55 @@
+//! The shipped scenarios load, the small one runs clean, and mistakes in a scenario
+//! are reported with where and what.
+
+use omniroute_loadtest::scenario::Scenario;
+use omniroute_loadtest::sim;
+use std::path::Path;
+
+fn shipped(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+#[test]
+fn the_shipped_scenarios_load_and_the_small_one_runs_clean() {
+    for name in [
+        "small.toml",
+        "omnichannel.toml",
+        "stress-5000.toml",
+        "day-1000.toml",
+    ] {
+        Scenario::load(&shipped(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let small = Scenario::load(&shipped("small.toml")).unwrap();
+    let report = sim::run(&small, small.seed, &mut |_, _| {}).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let q = &report.queues[0];
+    assert_eq!(q.offered, q.answered + q.abandoned + q.refused);
+    assert!(q.offered > 1_000, "{q:?}");
+    assert!(q.abandoned > 0, "customers with patience abandon: {q:?}");
+}
+
+#[test]
+fn mistakes_are_reported_with_where_and_what() {
+    let good = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let err = |text: &str| Scenario::parse(text, Path::new(".")).unwrap_err();
+    let e = err(&good.replace("mean_s = 180", "mean_s = \"long\""));
+    assert!(e.starts_with("line "), "{e}");
+    let e = err(&good.replace(
+        "rate_per_hour = 180",
+        "rate_per_hour = 180\nrates_per_hour = [1]",
+    ));
+    assert!(e.contains("not both"), "{e}");
+    let e = err(&good.replace("queue = \"support\"", "queue = \"nowhere\""));
+    assert!(e.contains("unknown queue `nowhere`"), "{e}");
+    let e = err(&good.replace("count = 10", "count = 10\ncuont = 3"));
+    assert!(e.contains("cuont"), "{e}");
+    let e = err(&good.replace("skills = { support = 5 }", "skills = { support = 11 }"));
+    assert!(e.contains("proficiency 11"), "{e}");
+    let e = err(&good.replace(
+        "dist = \"exponential\", mean_s = 120",
+        "dist = \"empirical\", csv = \"missing.csv\"",
+    ));
+    assert!(e.contains("missing.csv"), "{e}");
+}

@@ -105,3 +105,131 @@ fn the_same_scenario_and_seed_give_the_same_run() {
     let other = sim::run(&s, 6, &mut |_, _| {}).unwrap();
     assert_ne!(figures(&one), figures(&other), "another seed, another run");
 }
+
+/// M/M/c+M (Erlang A) by its birth–death chain: the share of customers who abandon and
+/// the mean wait of all customers (answered or not), E[Lq] / λ.
+fn erlang_a(c: u32, lambda: f64, mu: f64, theta: f64) -> (f64, f64) {
+    let n_max = 2_000;
+    let mut p = vec![1.0f64];
+    for n in 1..=n_max {
+        let death = (n.min(c as usize)) as f64 * mu + n.saturating_sub(c as usize) as f64 * theta;
+        let next = p[n - 1] * lambda / death;
+        p.push(next);
+    }
+    let total: f64 = p.iter().sum();
+    let lq: f64 = p
+        .iter()
+        .enumerate()
+        .map(|(n, pn)| n.saturating_sub(c as usize) as f64 * pn / total)
+        .sum();
+    (theta * lq / lambda, lq / lambda)
+}
+
+#[test]
+fn customers_who_give_up_match_erlang_a() {
+    // 5 agents, 4.5 Erlangs offered, patience 60 s on average: many wait, some leave.
+    let (c, lambda_h, mean, patience) = (5, 90.0, 180.0, 60.0);
+    let text = format!(
+        r#"
+duration_s = {duration}
+[[queues]]
+id = "q"
+channels = ["voice"]
+offer_timeout_s = 60
+handle_time = {{ dist = "exponential", mean_s = {mean} }}
+patience = {{ dist = "exponential", mean_s = {patience} }}
+[[agent_groups]]
+name = "a"
+count = {c}
+channels = {{ voice = 1 }}
+[[arrivals]]
+queue = "q"
+channel = "voice"
+rate_per_hour = {lambda_h}
+"#,
+        duration = 200.0 * 3_600.0
+    );
+    let s = Scenario::parse(&text, Path::new(".")).unwrap();
+    let report = sim::run(&s, 3, &mut |_, _| {}).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let q = &report.queues[0];
+    let (p_ab, mean_wait) = erlang_a(c, lambda_h / 3_600.0, 1.0 / mean, 1.0 / patience);
+    let sim_ab = q.abandoned as f64 / q.offered as f64;
+    let sim_wait = (q.answered_waits.mean_s * q.answered as f64
+        + q.abandoned_waits.mean_s * q.abandoned as f64)
+        / q.offered as f64;
+    eprintln!(
+        "offered {}: abandoned {sim_ab:.4} (Erlang A {p_ab:.4}), mean wait {sim_wait:.2} s (Erlang A {mean_wait:.2} s)",
+        q.offered
+    );
+    assert!(
+        (sim_ab - p_ab).abs() < 0.015,
+        "abandon share {sim_ab} vs {p_ab}"
+    );
+    assert!(
+        (sim_wait - mean_wait).abs() < 0.1 * mean_wait,
+        "mean wait {sim_wait} vs {mean_wait}"
+    );
+}
+
+#[test]
+fn priorities_match_the_non_preemptive_m_m_c_formula() {
+    // Two queues served by the same 4 agents; "gold" has priority over "basic". With one
+    // service rate, an M/M/c non-preemptive priority queue's mean waits are
+    // W_k = C(c, a) / (cμ) / ((1 − σ_{k−1})(1 − σ_k)), σ_k the load of classes 1..k.
+    let (c, mean) = (4u32, 120.0);
+    let (gold_h, basic_h) = (30.0, 60.0);
+    let text = format!(
+        r#"
+duration_s = {duration}
+[[queues]]
+id = "gold"
+channels = ["voice"]
+priority = 10
+offer_timeout_s = 60
+handle_time = {{ dist = "exponential", mean_s = {mean} }}
+[[queues]]
+id = "basic"
+channels = ["voice"]
+offer_timeout_s = 60
+handle_time = {{ dist = "exponential", mean_s = {mean} }}
+[[agent_groups]]
+name = "a"
+count = {c}
+channels = {{ voice = 1 }}
+[[arrivals]]
+queue = "gold"
+channel = "voice"
+rate_per_hour = {gold_h}
+[[arrivals]]
+queue = "basic"
+channel = "voice"
+rate_per_hour = {basic_h}
+"#,
+        duration = 300.0 * 3_600.0
+    );
+    let s = Scenario::parse(&text, Path::new(".")).unwrap();
+    let report = sim::run(&s, 9, &mut |_, _| {}).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let mu = 1.0 / mean;
+    let (l1, l2) = (gold_h / 3_600.0, basic_h / 3_600.0);
+    let cmu = c as f64 * mu;
+    let (s1, s2) = (l1 / cmu, (l1 + l2) / cmu);
+    let w0 = erlang_c(c, (l1 + l2) / mu) / cmu;
+    let (w_gold, w_basic) = (w0 / (1.0 - s1), w0 / ((1.0 - s1) * (1.0 - s2)));
+    let (gold, basic) = (&report.queues[0], &report.queues[1]);
+    let (g, b) = (
+        gold.average_speed_of_answer_s.unwrap(),
+        basic.average_speed_of_answer_s.unwrap(),
+    );
+    eprintln!(
+        "gold {g:.2} s (theory {w_gold:.2} s), basic {b:.2} s (theory {w_basic:.2} s), {} + {} calls",
+        gold.offered, basic.offered
+    );
+    assert!((g - w_gold).abs() < 0.2 * w_gold, "gold {g} vs {w_gold}");
+    assert!(
+        (b - w_basic).abs() < 0.12 * w_basic,
+        "basic {b} vs {w_basic}"
+    );
+    assert!(g < b / 2.0);
+}

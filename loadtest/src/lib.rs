@@ -6,15 +6,16 @@
 //!
 //! Being built (the "simulator and load tester" issue). Today: [`scenario`] (the TOML
 //! scenario), [`sim`] (virtual-time mode: the real engine and actors on a paused clock,
-//! with the simulator's own checks), [`report`] (the figures, terminal table, JSON) and
+//! with the simulator's own checks), [`report`] (the figures, terminal table, JSON), [`html`] (the self-contained HTML report) and
 //! [`connect`] (a measurement run against a live server over QUIC: open-loop arrivals,
 //! HDR latency percentiles, the raw QUIC round trip for comparison). Not yet: connect
-//! mode driven by a scenario, the HTML report, the progress bar.
+//! mode driven by a scenario.
 #![warn(missing_docs)]
 
 pub use omniroute_transport as transport;
 
 pub mod connect;
+pub mod html;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -1,6 +1,7 @@
 //! `loadtest`: the simulator and load generator.
 //!
-//! `loadtest --scenario FILE [--virtual-time] [--seed N] [--report FILE.json]` runs a
+//! `loadtest --scenario FILE [--virtual-time] [--seed N] [--report FILE.json]
+//! [--html FILE.html]` runs a
 //! scenario on virtual time through the real engine and actors; `loadtest --connect
 //! ADDR --admin-token T …` measures a running server over QUIC (see docs/BENCHMARKS.md).
 
@@ -32,6 +33,9 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page with charts here.
+    #[arg(long, requires = "scenario")]
+    html: Option<PathBuf>,
     /// Measure a running server at this UDP address over QUIC (no scenario yet: the
     /// generator's own queue and agents).
     #[arg(long, conflicts_with = "scenario")]
@@ -105,6 +109,11 @@ fn main() {
         print!("{}", report.table());
         if let Some(path) = &a.report {
             write_json(path, &report);
+        }
+        if let Some(path) = &a.html
+            && let Err(e) = std::fs::write(path, omniroute_loadtest::html::render(&report))
+        {
+            fail(format!("cannot write {}: {e}", path.display()));
         }
         if !report.violations.is_empty() {
             std::process::exit(2);

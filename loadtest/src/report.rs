@@ -394,7 +394,24 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// The per-minute series.
     pub samples: Vec<Sample>,
+    /// Service level per queue per 30-minute interval of arrival.
+    pub intervals: Vec<IntervalReport>,
 }
+
+/// One interval's service level per queue (by arrival time).
+#[derive(Clone, Debug, Serialize)]
+pub struct IntervalReport {
+    /// Interval start, simulated seconds.
+    pub start_s: f64,
+    /// Per queue (in scenario order): answered within threshold ÷ (answered +
+    /// abandoned) of the interactions that arrived in the interval; None with neither.
+    pub service_level: Vec<Option<f64>>,
+    /// Per queue: interactions that arrived in the interval.
+    pub offered: Vec<u64>,
+}
+
+/// The interval the per-interval figures use, seconds.
+pub const INTERVAL_S: f64 = 1_800.0;
 
 impl Report {
     /// Computes the report.
@@ -498,6 +515,43 @@ impl Report {
                 }
             })
             .collect();
+        let interval_ms = (INTERVAL_S * 1000.0) as u64;
+        let n_intervals = records
+            .interactions
+            .iter()
+            .map(|r| r.arrived_ms / interval_ms + 1)
+            .max()
+            .unwrap_or(0) as usize;
+        let nq = scenario.queues.len();
+        // (within, outcomes, offered) per interval per queue
+        let mut acc = vec![vec![(0u64, 0u64, 0u64); nq]; n_intervals];
+        for r in &records.interactions {
+            let cell = &mut acc[(r.arrived_ms / interval_ms) as usize][r.queue];
+            cell.2 += 1;
+            let threshold = (scenario.queues[r.queue].service_level_s * 1000.0).round() as u64;
+            match (r.answered_ms, r.abandoned_ms) {
+                (Some(a), _) => {
+                    cell.1 += 1;
+                    if a - r.arrived_ms <= threshold {
+                        cell.0 += 1;
+                    }
+                }
+                (None, Some(_)) => cell.1 += 1,
+                _ => {}
+            }
+        }
+        let intervals = acc
+            .into_iter()
+            .enumerate()
+            .map(|(i, cells)| IntervalReport {
+                start_s: i as f64 * INTERVAL_S,
+                service_level: cells
+                    .iter()
+                    .map(|(w, o, _)| (*o > 0).then(|| *w as f64 / *o as f64))
+                    .collect(),
+                offered: cells.iter().map(|c| c.2).collect(),
+            })
+            .collect();
         let h = &records.routing;
         let q = |x: f64| {
             if h.is_empty() {
@@ -528,6 +582,7 @@ impl Report {
             },
             violations: records.violations.clone(),
             samples: records.samples.clone(),
+            intervals,
         }
     }
 

@@ -28,6 +28,16 @@ fn the_shipped_scenarios_load_and_the_small_one_runs_clean() {
     assert_eq!(q.offered, q.answered + q.abandoned + q.refused);
     assert!(q.offered > 1_000, "{q:?}");
     assert!(q.abandoned > 0, "customers with patience abandon: {q:?}");
+    // The HTML report: one self-contained page with its three charts.
+    let page = omniroute_loadtest::html::render(&report);
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert!(page.matches("<polyline").count() >= 3);
+    assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("href="));
+    assert!(page.contains("small single-queue center") && page.contains("no violation"));
+    // Service level per interval covers the day, by arrival time.
+    assert!(report.intervals.len() >= 16, "{}", report.intervals.len());
+    let offered: u64 = report.intervals.iter().map(|i| i.offered[0]).sum();
+    assert_eq!(offered, q.offered);
 }
 
 #[test]

@@ -36,9 +36,10 @@ struct Args {
     /// Write the report as a self-contained HTML page with charts here.
     #[arg(long, requires = "scenario")]
     html: Option<PathBuf>,
-    /// Measure a running server at this UDP address over QUIC (no scenario yet: the
-    /// generator's own queue and agents).
-    #[arg(long, conflicts_with = "scenario")]
+    /// Drive a running server at this UDP address over QUIC in real time: with
+    /// --scenario, the scenario (every agent a client session); without, the fixed
+    /// measurement run (its own queue and agents; docs/BENCHMARKS.md).
+    #[arg(long, conflicts_with = "virtual_time")]
     connect: Option<std::net::SocketAddr>,
     /// Connect mode: the server's certificate (PEM).
     #[arg(long, default_value = "omniroute-data/tls/cert.pem")]
@@ -84,8 +85,46 @@ fn write_json<T: serde::Serialize>(path: &PathBuf, value: &T) {
     }
 }
 
+/// Prints the table, writes the files asked for, exits 2 on violations.
+fn finish(a: &Args, report: &omniroute_loadtest::report::Report) {
+    print!("{}", report.table());
+    if let Some(path) = &a.report {
+        write_json(path, report);
+    }
+    if let Some(path) = &a.html
+        && let Err(e) = std::fs::write(path, omniroute_loadtest::html::render(report))
+    {
+        fail(format!("cannot write {}: {e}", path.display()));
+    }
+    if !report.violations.is_empty() {
+        std::process::exit(2);
+    }
+}
+
 fn main() {
     let a = Args::parse();
+    if let (Some(path), Some(addr)) = (&a.scenario, a.connect) {
+        let scenario = Scenario::load(path).unwrap_or_else(|e| fail(e));
+        let seed = a.seed.unwrap_or(scenario.seed);
+        let Some(admin_token) = a.admin_token.clone() else {
+            fail("--connect needs --admin-token".into());
+        };
+        let target = omniroute_loadtest::live::Target {
+            addr,
+            cert: a.cert.clone(),
+            server_name: a.server_name.clone(),
+            admin_token,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let report = rt
+            .block_on(omniroute_loadtest::live::run(&scenario, seed, &target))
+            .unwrap_or_else(|e| fail(e));
+        finish(&a, &report);
+        return;
+    }
     if let Some(path) = &a.scenario {
         let scenario = Scenario::load(path).unwrap_or_else(|e| fail(e));
         let seed = a.seed.unwrap_or(scenario.seed);
@@ -106,18 +145,7 @@ fn main() {
         if tty {
             eprintln!();
         }
-        print!("{}", report.table());
-        if let Some(path) = &a.report {
-            write_json(path, &report);
-        }
-        if let Some(path) = &a.html
-            && let Err(e) = std::fs::write(path, omniroute_loadtest::html::render(&report))
-        {
-            fail(format!("cannot write {}: {e}", path.display()));
-        }
-        if !report.violations.is_empty() {
-            std::process::exit(2);
-        }
+        finish(&a, &report);
         return;
     }
     let Some(addr) = a.connect else {

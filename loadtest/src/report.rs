@@ -14,6 +14,8 @@ pub struct Record {
     pub id: Option<u64>,
     /// When it arrived.
     pub arrived_ms: u64,
+    /// The same in µs (connect mode measures routing latency from it).
+    pub arrived_us: u64,
     /// When an agent accepted it.
     pub answered_ms: Option<u64>,
     /// Which agent (index in the scenario's agent list).
@@ -32,6 +34,7 @@ impl Record {
         Record {
             queue,
             arrived_ms,
+            arrived_us: arrived_ms * 1_000,
             ..Default::default()
         }
     }
@@ -351,7 +354,9 @@ pub struct GroupReport {
 /// The engine's side.
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineReport {
-    /// Wall-clock time of each submit (routing, logging, offering), µs.
+    /// Routing latency, µs: on virtual time the wall-clock time of each submit (route,
+    /// log, offer); in connect mode the time from a customer's due time to the offer
+    /// reaching an agent's client (which includes any wait for a free agent).
     pub routing_p50_us: u64,
     /// 90th percentile.
     pub routing_p90_us: u64,
@@ -634,7 +639,7 @@ impl Report {
         }
         let e = &self.engine;
         out.push_str(&format!(
-            "engine: submit (wall) p50 {} µs p90 {} µs p99 {} µs p99.9 {} µs max {} µs; offers {}, rejected {}, timed out {}\n",
+            "engine: routing p50 {} µs p90 {} µs p99 {} µs p99.9 {} µs max {} µs; offers {}, rejected {}, timed out {}\n",
             e.routing_p50_us,
             e.routing_p90_us,
             e.routing_p99_us,

@@ -1,0 +1,468 @@
+//! Connect mode driven by a scenario: a running server over QUIC, in real time. Every
+//! agent is a real client session; customers are submitted open loop at the scenario's
+//! rate by channel sessions (a pacing thread decides when; a slow server shows as
+//! latency, never as fewer arrivals). The same records, checks and report as on
+//! virtual time, except the engine's internal invariant check (it is in another
+//! process); the routing latency is submit → offer at the agent's client.
+
+use crate::report::{Record, Records, Report, Violation};
+use crate::scenario::Scenario;
+use omniroute_transport::actors::InboundOutcome;
+use omniroute_transport::actors::Push;
+use omniroute_transport::actors::engine::{CenterConfig, InteractionId, SeededRng};
+use omniroute_transport::client::{Client, ClientError};
+use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
+use omniroute_transport::tls;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the server is and how to administer it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// UDP address.
+    pub addr: SocketAddr,
+    /// Its certificate (PEM).
+    pub cert: PathBuf,
+    /// The certificate's name.
+    pub server_name: String,
+    /// An admin token: the run adds the scenario's skills, queues and agents to the
+    /// server's configuration (replacing entities with the same ids) and makes a token
+    /// per agent.
+    pub admin_token: String,
+}
+
+async fn session(t: &Target, token: &str) -> Result<Client, String> {
+    let trust = tls::load_certs(&t.cert).map_err(|e| e.to_string())?;
+    Client::connect(t.addr, &t.server_name, &trust, token)
+        .await
+        .map_err(|e| format!("cannot open a session with {}: {e}", t.addr))
+}
+
+#[derive(serde::Deserialize)]
+struct NewToken {
+    token: String,
+}
+
+/// Puts the scenario's center into the server and makes the tokens; returns the
+/// channel token and the agents' tokens (in scenario order).
+async fn setup(
+    t: &Target,
+    scenario: &Scenario,
+    run_tag: &str,
+) -> Result<(String, Vec<String>), String> {
+    let admin = Arc::new(session(t, &t.admin_token).await?);
+    let mut config: CenterConfig = admin
+        .request_as(ClientMsg::GetConfig { id: admin.id() })
+        .await
+        .map_err(|e| format!("get_config: {e}"))?;
+    let wanted = scenario.center()?;
+    for c in wanted.channels {
+        if !config.channels.iter().any(|x| x.name == c.name) {
+            config.channels.push(c);
+        }
+    }
+    for s in wanted.skills {
+        if !config.skills.iter().any(|x| x.name == s.name) {
+            config.skills.push(s);
+        }
+    }
+    for q in wanted.queues {
+        config.queues.retain(|x| x.id != q.id);
+        config.queues.push(q);
+    }
+    for a in wanted.agents {
+        config.agents.retain(|x| x.id != a.id);
+        config.agents.push(a);
+    }
+    admin
+        .request(ClientMsg::Configure {
+            id: admin.id(),
+            config: Box::new(config),
+        })
+        .await
+        .map_err(|e| format!("configuring the scenario's center: {e}"))?;
+    let mut names: Vec<(String, Role, Option<String>)> = scenario
+        .agents()
+        .into_iter()
+        .map(|(_, a)| (format!("{run_tag}-{}", a.id), Role::Agent, Some(a.id)))
+        .collect();
+    names.push((format!("{run_tag}-channel"), Role::Channel, None));
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for (name, role, agent) in names {
+        let (admin, slots) = (admin.clone(), slots.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire().await.expect("never closed");
+            let _ = admin
+                .request(ClientMsg::DeleteToken {
+                    id: admin.id(),
+                    name: name.clone(),
+                })
+                .await;
+            let made: NewToken = admin
+                .request_as(ClientMsg::CreateToken {
+                    id: admin.id(),
+                    name: name.clone(),
+                    role,
+                    agent,
+                })
+                .await
+                .map_err(|e| format!("token {name}: {e}"))?;
+            Ok::<_, String>(made.token)
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.map_err(|e| e.to_string())??);
+    }
+    let channel = tokens.pop().expect("the channel token is last");
+    Ok((channel, tokens))
+}
+
+struct Shared {
+    records: Mutex<Records>,
+    /// Customer number → record index, set when the customer is sent.
+    by_customer: Mutex<HashMap<u64, usize>>,
+    /// Interaction → record index, set when the submit's reply comes.
+    by_interaction: Mutex<HashMap<InteractionId, usize>>,
+}
+
+/// Runs `scenario` against the server in real time.
+pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Report, String> {
+    let wall = Instant::now();
+    let run_tag = format!("lt{seed}");
+    let (channel_token, agent_tokens) = setup(target, scenario, &run_tag).await?;
+    let shared = Arc::new(Shared {
+        records: Mutex::new(Records::new(scenario)),
+        by_customer: Mutex::new(HashMap::new()),
+        by_interaction: Mutex::new(HashMap::new()),
+    });
+    let mut rng = SeededRng::new(seed);
+    // Every session is opened before the clock starts.
+    let agents = scenario.agents();
+    let mut sessions = Vec::with_capacity(agents.len());
+    for token in &agent_tokens {
+        let mut c = session(target, token).await?;
+        let pushes = c.pushes().expect("first call");
+        sessions.push((Arc::new(c), pushes));
+    }
+    let channels: Vec<Arc<Client>> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(Arc::new(session(target, &channel_token).await?));
+        }
+        v
+    };
+    let start = Instant::now() + Duration::from_millis(500);
+    let ms = move || start.elapsed().as_millis() as u64;
+    let customer_tag = format!("{run_tag}-{}", wall.elapsed().as_nanos());
+
+    for (agent_idx, ((group_idx, def), (client, mut pushes))) in
+        agents.into_iter().zip(sessions).enumerate()
+    {
+        let group = scenario.agent_groups[group_idx].clone();
+        let mut arng = SeededRng::new(rng.next_u64());
+        let shared = shared.clone();
+        let total_units = def.capacity.total_units;
+        let costs: HashMap<String, u16> = def
+            .capacity
+            .channels
+            .iter()
+            .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
+            .collect();
+        let skills: HashMap<String, u8> = def
+            .skills
+            .iter()
+            .map(|s| (s.skill.clone(), s.proficiency))
+            .collect();
+        let queues = scenario.queues.clone();
+        let prefix = format!("{customer_tag}-");
+        let id = def.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(group.shift_start_s)).into())
+                .await;
+            if client.set_presence(PresenceArg::Available).await.is_err() {
+                return;
+            }
+            shared
+                .records
+                .lock()
+                .unwrap()
+                .shift(agent_idx, group_idx, ms(), true);
+            let shift_end = group
+                .shift_end_s
+                .map(|e| start + Duration::from_secs_f64(e));
+            let held = Arc::new(Mutex::new(0u16));
+            let mut out = false;
+            loop {
+                let push = match shift_end.filter(|_| !out) {
+                    Some(at) => tokio::select! {
+                        p = pushes.recv() => p,
+                        _ = tokio::time::sleep_until(at.into()) => {
+                            out = true;
+                            let _ = client.set_presence(PresenceArg::Offline).await;
+                            shared.records.lock().unwrap().shift(agent_idx, group_idx, ms(), false);
+                            continue;
+                        }
+                    },
+                    None => pushes.recv().await,
+                };
+                let Some(push) = push else { return };
+                let Push::Offer(offer) = push else {
+                    if let Push::OfferEnded { reason, .. } = push
+                        && reason == "timed_out"
+                    {
+                        shared.records.lock().unwrap().timed_out += 1;
+                    }
+                    continue;
+                };
+                let at = ms();
+                let interaction = offer.interaction;
+                let n = offer
+                    .customer
+                    .strip_prefix(&prefix)
+                    .and_then(|s| s.parse::<u64>().ok());
+                let idx = n.and_then(|n| shared.by_customer.lock().unwrap().get(&n).copied());
+                let queue = queues.iter().find(|q| q.id == offer.queue);
+                let eligible = queue.is_some_and(|q| {
+                    q.skills
+                        .iter()
+                        .all(|(s, min)| skills.get(s).is_some_and(|p| p >= min))
+                }) && costs.contains_key(&offer.channel);
+                {
+                    let mut r = shared.records.lock().unwrap();
+                    r.offers += 1;
+                    if let Some(i) = idx {
+                        let arrived = r.interactions[i].arrived_us;
+                        let now_us = start.elapsed().as_micros() as u64;
+                        r.routing_us(now_us.saturating_sub(arrived));
+                    }
+                    if !eligible && !offer.auto_accepted {
+                        r.violate(Violation {
+                            kind: "offer_to_ineligible_agent".into(),
+                            interaction: interaction.0,
+                            agent: id.clone(),
+                            at_ms: at,
+                            detail: format!("queue `{}` on `{}`", offer.queue, offer.channel),
+                        });
+                    }
+                }
+                let Some(idx) = idx else {
+                    continue; // not this run's customer
+                };
+                let delay = group
+                    .accept_delay
+                    .as_ref()
+                    .map_or(0.0, |d| d.sample(&mut arng));
+                let reject =
+                    group.reject_probability > 0.0 && arng.next_f64() < group.reject_probability;
+                let handle = queue.map_or(0.0, |q| q.handle_time.sample(&mut arng));
+                let cost = costs.get(&offer.channel).copied().unwrap_or(1);
+                let (client, shared, held, id) =
+                    (client.clone(), shared.clone(), held.clone(), id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                    if reject {
+                        let r = client
+                            .request(ClientMsg::Reject {
+                                id: client.id(),
+                                interaction,
+                            })
+                            .await;
+                        if r.is_ok() {
+                            shared.records.lock().unwrap().rejected += 1;
+                        }
+                        return;
+                    }
+                    if client.accept(interaction).await.is_err() {
+                        return;
+                    }
+                    {
+                        let mut h = held.lock().unwrap();
+                        *h += cost;
+                        let mut r = shared.records.lock().unwrap();
+                        if *h > total_units {
+                            r.violate(Violation {
+                                kind: "agent_over_capacity".into(),
+                                interaction: interaction.0,
+                                agent: id.clone(),
+                                at_ms: ms(),
+                                detail: format!("{} units held of {total_units}", *h),
+                            });
+                        }
+                        r.answered(idx, ms(), &id, agent_idx);
+                    }
+                    tokio::time::sleep(Duration::from_secs_f64(handle)).await;
+                    let done = client
+                        .request(ClientMsg::Complete {
+                            id: client.id(),
+                            interaction,
+                            wrap_up_code: None,
+                        })
+                        .await;
+                    *held.lock().unwrap() -= cost;
+                    let mut r = shared.records.lock().unwrap();
+                    match done {
+                        Ok(_) => r.completed(idx, ms()),
+                        Err(e) => r.violate(Violation {
+                            kind: "complete_refused".into(),
+                            interaction: interaction.0,
+                            agent: id.clone(),
+                            at_ms: ms(),
+                            detail: e.to_string(),
+                        }),
+                    }
+                });
+            }
+        });
+    }
+
+    // The arrival plan, drawn up front (open loop).
+    let mut plan: Vec<(f64, usize, usize, Option<f64>)> = Vec::new();
+    for (si, a) in scenario.arrivals.iter().enumerate() {
+        let max = a.max_rate();
+        if max <= 0.0 {
+            continue;
+        }
+        let qi = scenario
+            .queues
+            .iter()
+            .position(|q| q.id == a.queue)
+            .expect("checked at load");
+        let mut t = 0.0;
+        loop {
+            t += rng.exponential(1.0 / max);
+            if t >= scenario.duration_s {
+                break;
+            }
+            if rng.next_f64() * max <= a.rate_at(t) {
+                plan.push((t, si, qi, None));
+            }
+        }
+    }
+    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for p in &mut plan {
+        p.3 = scenario.queues[p.2]
+            .patience
+            .as_ref()
+            .map(|d| d.sample(&mut rng));
+    }
+    let handle = tokio::runtime::Handle::current();
+    let pacer = {
+        let (shared, scenario) = (shared.clone(), scenario.clone());
+        std::thread::spawn(move || {
+            let mut tasks = Vec::with_capacity(plan.len());
+            for (n, (t, si, qi, patience)) in plan.into_iter().enumerate() {
+                let due = start + Duration::from_secs_f64(t);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let idx = {
+                    let mut r = shared.records.lock().unwrap();
+                    let mut record = Record::new(qi, (t * 1000.0) as u64);
+                    record.arrived_us = (t * 1e6) as u64;
+                    let idx = r.arrive(record);
+                    shared.by_customer.lock().unwrap().insert(n as u64, idx);
+                    idx
+                };
+                let c = channels[n % channels.len()].clone();
+                let stream = scenario.arrivals[si].clone();
+                let queue = scenario.queues[qi].id.clone();
+                let customer = format!("{customer_tag}-{n}");
+                let shared = shared.clone();
+                tasks.push(handle.spawn(async move {
+                    let r: Result<InboundOutcome, ClientError> = c
+                        .request_as(ClientMsg::Inbound {
+                            id: c.id(),
+                            channel: stream.channel.clone(),
+                            customer,
+                            text: "hello".into(),
+                            attributes: Default::default(),
+                            queue: Some(queue),
+                            virtual_agent: None,
+                            interaction: None,
+                        })
+                        .await;
+                    let interaction = match r {
+                        Ok(InboundOutcome::Created { interaction }) => interaction,
+                        Ok(other) => {
+                            shared
+                                .records
+                                .lock()
+                                .unwrap()
+                                .refused(idx, format!("unexpected outcome {other:?}"));
+                            return;
+                        }
+                        Err(e) => {
+                            shared.records.lock().unwrap().refused(idx, e.to_string());
+                            return;
+                        }
+                    };
+                    {
+                        let mut r = shared.records.lock().unwrap();
+                        r.interactions[idx].id = Some(interaction.0);
+                    }
+                    shared
+                        .by_interaction
+                        .lock()
+                        .unwrap()
+                        .insert(interaction, idx);
+                    let Some(p) = patience else { return };
+                    tokio::time::sleep_until((due + Duration::from_secs_f64(p)).into()).await;
+                    if shared.records.lock().unwrap().interactions[idx]
+                        .answered_ms
+                        .is_some()
+                    {
+                        return;
+                    }
+                    let left = c
+                        .request(ClientMsg::CustomerLeft {
+                            id: c.id(),
+                            interaction,
+                        })
+                        .await;
+                    if left.is_ok() {
+                        shared.records.lock().unwrap().abandoned(idx, ms());
+                    }
+                }));
+            }
+            tasks
+        })
+    };
+    let tasks = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "the arrival thread panicked".to_string())?;
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Wait for the work in hand (at most a day past the end, or no progress for
+    // 5 minutes).
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let open = {
+            let mut r = shared.records.lock().unwrap();
+            let live = r.open();
+            r.sample(ms(), live);
+            live
+        };
+        if open == 0 {
+            break;
+        }
+        if open != last.0 {
+            last = (open, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+    }
+    let finished = ms();
+    let mut records =
+        std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
+    records.close(finished);
+    Ok(Report::build(scenario, seed, &records, wall.elapsed()))
+}

@@ -433,6 +433,26 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
             tasks
         })
     };
+    // A progress line on a terminal, every second, while customers arrive.
+    let progress = {
+        let shared = shared.clone();
+        let total = scenario.duration_s;
+        tokio::spawn(async move {
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let t = start.elapsed().as_secs_f64();
+                let line = shared.records.lock().unwrap().progress_line(
+                    t,
+                    total,
+                    wall.elapsed().as_secs_f64(),
+                );
+                eprint!("\r{line}   ");
+            }
+        })
+    };
     let tasks = tokio::task::spawn_blocking(move || pacer.join())
         .await
         .map_err(|e| e.to_string())?
@@ -459,6 +479,10 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         } else if last.1.elapsed() > Duration::from_secs(300) {
             break;
         }
+    }
+    progress.abort();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
     }
     let finished = ms();
     let mut records =

@@ -130,14 +130,15 @@ fn main() {
         let seed = a.seed.unwrap_or(scenario.seed);
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let total = scenario.duration_s;
+        let began = std::time::Instant::now();
+        let mut last = std::time::Instant::now();
         let mut progress = |t: f64, r: &omniroute_loadtest::report::Records| {
-            if tty {
+            // At most ten times a wall second.
+            if tty && last.elapsed().as_millis() >= 100 {
+                last = std::time::Instant::now();
                 eprint!(
-                    "\r{:>6.0}/{:.0} simulated s, {} interactions, {} open   ",
-                    t,
-                    total,
-                    r.interactions.len(),
-                    r.open()
+                    "\r{}   ",
+                    r.progress_line(t, total, began.elapsed().as_secs_f64())
                 );
             }
         };

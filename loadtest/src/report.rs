@@ -99,6 +99,10 @@ pub struct Records {
     waiting: Vec<u64>,
     /// Interactions not finished now.
     open: usize,
+    /// Service-level thresholds per queue, ms.
+    thresholds: Vec<u64>,
+    /// Answered within threshold, and answered + abandoned, so far.
+    sl_so_far: (u64, u64),
 }
 
 fn histogram() -> Histogram<u64> {
@@ -125,6 +129,12 @@ impl Records {
             finished_ms: 0,
             waiting: vec![0; scenario.queues.len()],
             open: 0,
+            thresholds: scenario
+                .queues
+                .iter()
+                .map(|q| (q.service_level_s * 1000.0).round() as u64)
+                .collect(),
+            sl_so_far: (0, 0),
         }
     }
 
@@ -192,6 +202,12 @@ impl Records {
         let r = &mut self.interactions[i];
         r.answered_ms = Some(at_ms);
         r.agent = Some(agent_idx);
+        if !abandoned {
+            self.sl_so_far.1 += 1;
+            if at_ms - r.arrived_ms <= self.thresholds[r.queue] {
+                self.sl_so_far.0 += 1;
+            }
+        }
         if !abandoned && r.refused.is_none() {
             self.waiting[r.queue] -= 1;
         }
@@ -213,6 +229,7 @@ impl Records {
             self.open -= 1;
             if r.answered_ms.is_none() {
                 self.waiting[r.queue] -= 1;
+                self.sl_so_far.1 += 1;
             }
         }
         r.abandoned_ms = Some(at_ms);
@@ -231,6 +248,31 @@ impl Records {
     /// Interactions not finished yet.
     pub fn open(&self) -> usize {
         self.open
+    }
+
+    /// The center's service level so far (each interaction against its own queue's
+    /// threshold), once anything was answered or abandoned.
+    pub fn service_level_so_far(&self) -> Option<f64> {
+        (self.sl_so_far.1 > 0).then(|| self.sl_so_far.0 as f64 / self.sl_so_far.1 as f64)
+    }
+
+    /// A one-line progress report: simulated time, arrivals and their rate, open
+    /// interactions, service level so far.
+    pub fn progress_line(&self, t: f64, total: f64, wall_s: f64) -> String {
+        let bar_len = 24;
+        let done = ((t / total).clamp(0.0, 1.0) * bar_len as f64) as usize;
+        format!(
+            "[{}{}] {:>7.0}/{:.0} s simulated, {} arrived ({:.0}/simulated min), {} open, SL {}",
+            "#".repeat(done),
+            ".".repeat(bar_len - done),
+            t,
+            total,
+            self.interactions.len(),
+            self.interactions.len() as f64 / (t / 60.0).max(1.0 / 60.0),
+            self.open,
+            self.service_level_so_far()
+                .map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0)),
+        ) + &format!(" ({wall_s:.1} s wall)")
     }
 
     /// A point of the time series.

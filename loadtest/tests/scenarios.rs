@@ -22,7 +22,17 @@ fn the_shipped_scenarios_load_and_the_small_one_runs_clean() {
         Scenario::load(&shipped(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let small = Scenario::load(&shipped("small.toml")).unwrap();
-    let report = sim::run(&small, small.seed, &mut |_, _| {}).unwrap();
+    let mut lines = Vec::new();
+    let report = sim::run(&small, small.seed, &mut |t, r| {
+        lines.push(r.progress_line(t, small.duration_s, 0.0))
+    })
+    .unwrap();
+    // The progress line: simulated time, arrivals and their rate, service level so far.
+    let mid = &lines[lines.len() / 2];
+    assert!(
+        mid.contains("s simulated") && mid.contains("SL ") && mid.contains('%'),
+        "{mid}"
+    );
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     let q = &report.queues[0];
     assert_eq!(q.offered, q.answered + q.abandoned + q.refused);

@@ -138,6 +138,17 @@ pub fn render(report: &Report) -> String {
             pct(g.occupancy)
         ));
     }
+    page.push_str("</table>\n<h2>Channels</h2>\n<table><tr><th>channel</th><th>offered</th><th>handling h</th><th>staffed h (its agents)</th><th>occupancy</th></tr>\n");
+    for c in &report.channels {
+        page.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            esc(&c.channel),
+            c.offered,
+            c.handle_hours,
+            c.staffed_hours,
+            pct(c.occupancy)
+        ));
+    }
     let e = &report.engine;
     page.push_str(&format!(
         "</table>\n<h2>Engine</h2>\n<p>Submit (route, log, offer), wall clock: p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs. Offers {}, rejected {}, timed out {}.</p>\n",

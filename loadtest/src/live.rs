@@ -353,6 +353,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let handle = tokio::runtime::Handle::current();
     let pacer = {
         let (shared, scenario) = (shared.clone(), scenario.clone());
+        let channel_names: Vec<String> = scenario
+            .channel_defs()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         std::thread::spawn(move || {
             let mut tasks = Vec::with_capacity(plan.len());
             for (n, (t, si, qi, patience)) in plan.into_iter().enumerate() {
@@ -365,6 +370,10 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     let mut r = shared.records.lock().unwrap();
                     let mut record = Record::new(qi, (t * 1000.0) as u64);
                     record.arrived_us = (t * 1e6) as u64;
+                    record.channel = channel_names
+                        .iter()
+                        .position(|c| *c == scenario.arrivals[si].channel)
+                        .unwrap_or(0);
                     let idx = r.arrive(record);
                     shared.by_customer.lock().unwrap().insert(n as u64, idx);
                     idx

@@ -16,6 +16,8 @@ pub struct Record {
     pub arrived_ms: u64,
     /// The same in µs (connect mode measures routing latency from it).
     pub arrived_us: u64,
+    /// The channel it arrived on (index in the scenario's channels).
+    pub channel: usize,
     /// When an agent accepted it.
     pub answered_ms: Option<u64>,
     /// Which agent (index in the scenario's agent list).
@@ -393,6 +395,21 @@ pub struct GroupReport {
     pub occupancy: Option<f64>,
 }
 
+/// One channel's share of the agents' time.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelReport {
+    /// Channel name.
+    pub channel: String,
+    /// Interactions that arrived on it.
+    pub offered: u64,
+    /// Handle time (accept → complete) of its work, hours.
+    pub handle_hours: f64,
+    /// Logged-in time of the agents who handle the channel, hours.
+    pub staffed_hours: f64,
+    /// handle ÷ staffed (over 1 when agents carry several at once).
+    pub occupancy: Option<f64>,
+}
+
 /// The engine's side.
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineReport {
@@ -435,6 +452,8 @@ pub struct Report {
     pub overall: QueueReport,
     /// Per agent group.
     pub groups: Vec<GroupReport>,
+    /// Per channel that had work.
+    pub channels: Vec<ChannelReport>,
     /// The engine.
     pub engine: EngineReport,
     /// Broken rules (empty in a correct run).
@@ -599,6 +618,42 @@ impl Report {
                 offered: cells.iter().map(|c| c.2).collect(),
             })
             .collect();
+        let channel_defs = scenario.channel_defs();
+        let agent_defs = scenario.agents();
+        let channels = channel_defs
+            .iter()
+            .enumerate()
+            .filter(|(ci, _)| records.interactions.iter().any(|r| r.channel == *ci))
+            .map(|(ci, c)| {
+                let staffed_ms: u64 = records
+                    .agents
+                    .iter()
+                    .zip(&agent_defs)
+                    .filter(|(_, (_, def))| {
+                        def.capacity.channels.iter().any(|x| x.channel == c.name)
+                    })
+                    .flat_map(|((_, shifts), _)| shifts.iter())
+                    .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
+                    .sum();
+                let handle_ms: u64 = records
+                    .interactions
+                    .iter()
+                    .filter(|r| r.channel == ci)
+                    .filter_map(|r| Some(r.completed_ms? - r.answered_ms?))
+                    .sum();
+                ChannelReport {
+                    channel: c.name.clone(),
+                    offered: records
+                        .interactions
+                        .iter()
+                        .filter(|r| r.channel == ci)
+                        .count() as u64,
+                    handle_hours: handle_ms as f64 / 3.6e6,
+                    staffed_hours: staffed_ms as f64 / 3.6e6,
+                    occupancy: (staffed_ms > 0).then(|| handle_ms as f64 / staffed_ms as f64),
+                }
+            })
+            .collect();
         let h = &records.routing;
         let q = |x: f64| {
             if h.is_empty() {
@@ -617,6 +672,7 @@ impl Report {
             queues,
             overall,
             groups,
+            channels,
             engine: EngineReport {
                 routing_p50_us: q(0.5),
                 routing_p90_us: q(0.9),
@@ -677,6 +733,16 @@ impl Report {
                 g.staffed_hours,
                 g.handle_hours,
                 pct(g.occupancy)
+            ));
+        }
+        for c in &self.channels {
+            out.push_str(&format!(
+                "channel {:<10} {:>6} offered, handling {:.1} h of {:.1} h staffed by its agents, occupancy {}\n",
+                c.channel,
+                c.offered,
+                c.handle_hours,
+                c.staffed_hours,
+                pct(c.occupancy)
             ));
         }
         let e = &self.engine;

@@ -306,10 +306,17 @@ async fn simulate(
     let arrivals = {
         let (runtime, shared) = (runtime.clone(), shared.clone());
         let scenario = scenario.clone();
+        let channel_names: Vec<String> = scenario
+            .channel_defs()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
         tokio::spawn(async move {
             for ((t, si, qi), patience) in plan.into_iter().zip(patience) {
                 tokio::time::sleep_until(start + Duration::from_secs_f64(t)).await;
                 let stream = &scenario.arrivals[si];
+                let channel_index =
+                    |name: &str| channel_names.iter().position(|c| c == name).unwrap_or(0);
                 let n = customer;
                 customer += 1;
                 let request = NewInteraction::new(&stream.channel, &format!("c-{n}"))
@@ -321,7 +328,9 @@ async fn simulate(
                 let idx = {
                     let mut r = shared.records.lock().unwrap();
                     r.routing_us(routing_us);
-                    r.arrive(Record::new(qi, at))
+                    let mut record = Record::new(qi, at);
+                    record.channel = channel_index(&stream.channel);
+                    r.arrive(record)
                 };
                 match submitted {
                     Ok(id) => {

@@ -362,9 +362,12 @@ pub struct QueueReport {
     pub answered: u64,
     /// Given up by the customer before an agent accepted.
     pub abandoned: u64,
+    /// Of those, within the queue's `short_abandon_s` (left out of the service level).
+    pub short_abandoned: u64,
     /// Refused at submit (a full queue, say).
     pub refused: u64,
-    /// Answered within the threshold ÷ (answered + abandoned); None with neither.
+    /// Answered within the threshold ÷ (answered + abandoned − short abandons); None
+    /// with neither.
     pub service_level: Option<f64>,
     /// The threshold, seconds.
     pub service_level_threshold_s: f64,
@@ -487,8 +490,20 @@ impl Report {
         records: &Records,
         wall: std::time::Duration,
     ) -> Report {
+        let short_ms =
+            |r: &Record| (scenario.queues[r.queue].short_abandon_s * 1000.0).round() as u64;
+        let is_short = |r: &Record| {
+            r.answered_ms.is_none()
+                && r.abandoned_ms
+                    .is_some_and(|a| a - r.arrived_ms < short_ms(r))
+        };
         let queue = |name: &str, threshold_s: f64, pick: &dyn Fn(&Record) -> bool| {
             let threshold_ms = (threshold_s * 1000.0).round() as u64;
+            let short = records
+                .interactions
+                .iter()
+                .filter(|r| pick(r) && is_short(r))
+                .count() as u64;
             let rs: Vec<&Record> = records.interactions.iter().filter(|r| pick(r)).collect();
             let mut answered_w: Vec<u64> = rs
                 .iter()
@@ -507,13 +522,15 @@ impl Report {
             let abandoned = abandoned_w.len() as u64;
             let within = answered_w.iter().filter(|w| **w <= threshold_ms).count() as u64;
             let outcomes = answered + abandoned;
+            let judged = outcomes - short;
             QueueReport {
                 queue: name.to_string(),
                 offered: rs.len() as u64,
                 answered,
                 abandoned,
+                short_abandoned: short,
                 refused: rs.iter().filter(|r| r.refused.is_some()).count() as u64,
-                service_level: (outcomes > 0).then(|| within as f64 / outcomes as f64),
+                service_level: (judged > 0).then(|| within as f64 / judged as f64),
                 service_level_threshold_s: threshold_s,
                 average_speed_of_answer_s: (answered > 0)
                     .then(|| answered_w.iter().sum::<u64>() as f64 / answered as f64 / 1e3),
@@ -542,8 +559,8 @@ impl Report {
                 })
             })
             .count() as u64;
-        let outcomes = overall.answered + overall.abandoned;
-        overall.service_level = (outcomes > 0).then(|| within_own as f64 / outcomes as f64);
+        let judged = overall.answered + overall.abandoned - overall.short_abandoned;
+        overall.service_level = (judged > 0).then(|| within_own as f64 / judged as f64);
         overall.service_level_threshold_s = 0.0;
 
         let end = records.finished_ms;
@@ -602,7 +619,7 @@ impl Report {
                         cell.0 += 1;
                     }
                 }
-                (None, Some(_)) => cell.1 += 1,
+                (None, Some(_)) if !is_short(r) => cell.1 += 1,
                 _ => {}
             }
         }

@@ -167,6 +167,10 @@ pub struct QueueSpec {
     /// Most waiting at once (default 100,000).
     #[serde(default = "lots")]
     pub max_waiting: u32,
+    /// Abandons within this many seconds are "short abandons": counted apart and left
+    /// out of the service level's denominator (default 0: none).
+    #[serde(default)]
+    pub short_abandon_s: f64,
 }
 
 fn twenty() -> f64 {
@@ -319,9 +323,13 @@ impl Scenario {
             if let Some(p) = &mut q.patience {
                 p.check(&format!("queues `{}`.patience", q.id), base)?;
             }
-            if q.offer_timeout_s <= 0.0 || q.service_level_s < 0.0 || q.wrap_up_s < 0.0 {
+            if q.offer_timeout_s <= 0.0
+                || q.service_level_s < 0.0
+                || q.wrap_up_s < 0.0
+                || q.short_abandon_s < 0.0
+            {
                 return Err(format!(
-                    "queues `{}`: offer_timeout_s must be above 0, service_level_s and wrap_up_s at least 0",
+                    "queues `{}`: offer_timeout_s must be above 0, service_level_s, wrap_up_s and short_abandon_s at least 0",
                     q.id
                 ));
             }

@@ -51,6 +51,30 @@ fn the_shipped_scenarios_load_and_the_small_one_runs_clean() {
 }
 
 #[test]
+fn short_abandons_are_counted_apart_and_left_out_of_the_service_level() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let plain = Scenario::parse(&text, Path::new(".")).unwrap();
+    let short = Scenario::parse(
+        &text.replace(
+            "offer_timeout_s = 15",
+            "offer_timeout_s = 15\nshort_abandon_s = 10",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let a = sim::run(&plain, 7, &mut |_, _| {}).unwrap();
+    let b = sim::run(&short, 7, &mut |_, _| {}).unwrap();
+    let (qa, qb) = (&a.queues[0], &b.queues[0]);
+    assert_eq!(qa.short_abandoned, 0);
+    assert!(qb.short_abandoned > 0, "{qb:?}");
+    // Same run, only the judging differs.
+    assert_eq!((qa.answered, qa.abandoned), (qb.answered, qb.abandoned));
+    let within = qa.service_level.unwrap() * (qa.answered + qa.abandoned) as f64;
+    let expected = within / (qb.answered + qb.abandoned - qb.short_abandoned) as f64;
+    assert!((qb.service_level.unwrap() - expected).abs() < 1e-9);
+}
+
+#[test]
 fn mistakes_are_reported_with_where_and_what() {
     let good = std::fs::read_to_string(shipped("small.toml")).unwrap();
     let err = |text: &str| Scenario::parse(text, Path::new(".")).unwrap_err();

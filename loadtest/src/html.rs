@@ -95,7 +95,7 @@ pub fn render(report: &Report) -> String {
     let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.1} %", v * 100.0));
     let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
     let mut page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>omniroute simulation: {}</title>\n<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child,th:first-child{{text-align:left}}.bad{{color:#b00}}</style></head><body>\n<h1>Simulation: {}</h1>\n<p>Seed {}; {:.0} simulated seconds in {:.2} wall seconds ({:.0} interactions per wall second). Definitions: docs/SIMULATOR.md.</p>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>omniroute simulation: {}</title>\n<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child,th:first-child{{text-align:left}}.bad{{color:#b00}}</style></head><body>\n<h1>Run: {}</h1>\n<p>Seed {}; {:.0} simulated seconds in {:.2} wall seconds ({:.0} interactions per wall second). Definitions: docs/SIMULATOR.md.</p>\n",
         esc(&report.scenario),
         esc(&report.scenario),
         report.seed,
@@ -151,12 +151,12 @@ pub fn render(report: &Report) -> String {
     }
     let e = &report.engine;
     page.push_str(&format!(
-        "</table>\n<h2>Engine</h2>\n<p>Submit (route, log, offer), wall clock: p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs. Offers {}, rejected {}, timed out {}.</p>\n",
+        "</table>\n<h2>Engine</h2>\n<p>Routing latency (virtual time: each submit's wall-clock time; connect mode: due time → offer at the agent): p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs. Offers {}, rejected {}, timed out {}.</p>\n",
         e.routing_p50_us, e.routing_p90_us, e.routing_p99_us, e.routing_p999_us, e.routing_max_us, e.offers, e.rejected, e.timed_out
     ));
     let hours = |ms: u64| ms as f64 / 3.6e6;
     page.push_str(&chart(
-        "Routing latency over time (p99 of each minute's submits)",
+        "Routing latency over time (p99 per sample: a simulated minute; a second in connect mode)",
         "µs",
         &[(
             "submit p99".to_string(),
@@ -189,7 +189,7 @@ pub fn render(report: &Report) -> String {
         })
         .collect();
     page.push_str(&chart(
-        "Queue depth over time (waiting, each minute)",
+        "Queue depth over time (waiting, at each sample)",
         "waiting",
         &depth,
         1.0,

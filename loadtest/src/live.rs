@@ -212,10 +212,18 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 };
                 let Some(push) = push else { return };
                 let Push::Offer(offer) = push else {
-                    if let Push::OfferEnded { reason, .. } = push
-                        && reason == "timed_out"
-                    {
-                        shared.records.lock().unwrap().timed_out += 1;
+                    match push {
+                        Push::OfferEnded { reason, .. } if reason == "timed_out" => {
+                            shared.records.lock().unwrap().timed_out += 1;
+                        }
+                        // Set away after missed offers: back at once while on shift.
+                        Push::Presence {
+                            presence: omniroute_transport::actors::engine::Presence::Away { .. },
+                        } if !out => {
+                            shared.records.lock().unwrap().set_away += 1;
+                            let _ = client.set_presence(PresenceArg::Available).await;
+                        }
+                        _ => {}
                     }
                     continue;
                 };
@@ -462,24 +470,28 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
             }
         })
     };
+    // The time series, every second of the run.
+    let sampler = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut r = shared.records.lock().unwrap();
+                let live = r.open();
+                r.sample(ms(), live);
+            }
+        })
+    };
     let tasks = tokio::task::spawn_blocking(move || pacer.join())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|_| "the arrival thread panicked".to_string())?;
-    for t in tasks {
-        let _ = t.await;
-    }
-    // Wait for the work in hand (at most a day past the end, or no progress for
-    // 5 minutes).
+    // Wait for the work in hand (or no progress for 5 minutes); customers' patience
+    // timers of answered customers are not waited for.
     let mut last = (usize::MAX, Instant::now());
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let open = {
-            let mut r = shared.records.lock().unwrap();
-            let live = r.open();
-            r.sample(ms(), live);
-            live
-        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let open = shared.records.lock().unwrap().open();
         if open == 0 {
             break;
         }
@@ -490,6 +502,10 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         }
     }
     progress.abort();
+    sampler.abort();
+    for t in tasks {
+        t.abort();
+    }
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!();
     }

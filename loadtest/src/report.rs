@@ -28,6 +28,8 @@ pub struct Record {
     pub completed_ms: Option<u64>,
     /// Why the submit was refused.
     pub refused: Option<String>,
+    /// Still waiting in the engine at the end (no agent left to take it).
+    pub still_waiting: bool,
 }
 
 impl Record {
@@ -42,7 +44,10 @@ impl Record {
     }
 
     fn finished(&self) -> bool {
-        self.completed_ms.is_some() || self.abandoned_ms.is_some() || self.refused.is_some()
+        self.completed_ms.is_some()
+            || self.abandoned_ms.is_some()
+            || self.refused.is_some()
+            || self.still_waiting
     }
 }
 
@@ -90,6 +95,9 @@ pub struct Records {
     pub rejected: u64,
     /// Offers that timed out.
     pub timed_out: u64,
+    /// Times the engine set an agent away after missed offers (the simulated agent
+    /// then made itself available again).
+    pub set_away: u64,
     routing: Histogram<u64>,
     routing_minute: Histogram<u64>,
     /// Per agent: group index and shift intervals (ms).
@@ -120,6 +128,7 @@ impl Records {
             offers: 0,
             rejected: 0,
             timed_out: 0,
+            set_away: 0,
             routing: histogram(),
             routing_minute: histogram(),
             agents: scenario
@@ -235,6 +244,15 @@ impl Records {
             }
         }
         r.abandoned_ms = Some(at_ms);
+    }
+
+    /// Interaction `i` is still waiting in the engine at the end of the run.
+    pub fn still_waiting(&mut self, i: usize) {
+        let r = &mut self.interactions[i];
+        if !r.finished() {
+            self.open -= 1;
+        }
+        r.still_waiting = true;
     }
 
     /// Interaction `i` was refused at submit.
@@ -366,6 +384,8 @@ pub struct QueueReport {
     pub short_abandoned: u64,
     /// Refused at submit (a full queue, say).
     pub refused: u64,
+    /// Still waiting in the engine when the run ended (no agent left to take them).
+    pub still_waiting: u64,
     /// Answered within the threshold ÷ (answered + abandoned − short abandons); None
     /// with neither.
     pub service_level: Option<f64>,
@@ -434,6 +454,8 @@ pub struct EngineReport {
     pub rejected: u64,
     /// Offers timed out.
     pub timed_out: u64,
+    /// Agents set away by the engine after missed offers (they came back at once).
+    pub set_away_after_misses: u64,
 }
 
 /// A run's report (the `--report` JSON; schema in docs/SIMULATOR.md).
@@ -530,6 +552,7 @@ impl Report {
                 abandoned,
                 short_abandoned: short,
                 refused: rs.iter().filter(|r| r.refused.is_some()).count() as u64,
+                still_waiting: rs.iter().filter(|r| r.still_waiting).count() as u64,
                 service_level: (judged > 0).then(|| within as f64 / judged as f64),
                 service_level_threshold_s: threshold_s,
                 average_speed_of_answer_s: (answered > 0)
@@ -699,6 +722,7 @@ impl Report {
                 offers: records.offers,
                 rejected: records.rejected,
                 timed_out: records.timed_out,
+                set_away_after_misses: records.set_away,
             },
             violations: records.violations.clone(),
             samples: records.samples.clone(),

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The longest duration a scenario may name (about 31 years).
+pub const MAX_SECONDS: f64 = 1e9;
+
 /// A duration distribution, in seconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
@@ -45,8 +48,12 @@ pub enum Dist {
 }
 
 impl Dist {
-    /// A draw, in seconds.
+    /// A draw, in seconds (within 0 and [`MAX_SECONDS`]).
     pub fn sample(&self, rng: &mut SeededRng) -> f64 {
+        self.draw(rng).clamp(0.0, MAX_SECONDS)
+    }
+
+    fn draw(&self, rng: &mut SeededRng) -> f64 {
         match self {
             Dist::Fixed { s } => *s,
             Dist::Exponential { mean_s } => rng.exponential(*mean_s),
@@ -76,10 +83,12 @@ impl Dist {
 
     fn check(&mut self, field: &str, base: &Path) -> Result<(), String> {
         let positive = |v: f64, what: &str| {
-            if v.is_finite() && v >= 0.0 {
+            if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{field}: {what} must be a number ≥ 0, found {v}"))
+                Err(format!(
+                    "{field}: {what} must be a number of seconds from 0 to {MAX_SECONDS:e}, found {v}"
+                ))
             }
         };
         match self {
@@ -93,7 +102,8 @@ impl Dist {
             }
             Dist::Lognormal { mean_s, sd_s } => {
                 positive(*sd_s, "sd_s")?;
-                if !(mean_s.is_finite() && *mean_s > 0.0) {
+                positive(*mean_s, "mean_s")?;
+                if *mean_s == 0.0 {
                     return Err(format!("{field}: mean_s must be above 0"));
                 }
                 Ok(())
@@ -108,8 +118,10 @@ impl Dist {
                         continue;
                     }
                     match cell.parse::<f64>() {
-                        Ok(v) if v.is_finite() && v >= 0.0 => values.push(v),
-                        _ if n == 0 => {} // a header
+                        Ok(v) if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) => {
+                            values.push(v)
+                        }
+                        Err(_) if n == 0 => {} // a header
                         _ => {
                             return Err(format!(
                                 "{field}: {}:{}: `{cell}` is not a duration in seconds",
@@ -314,9 +326,12 @@ impl Scenario {
                 None => e.message().trim().to_string(),
             }
         })?;
-        if !(s.duration_s.is_finite() && s.duration_s > 0.0) {
-            return Err("duration_s must be above 0".into());
+        if !(s.duration_s.is_finite() && s.duration_s > 0.0 && s.duration_s <= MAX_SECONDS) {
+            return Err(format!(
+                "duration_s must be above 0 and at most {MAX_SECONDS:e}"
+            ));
         }
+        let seconds = |v: f64| v.is_finite() && (0.0..=MAX_SECONDS).contains(&v);
         for q in &mut s.queues {
             q.handle_time
                 .check(&format!("queues `{}`.handle_time", q.id), base)?;
@@ -324,9 +339,10 @@ impl Scenario {
                 p.check(&format!("queues `{}`.patience", q.id), base)?;
             }
             if q.offer_timeout_s <= 0.0
-                || q.service_level_s < 0.0
-                || q.wrap_up_s < 0.0
-                || q.short_abandon_s < 0.0
+                || !seconds(q.offer_timeout_s)
+                || !seconds(q.service_level_s)
+                || !seconds(q.wrap_up_s)
+                || !seconds(q.short_abandon_s)
             {
                 return Err(format!(
                     "queues `{}`: offer_timeout_s must be above 0, service_level_s, wrap_up_s and short_abandon_s at least 0",
@@ -338,6 +354,15 @@ impl Scenario {
             if let Some(d) = &mut g.accept_delay {
                 d.check(&format!("agent_groups `{}`.accept_delay", g.name), base)?;
             }
+            if !seconds(g.shift_start_s)
+                || g.shift_end_s
+                    .is_some_and(|e| !seconds(e) || e <= g.shift_start_s)
+            {
+                return Err(format!(
+                    "agent_groups `{}`: shift_start_s must be from 0 on and shift_end_s after it",
+                    g.name
+                ));
+            }
             if !(0.0..=1.0).contains(&g.reject_probability) {
                 return Err(format!(
                     "agent_groups `{}`.reject_probability must be within 0–1",
@@ -345,9 +370,32 @@ impl Scenario {
                 ));
             }
         }
+        let channel_names: Vec<String> = s.channel_defs().into_iter().map(|c| c.name).collect();
         for a in &s.arrivals {
-            if !s.queues.iter().any(|q| q.id == a.queue) {
+            let Some(queue) = s.queues.iter().find(|q| q.id == a.queue) else {
                 return Err(format!("arrivals: unknown queue `{}`", a.queue));
+            };
+            if !channel_names.contains(&a.channel) {
+                return Err(format!(
+                    "arrivals `{}`: unknown channel `{}` (channels: {})",
+                    a.queue,
+                    a.channel,
+                    channel_names.join(", ")
+                ));
+            }
+            if !queue.channels.is_empty() && !queue.channels.contains(&a.channel) {
+                return Err(format!(
+                    "arrivals `{}`: the queue does not take channel `{}` (it takes {})",
+                    a.queue,
+                    a.channel,
+                    queue.channels.join(", ")
+                ));
+            }
+            if !(a.interval_s.is_finite() && a.interval_s > 0.0) {
+                return Err(format!(
+                    "arrivals `{}`: interval_s must be above 0",
+                    a.queue
+                ));
             }
             match (a.rate_per_hour, a.rates_per_hour.is_empty()) {
                 (Some(r), true) if r.is_finite() && r >= 0.0 => {}

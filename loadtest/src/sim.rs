@@ -4,7 +4,8 @@
 //! customers abandon when their patience runs out. Everything the simulator sees is
 //! recorded and checked: no agent above capacity, no interaction assigned twice, no
 //! offer to an ineligible agent, every interaction accounted for (and the engine's own
-//! invariants, work conservation included, checked every simulated minute).
+//! invariants, work conservation included, checked every 30 simulated minutes and at
+//! the end).
 //!
 //! Same scenario, same seed → the same run: one thread, a paused clock, seeded draws.
 
@@ -140,6 +141,9 @@ async fn simulate(
                 .shift_end_s
                 .map(|e| start + Duration::from_secs_f64(e));
             let held = Arc::new(Mutex::new(0u16));
+            // Units of completed work still in wrap-up (the engine holds them until
+            // the wrap-up ends): released when `wrap_up_ended` arrives.
+            let in_wrap_up: Arc<Mutex<HashMap<InteractionId, u16>>> = Arc::default();
             let mut logged_out = false;
             loop {
                 let push = match shift_end.filter(|_| !logged_out) {
@@ -192,6 +196,8 @@ async fn simulate(
                             .get(&offer.queue)
                             .map_or(0.0, |d| d.sample(&mut rng));
                         let cost = costs.get(&offer.channel).copied().unwrap_or(1);
+                        let wraps = queue.is_some_and(|q| q.wrap_up_s > 0.0);
+                        let in_wrap_up = in_wrap_up.clone();
                         let (session, shared, held, id) =
                             (session.clone(), shared.clone(), held.clone(), id.clone());
                         tokio::spawn(async move {
@@ -240,7 +246,11 @@ async fn simulate(
                             tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                             let done = session.complete(interaction, None).await;
                             let at = start.elapsed().as_millis() as u64;
-                            *held.lock().unwrap() -= cost;
+                            if done.is_ok() && wraps {
+                                in_wrap_up.lock().unwrap().insert(interaction, cost);
+                            } else {
+                                *held.lock().unwrap() -= cost;
+                            }
                             let idx = shared.index.lock().unwrap().get(&interaction).copied();
                             let mut r = shared.records.lock().unwrap();
                             match (done, idx) {
@@ -256,8 +266,21 @@ async fn simulate(
                             }
                         });
                     }
+                    Push::WrapUpEnded { interaction } => {
+                        if let Some(cost) = in_wrap_up.lock().unwrap().remove(&interaction) {
+                            *held.lock().unwrap() -= cost;
+                        }
+                    }
                     Push::OfferEnded { reason, .. } if reason == "timed_out" => {
                         shared.records.lock().unwrap().timed_out += 1;
+                    }
+                    // Set away by the engine after missed offers: a real agent notices
+                    // and makes itself available again (while on shift).
+                    Push::Presence {
+                        presence: Presence::Away { .. },
+                    } if !logged_out => {
+                        shared.records.lock().unwrap().set_away += 1;
+                        let _ = session.set_presence(Presence::Available).await;
                     }
                     _ => {}
                 }
@@ -411,6 +434,45 @@ async fn simulate(
         }
     }
     let finished_ms = start.elapsed().as_millis() as u64;
+    {
+        let now_ms = BASE_MS + finished_ms;
+        let broken = runtime.read(|e| e.check_invariants(now_ms));
+        let mut r = shared.records.lock().unwrap();
+        for b in broken {
+            r.violate(Violation {
+                kind: "engine_invariant".into(),
+                interaction: 0,
+                agent: String::new(),
+                at_ms: finished_ms,
+                detail: b,
+            });
+        }
+        // What is still open: waiting in the engine (no agent left to take it) is not
+        // lost work; anything else is.
+        let open: Vec<(usize, u64)> = r
+            .interactions
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| {
+                x.completed_ms.is_none() && x.abandoned_ms.is_none() && x.refused.is_none()
+            })
+            .filter_map(|(i, x)| Some((i, x.id?)))
+            .collect();
+        for (i, id) in open {
+            let waiting = runtime.read(|e| {
+                e.interaction(InteractionId(id)).is_ok_and(|s| {
+                    matches!(
+                        s.state,
+                        omniroute_transport::actors::engine::InteractionState::Queued
+                            | omniroute_transport::actors::engine::InteractionState::Offered
+                    )
+                })
+            });
+            if waiting && r.interactions[i].answered_ms.is_none() {
+                r.still_waiting(i);
+            }
+        }
+    }
     runtime.shutdown();
     // (Agent tasks still hold the shared records, parked on their push streams.)
     let mut records =

@@ -75,6 +75,45 @@ fn short_abandons_are_counted_apart_and_left_out_of_the_service_level() {
 }
 
 #[test]
+fn agents_set_away_for_missed_offers_come_back_and_staffing_gaps_are_not_violations() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    // Half the offers rejected: the engine sets agents away after 3 misses in a row;
+    // simulated agents make themselves available again, so the work is still done.
+    let picky = Scenario::parse(
+        &text.replace(
+            "channels = { voice = 1 }",
+            "channels = { voice = 1 }\nreject_probability = 0.5",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = sim::run(&picky, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(r.engine.set_away_after_misses > 0, "{:?}", r.engine);
+    let q = &r.queues[0];
+    assert!(q.answered * 2 > q.offered, "{q:?}");
+    // Everyone logs out at 4 h and nobody gives up: the rest wait in the engine, which
+    // is reported, not a violation.
+    let short_day = Scenario::parse(
+        &text
+            .replace(
+                "channels = { voice = 1 }",
+                "channels = { voice = 1 }\nshift_end_s = 14_400",
+            )
+            .replace("patience = { dist = \"exponential\", mean_s = 120 }\n", ""),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = sim::run(&short_day, 7, &mut |_, _| {}).unwrap();
+    assert!(
+        r.violations.is_empty(),
+        "{:?}",
+        &r.violations[..3.min(r.violations.len())]
+    );
+    assert!(r.queues[0].still_waiting > 100, "{:?}", r.queues[0]);
+}
+
+#[test]
 fn mistakes_are_reported_with_where_and_what() {
     let good = std::fs::read_to_string(shipped("small.toml")).unwrap();
     let err = |text: &str| Scenario::parse(text, Path::new(".")).unwrap_err();
@@ -96,4 +135,15 @@ fn mistakes_are_reported_with_where_and_what() {
         "dist = \"empirical\", csv = \"missing.csv\"",
     ));
     assert!(e.contains("missing.csv"), "{e}");
+    let e = err(&good.replace("channel = \"voice\"", "channel = \"fax\""));
+    assert!(e.contains("unknown channel `fax`"), "{e}");
+    let e = err(&good.replace("channel = \"voice\"", "channel = \"chat\""));
+    assert!(e.contains("does not take channel `chat`"), "{e}");
+    let e = err(&good.replace(
+        "count = 10",
+        "count = 10\nshift_start_s = 100\nshift_end_s = 50",
+    ));
+    assert!(e.contains("shift_end_s after it"), "{e}");
+    let e = err(&good.replace("service_level_s = 20", "service_level_s = inf"));
+    assert!(e.contains("service_level_s"), "{e}");
 }

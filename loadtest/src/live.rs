@@ -329,29 +329,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     }
 
     // The arrival plan, drawn up front (open loop).
-    let mut plan: Vec<(f64, usize, usize, Option<f64>)> = Vec::new();
-    for (si, a) in scenario.arrivals.iter().enumerate() {
-        let max = a.max_rate();
-        if max <= 0.0 {
-            continue;
-        }
-        let qi = scenario
-            .queues
-            .iter()
-            .position(|q| q.id == a.queue)
-            .expect("checked at load");
-        let mut t = 0.0;
-        loop {
-            t += rng.exponential(1.0 / max);
-            if t >= scenario.duration_s {
-                break;
-            }
-            if rng.next_f64() * max <= a.rate_at(t) {
-                plan.push((t, si, qi, None));
-            }
-        }
-    }
-    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut plan: Vec<(f64, usize, usize, Option<f64>)> = scenario
+        .arrival_plan(&mut rng)
+        .into_iter()
+        .map(|(t, si, qi)| (t, si, qi, None))
+        .collect();
     for p in &mut plan {
         p.3 = scenario.queues[p.2]
             .patience

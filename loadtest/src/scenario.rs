@@ -422,6 +422,35 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Every arrival of the run, in time order: (seconds from the start, arrival
+    /// stream index, queue index). Poisson by thinning (exact for a rate per interval).
+    pub fn arrival_plan(&self, rng: &mut SeededRng) -> Vec<(f64, usize, usize)> {
+        let mut plan = Vec::new();
+        for (si, a) in self.arrivals.iter().enumerate() {
+            let max = a.max_rate();
+            if max <= 0.0 {
+                continue;
+            }
+            let qi = self
+                .queues
+                .iter()
+                .position(|q| q.id == a.queue)
+                .expect("checked at load");
+            let mut t = 0.0;
+            loop {
+                t += rng.exponential(1.0 / max);
+                if t >= self.duration_s {
+                    break;
+                }
+                if rng.next_f64() * max <= a.rate_at(t) {
+                    plan.push((t, si, qi));
+                }
+            }
+        }
+        plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+        plan
+    }
+
     /// The channels in play.
     pub fn channel_defs(&self) -> Vec<ChannelDef> {
         if self.channels.is_empty() {

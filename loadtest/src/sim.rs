@@ -291,29 +291,7 @@ async fn simulate(
     // Arrivals: one task per stream, Poisson by thinning (exact for a rate per
     // interval), open loop.
     let mut customer = 0u64;
-    let mut plan: Vec<(f64, usize, usize)> = Vec::new(); // (time, stream, queue)
-    for (si, a) in scenario.arrivals.iter().enumerate() {
-        let max = a.max_rate();
-        if max <= 0.0 {
-            continue;
-        }
-        let qi = scenario
-            .queues
-            .iter()
-            .position(|q| q.id == a.queue)
-            .expect("checked at load");
-        let mut t = 0.0;
-        loop {
-            t += rng.exponential(1.0 / max);
-            if t >= scenario.duration_s {
-                break;
-            }
-            if rng.next_f64() * max <= a.rate_at(t) {
-                plan.push((t, si, qi));
-            }
-        }
-    }
-    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let plan = scenario.arrival_plan(&mut rng);
     let patience: Vec<Option<f64>> = plan
         .iter()
         .map(|(_, _, qi)| {

@@ -108,15 +108,17 @@ pub fn render(report: &Report) -> String {
     } else {
         "<p class=\"bad\">Checks: <b>violations</b> (listed at the end).</p>\n"
     });
-    page.push_str("<h2>Queues</h2>\n<table><tr><th>queue</th><th>offered</th><th>answered</th><th>abandoned</th><th>refused</th><th>service level</th><th>threshold s</th><th>ASA s</th><th>wait p50 / p90 / p99 s</th><th>abandon rate</th><th>AHT s</th></tr>\n");
+    page.push_str("<h2>Queues</h2>\n<table><tr><th>queue</th><th>offered</th><th>answered</th><th>abandoned (short)</th><th>refused</th><th>still waiting</th><th>service level</th><th>threshold s</th><th>ASA s</th><th>wait p50 / p90 / p99 s</th><th>abandon rate</th><th>AHT s</th></tr>\n");
     for q in report.queues.iter().chain(std::iter::once(&report.overall)) {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&q.queue),
             q.offered,
             q.answered,
             q.abandoned,
+            q.short_abandoned,
             q.refused,
+            q.still_waiting,
             pct(q.service_level),
             if q.queue == "all" { "own".to_string() } else { format!("{:.0}", q.service_level_threshold_s) },
             secs(q.average_speed_of_answer_s),

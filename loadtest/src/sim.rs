@@ -13,7 +13,7 @@ use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
 use omniroute_transport::actors::engine::journal::{
-    Durability, Journal, JournalConfig, MemoryStore,
+    Command, Durability, Journal, JournalConfig, MemoryStore,
 };
 use omniroute_transport::actors::engine::{InteractionId, NewInteraction, Presence, SeededRng};
 use omniroute_transport::actors::{Push, Runtime, RuntimeConfig, RuntimeError};
@@ -388,6 +388,14 @@ async fn simulate(
         // interaction the engine holds, so every 30 simulated minutes.
         minutes += 1;
         let broken = if minutes.is_multiple_of(30) {
+            // Finished interactions the simulator no longer needs leave the engine
+            // (a logged operation, as the server's retention does at snapshots): the
+            // engine stays the size of the live work.
+            let _ = runtime
+                .execute(Command::PurgeFinished {
+                    finished_before_ms: now_ms.saturating_sub(10 * 60_000),
+                })
+                .await;
             runtime.read(|e| e.check_invariants(now_ms))
         } else {
             Vec::new()

@@ -87,6 +87,10 @@ async fn run(
             .as_ref()
             .and_then(|f| f.limits.restart_grace_ms)
             .unwrap_or(defaults.reconnect_grace_ms),
+        retain_finished_ms: match file.as_ref().and_then(|f| f.retain_finished_s) {
+            Some(s) => Some(s.saturating_mul(1_000)),
+            None => defaults.retain_finished_ms,
+        },
         external_timers: true,
         ..defaults
     };

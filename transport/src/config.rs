@@ -117,6 +117,11 @@ pub struct DurabilitySection {
     /// Records between snapshots (default 100,000; 0 never).
     #[serde(default)]
     pub snapshot_every: Option<u64>,
+    /// How long finished interactions stay readable (conversations, history) before a
+    /// snapshot purges them, seconds (default 86,400). Shorter keeps snapshots — and the
+    /// pause they cost — small.
+    #[serde(default)]
+    pub retain_finished_s: Option<u64>,
 }
 
 /// A `[[tokens]]` entry.
@@ -209,6 +214,8 @@ pub struct FileConfig {
     pub durability: Option<Durability>,
     /// `[durability] snapshot_every`, if given.
     pub snapshot_every: Option<u64>,
+    /// `[durability] retain_finished_s`, if given.
+    pub retain_finished_s: Option<u64>,
     /// The center (validated by the engine).
     pub center: CenterConfig,
     /// `[[tokens]]`.
@@ -269,6 +276,19 @@ impl FileConfig {
         }
         let limits = raw.limits.clone();
         doc.check_limits(&limits)?;
+        let retain_finished_s = raw
+            .durability
+            .as_ref()
+            .and_then(|d| d.get_ref().retain_finished_s);
+        if let (Some(d), Some(r)) = (&raw.durability, retain_finished_s)
+            && r == 0
+        {
+            return Err(doc.error_in(
+                d.span(),
+                "durability.retain_finished_s",
+                "expected at least 1 second, found 0",
+            ));
+        }
         let (durability, snapshot_every) = match &raw.durability {
             None => (None, None),
             Some(d) => {
@@ -349,6 +369,7 @@ impl FileConfig {
             limits,
             durability,
             snapshot_every,
+            retain_finished_s,
             center,
             tokens,
         })
@@ -1097,6 +1118,20 @@ token = "0123456789abcdef-admin"
         assert!(e.line > 0, "{e}");
         let e = err(&GOOD.replace("mode = \"batched\"", "mode = \"later\""));
         assert!(e.message.contains("\"sync\" or \"batched\""), "{e}");
+        let c = FileConfig::parse(
+            &GOOD.replace(
+                "interval_ms = 10",
+                "interval_ms = 10\nretain_finished_s = 600",
+            ),
+            Path::new("center.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.retain_finished_s, Some(600));
+        let e = err(&GOOD.replace(
+            "interval_ms = 10",
+            "interval_ms = 10\nretain_finished_s = 0",
+        ));
+        assert_eq!(e.field, "durability.retain_finished_s", "{e}");
         let e = err("[[queues]\nid = 1");
         assert_eq!(e.line, 1, "{e}");
     }

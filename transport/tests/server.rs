@@ -122,9 +122,10 @@ async fn next(pushes: &mut tokio::sync::mpsc::UnboundedReceiver<Push>) -> Push {
     }
 }
 
-fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: &str) {
+/// Asserts a refusal with `code`; its message.
+fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: &str) -> String {
     match r {
-        Err(ClientError::Refused { code: c, .. }) if c == code => {}
+        Err(ClientError::Refused { code: c, message }) if c == code => message,
         other => panic!("expected `{code}`, got {other:?}"),
     }
 }
@@ -1045,4 +1046,56 @@ async fn an_agent_transfers_to_a_queue_and_the_next_agent_gets_it_with_its_histo
     );
     assert!(offer.transcript.iter().any(|e| e.text == "hello"));
     bob.accept(interaction).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_token_names_agents_and_channels_are_refused_and_change_nothing() {
+    let f = start().await;
+    let admin = f.client("t-admin").await.unwrap();
+    let count = || async {
+        admin
+            .request_as::<Vec<TokenInfo>>(ClientMsg::ListTokens { id: admin.id() })
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = count().await;
+    for (name, role, agent) in [
+        ("tab\tname", Role::Channel, None),
+        ("dash", Role::Agent, Some("-")),
+        ("no-agent", Role::Agent, None),
+        ("stray-agent", Role::Supervisor, Some("ana")),
+    ] {
+        refused(
+            admin
+                .request(ClientMsg::CreateToken {
+                    id: admin.id(),
+                    name: name.into(),
+                    role,
+                    agent: agent.map(String::from),
+                })
+                .await,
+            "bad_field",
+        );
+    }
+    assert_eq!(count().await, before, "no token was made");
+    let web = f.client("t-web").await.unwrap();
+    let message = refused(
+        web.request(ClientMsg::SubscribeOutbound {
+            id: web.id(),
+            channels: vec!["chat".into(), "fax".into()],
+        })
+        .await,
+        "unknown_id",
+    );
+    assert!(message.contains("fax"), "{message}");
+    // Nothing was subscribed: there is nothing to unsubscribe.
+    refused(
+        web.request(ClientMsg::Unsubscribe {
+            id: web.id(),
+            what: Subscription::Outbound,
+        })
+        .await,
+        "bad_request",
+    );
 }

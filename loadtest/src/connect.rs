@@ -138,15 +138,18 @@ fn histogram() -> Histogram<u64> {
 }
 
 async fn connect(run: &ConnectRun, token: &str) -> Result<Client, String> {
-    let trust = tls::load_certs(&run.cert).map_err(|e| e.to_string())?;
-    Client::connect(run.addr, &run.server_name, &trust, token)
-        .await
-        .map_err(|e| format!("cannot open a session: {e}"))
+    crate::live::session(&run.target(), token).await
 }
 
-#[derive(serde::Deserialize)]
-struct NewToken {
-    token: String,
+impl ConnectRun {
+    fn target(&self) -> crate::live::Target {
+        crate::live::Target {
+            addr: self.addr,
+            cert: self.cert.clone(),
+            server_name: self.server_name.clone(),
+            admin_token: self.admin_token.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -212,35 +215,10 @@ async fn setup(run: &ConnectRun) -> Result<Tokens, String> {
         .collect();
     names.push(("lt-channel".into(), Role::Channel, None));
     names.push(("lt-supervisor".into(), Role::Supervisor, None));
-    let mut tasks = Vec::new();
-    // A session runs up to 64 requests at once: stay under it.
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    for (name, role, agent) in names {
-        let admin = admin.clone();
-        let slots = slots.clone();
-        tasks.push(tokio::spawn(async move {
-            let _slot = slots.acquire().await.expect("never closed");
-            let _ = admin
-                .request(ClientMsg::DeleteToken {
-                    id: admin.id(),
-                    name: name.clone(),
-                })
-                .await;
-            let made: NewToken = admin
-                .request_as(ClientMsg::CreateToken {
-                    id: admin.id(),
-                    name: name.clone(),
-                    role,
-                    agent,
-                })
-                .await
-                .map_err(|e| format!("token {name}: {e}"))?;
-            Ok::<_, String>((name, made.token))
-        }));
-    }
+    let order: Vec<String> = names.iter().map(|(n, _, _)| n.clone()).collect();
+    let made = crate::live::create_tokens(admin, names).await?;
     let mut tokens = Tokens::default();
-    for t in tasks {
-        let (name, token) = t.await.map_err(|e| e.to_string())??;
+    for (name, token) in order.into_iter().zip(made) {
         match name.as_str() {
             "lt-channel" => tokens.channel = token,
             "lt-supervisor" => tokens.supervisor = token,

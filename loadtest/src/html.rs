@@ -170,53 +170,43 @@ pub fn render(report: &Report) -> String {
         )],
         1.0,
     ));
-    let depth: Vec<(String, Vec<(f64, f64)>)> = report
-        .queues
-        .iter()
-        .enumerate()
-        .map(|(i, q)| {
-            (
-                q.queue.clone(),
-                report
-                    .samples
-                    .iter()
-                    .map(|s| {
-                        (
-                            hours(s.at_ms),
-                            s.waiting.get(i).copied().unwrap_or(0) as f64,
-                        )
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
+    // One series per queue.
+    let per_queue = |points: &dyn Fn(usize) -> Vec<(f64, f64)>| -> Vec<(String, Vec<(f64, f64)>)> {
+        report
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.queue.clone(), points(i)))
+            .collect()
+    };
+    let depth = per_queue(&|i| {
+        report
+            .samples
+            .iter()
+            .map(|s| {
+                (
+                    hours(s.at_ms),
+                    s.waiting.get(i).copied().unwrap_or(0) as f64,
+                )
+            })
+            .collect()
+    });
     page.push_str(&chart(
         "Queue depth over time (waiting, at each sample)",
         "waiting",
         &depth,
         1.0,
     ));
-    let sl: Vec<(String, Vec<(f64, f64)>)> = report
-        .queues
-        .iter()
-        .enumerate()
-        .map(|(i, q)| {
-            (
-                q.queue.clone(),
-                report
-                    .intervals
-                    .iter()
-                    .filter_map(|iv| {
-                        iv.service_level
-                            .get(i)
-                            .copied()
-                            .flatten()
-                            .map(|v| (iv.start_s / 3_600.0, v * 100.0))
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
+    let sl = per_queue(&|i| {
+        report
+            .intervals
+            .iter()
+            .filter_map(|iv| {
+                let v = iv.service_level.get(i).copied().flatten()?;
+                Some((iv.start_s / 3_600.0, v * 100.0))
+            })
+            .collect()
+    });
     page.push_str(&chart(
         "Service level per 30-minute interval (by arrival time)",
         "%",

@@ -34,7 +34,8 @@ pub struct Target {
     pub admin_token: String,
 }
 
-async fn session(t: &Target, token: &str) -> Result<Client, String> {
+/// A session with the server.
+pub(crate) async fn session(t: &Target, token: &str) -> Result<Client, String> {
     let trust = tls::load_certs(&t.cert).map_err(|e| e.to_string())?;
     Client::connect(t.addr, &t.server_name, &trust, token)
         .await
@@ -44,6 +45,44 @@ async fn session(t: &Target, token: &str) -> Result<Client, String> {
 #[derive(serde::Deserialize)]
 struct NewToken {
     token: String,
+}
+
+/// Creates a token per name (replacing one of the same name), through an admin
+/// session, 32 requests at a time (a session runs up to 64); the tokens in order.
+pub(crate) async fn create_tokens(
+    admin: Arc<Client>,
+    names: Vec<(String, Role, Option<String>)>,
+) -> Result<Vec<String>, String> {
+    // A session runs up to 64 requests at once: stay under it.
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for (name, role, agent) in names {
+        let (admin, slots) = (admin.clone(), slots.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire().await.expect("never closed");
+            let _ = admin
+                .request(ClientMsg::DeleteToken {
+                    id: admin.id(),
+                    name: name.clone(),
+                })
+                .await;
+            let made: NewToken = admin
+                .request_as(ClientMsg::CreateToken {
+                    id: admin.id(),
+                    name: name.clone(),
+                    role,
+                    agent,
+                })
+                .await
+                .map_err(|e| format!("token {name}: {e}"))?;
+            Ok::<_, String>(made.token)
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(tokens)
 }
 
 /// Puts the scenario's center into the server and makes the tokens; returns the
@@ -90,34 +129,7 @@ async fn setup(
         .map(|(_, a)| (format!("{run_tag}-{}", a.id), Role::Agent, Some(a.id)))
         .collect();
     names.push((format!("{run_tag}-channel"), Role::Channel, None));
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for (name, role, agent) in names {
-        let (admin, slots) = (admin.clone(), slots.clone());
-        tasks.push(tokio::spawn(async move {
-            let _slot = slots.acquire().await.expect("never closed");
-            let _ = admin
-                .request(ClientMsg::DeleteToken {
-                    id: admin.id(),
-                    name: name.clone(),
-                })
-                .await;
-            let made: NewToken = admin
-                .request_as(ClientMsg::CreateToken {
-                    id: admin.id(),
-                    name: name.clone(),
-                    role,
-                    agent,
-                })
-                .await
-                .map_err(|e| format!("token {name}: {e}"))?;
-            Ok::<_, String>(made.token)
-        }));
-    }
-    let mut tokens = Vec::new();
-    for task in tasks {
-        tokens.push(task.await.map_err(|e| e.to_string())??);
-    }
+    let mut tokens = create_tokens(admin, names).await?;
     let channel = tokens.pop().expect("the channel token is last");
     Ok((channel, tokens))
 }
@@ -166,18 +178,8 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         let group = scenario.agent_groups[group_idx].clone();
         let mut arng = SeededRng::new(rng.next_u64());
         let shared = shared.clone();
-        let total_units = def.capacity.total_units;
-        let costs: HashMap<String, u16> = def
-            .capacity
-            .channels
-            .iter()
-            .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
-            .collect();
-        let skills: HashMap<String, u8> = def
-            .skills
-            .iter()
-            .map(|s| (s.skill.clone(), s.proficiency))
-            .collect();
+        let profile = crate::scenario::AgentProfile::of(&def);
+        let total_units = profile.total_units;
         let queues = scenario.queues.clone();
         let prefix = format!("{customer_tag}-");
         let id = def.id.clone();
@@ -235,11 +237,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     .and_then(|s| s.parse::<u64>().ok());
                 let idx = n.and_then(|n| shared.by_customer.lock().unwrap().get(&n).copied());
                 let queue = queues.iter().find(|q| q.id == offer.queue);
-                let eligible = queue.is_some_and(|q| {
-                    q.skills
-                        .iter()
-                        .all(|(s, min)| skills.get(s).is_some_and(|p| p >= min))
-                }) && costs.contains_key(&offer.channel);
+                let eligible = profile.eligible(queue, &offer.channel);
                 {
                     let mut r = shared.records.lock().unwrap();
                     r.offers += 1;
@@ -268,7 +266,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let reject =
                     group.reject_probability > 0.0 && arng.next_f64() < group.reject_probability;
                 let handle = queue.map_or(0.0, |q| q.handle_time.sample(&mut arng));
-                let cost = costs.get(&offer.channel).copied().unwrap_or(1);
+                let cost = profile.cost(&offer.channel);
                 let (client, shared, held, id) =
                     (client.clone(), shared.clone(), held.clone(), id.clone());
                 tokio::spawn(async move {

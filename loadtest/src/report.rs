@@ -43,7 +43,8 @@ impl Record {
         }
     }
 
-    fn finished(&self) -> bool {
+    /// Completed, abandoned, refused, or known to be still waiting at the end.
+    pub fn finished(&self) -> bool {
         self.completed_ms.is_some()
             || self.abandoned_ms.is_some()
             || self.refused.is_some()

@@ -280,6 +280,52 @@ impl Arrivals {
     }
 }
 
+/// What the simulator checks an agent's offers against: its skills, the channels it
+/// handles with what each costs, its capacity.
+#[derive(Clone, Debug)]
+pub struct AgentProfile {
+    /// Skill → proficiency.
+    pub skills: std::collections::HashMap<String, u8>,
+    /// Channel → units one interaction costs.
+    pub costs: std::collections::HashMap<String, u16>,
+    /// Capacity units in total.
+    pub total_units: u16,
+}
+
+impl AgentProfile {
+    /// The profile of an agent the scenario defines.
+    pub fn of(def: &AgentDef) -> Self {
+        AgentProfile {
+            skills: def
+                .skills
+                .iter()
+                .map(|s| (s.skill.clone(), s.proficiency))
+                .collect(),
+            costs: def
+                .capacity
+                .channels
+                .iter()
+                .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
+                .collect(),
+            total_units: def.capacity.total_units,
+        }
+    }
+
+    /// Whether the agent may be offered work of `queue` on `channel`.
+    pub fn eligible(&self, queue: Option<&QueueSpec>, channel: &str) -> bool {
+        queue.is_some_and(|q| {
+            q.skills
+                .iter()
+                .all(|(s, min)| self.skills.get(s).is_some_and(|p| p >= min))
+        }) && self.costs.contains_key(channel)
+    }
+
+    /// Units one interaction on `channel` costs.
+    pub fn cost(&self, channel: &str) -> u16 {
+        self.costs.get(channel).copied().unwrap_or(1)
+    }
+}
+
 /// A whole scenario.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -99,18 +99,8 @@ async fn simulate(
         let group = scenario.agent_groups[group_idx].clone();
         let agent_seed = rng.next_u64();
         let (runtime, shared) = (runtime.clone(), shared.clone());
-        let total_units = def.capacity.total_units;
-        let costs: HashMap<String, u16> = def
-            .capacity
-            .channels
-            .iter()
-            .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
-            .collect();
-        let skills: HashMap<String, u8> = def
-            .skills
-            .iter()
-            .map(|s| (s.skill.clone(), s.proficiency))
-            .collect();
+        let profile = crate::scenario::AgentProfile::of(&def);
+        let total_units = profile.total_units;
         let queues = scenario.queues.clone();
         let handle_times: HashMap<String, crate::scenario::Dist> = scenario
             .queues
@@ -165,11 +155,7 @@ async fn simulate(
                         let interaction = offer.interaction;
                         // Eligible? (skills and channel, from the scenario itself)
                         let queue = queues.iter().find(|q| q.id == offer.queue);
-                        let eligible = queue.is_some_and(|q| {
-                            q.skills
-                                .iter()
-                                .all(|(s, min)| skills.get(s).is_some_and(|p| p >= min))
-                        }) && costs.contains_key(&offer.channel);
+                        let eligible = profile.eligible(queue, &offer.channel);
                         {
                             let mut r = shared.records.lock().unwrap();
                             r.offers += 1;
@@ -195,7 +181,7 @@ async fn simulate(
                         let handle = handle_times
                             .get(&offer.queue)
                             .map_or(0.0, |d| d.sample(&mut rng));
-                        let cost = costs.get(&offer.channel).copied().unwrap_or(1);
+                        let cost = profile.cost(&offer.channel);
                         let wraps = queue.is_some_and(|q| q.wrap_up_s > 0.0);
                         let in_wrap_up = in_wrap_up.clone();
                         let (session, shared, held, id) =
@@ -439,9 +425,7 @@ async fn simulate(
             .interactions
             .iter()
             .enumerate()
-            .filter(|(_, x)| {
-                x.completed_ms.is_none() && x.abandoned_ms.is_none() && x.refused.is_none()
-            })
+            .filter(|(_, x)| !x.finished())
             .filter_map(|(i, x)| Some((i, x.id?)))
             .collect();
         for (i, id) in open {

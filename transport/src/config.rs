@@ -662,44 +662,26 @@ impl Doc<'_> {
     fn engine_error(&self, raw: &RawFile, e: &EngineError) -> ConfigError {
         let whole = 0..0;
         let find = |kind: &str, id: &str, nth: usize| -> Option<(String, Range<usize>)> {
-            let matches: Vec<(usize, Range<usize>)> = match kind {
-                "channel" => raw
-                    .channels
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .filter(|(_, c)| c.get_ref().name == id)
-                    .map(|(i, c)| (i, c.span()))
-                    .collect(),
-                "skill" => raw
-                    .skills
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.get_ref().name == id)
-                    .map(|(i, c)| (i, c.span()))
-                    .collect(),
-                "agent" => raw
-                    .agents
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.get_ref().id == id)
-                    .map(|(i, c)| (i, c.span()))
-                    .collect(),
-                "queue" => raw
-                    .queues
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.get_ref().id == id)
-                    .map(|(i, c)| (i, c.span()))
-                    .collect(),
-                _ => Vec::new(),
+            // (list name, each entry's id and span)
+            fn ids<T>(list: &[Spanned<T>], id: impl Fn(&T) -> &str) -> Vec<(&str, Range<usize>)> {
+                list.iter().map(|x| (id(x.get_ref()), x.span())).collect()
+            }
+            let (list, entries) = match kind {
+                "channel" => (
+                    "channels",
+                    ids(raw.channels.as_deref().unwrap_or_default(), |c| &c.name),
+                ),
+                "skill" => ("skills", ids(&raw.skills, |c| &c.name)),
+                "agent" => ("agents", ids(&raw.agents, |c| &c.id)),
+                "queue" => ("queues", ids(&raw.queues, |c| &c.id)),
+                _ => return None,
             };
-            let list = match kind {
-                "channel" => "channels",
-                "skill" => "skills",
-                "agent" => "agents",
-                _ => "queues",
-            };
+            let matches: Vec<(usize, Range<usize>)> = entries
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (x, _))| *x == id)
+                .map(|(i, (_, span))| (i, span))
+                .collect();
             matches
                 .get(nth)
                 .or(matches.first())

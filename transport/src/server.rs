@@ -116,51 +116,6 @@ impl Tokens {
         Ok(tokens)
     }
 
-    /// Creates a tokens file with a fresh random token per grant (mode 0600, hashes
-    /// only); returns the tokens and the clear ones, to show once.
-    pub fn create_file(
-        path: &std::path::Path,
-        grants: Vec<Grant>,
-    ) -> std::io::Result<(Tokens, Vec<(Grant, String)>)> {
-        use ring::rand::SecureRandom;
-        let rng = ring::rand::SystemRandom::new();
-        let mut text =
-            String::from("# omniroute tokens: sha-256 of the token, role, agent, name\n");
-        let mut tokens = Tokens::new();
-        let mut clear = Vec::new();
-        for grant in grants {
-            let mut raw = [0u8; 18];
-            rng.fill(&mut raw)
-                .map_err(|_| std::io::Error::other("no system randomness"))?;
-            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            let h = hash(&token);
-            let role = format!("{:?}", grant.role).to_lowercase();
-            text.push_str(&format!(
-                "{}\t{role}\t{}\t{}\n",
-                h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                grant.agent.as_deref().unwrap_or("-"),
-                grant.name
-            ));
-            tokens.grants.insert(h, grant.clone());
-            clear.push((grant, token));
-        }
-        #[cfg(unix)]
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        #[cfg(not(unix))]
-        std::fs::write(path, text)?;
-        Ok((tokens, clear))
-    }
-
     fn check(&self, token: &str) -> Option<(&Grant, [u8; 32])> {
         let h = hash(token);
         self.grants.get(&h).map(|g| (g, h))

@@ -21,3 +21,4 @@ pub mod live;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod watch;

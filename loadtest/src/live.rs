@@ -147,8 +147,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let wall = Instant::now();
     let run_tag = format!("lt{seed}");
     let (channel_token, agent_tokens) = setup(target, scenario, &run_tag).await?;
+    let mut records = Records::new(scenario);
+    // Pushes and replies cross the network: a breach must last 2 s to count.
+    records.watch.grace_ms = 2_000;
     let shared = Arc::new(Shared {
-        records: Mutex::new(Records::new(scenario)),
+        records: Mutex::new(records),
         by_customer: Mutex::new(HashMap::new()),
         by_interaction: Mutex::new(HashMap::new()),
     });
@@ -179,7 +182,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         let mut arng = SeededRng::new(rng.next_u64());
         let shared = shared.clone();
         let profile = crate::scenario::AgentProfile::of(&def);
-        let total_units = profile.total_units;
         let queues = scenario.queues.clone();
         let prefix = format!("{customer_tag}-");
         let id = def.id.clone();
@@ -197,7 +199,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
             let shift_end = group
                 .shift_end_s
                 .map(|e| start + Duration::from_secs_f64(e));
-            let held = Arc::new(Mutex::new(0u16));
             let mut out = false;
             loop {
                 let push = match shift_end.filter(|_| !out) {
@@ -213,6 +214,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     None => pushes.recv().await,
                 };
                 let Some(push) = push else { return };
+                shared
+                    .records
+                    .lock()
+                    .unwrap()
+                    .push_seen(agent_idx, &push, ms());
                 let Push::Offer(offer) = push else {
                     match push {
                         Push::OfferEnded { reason, .. } if reason == "timed_out" => {
@@ -266,9 +272,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let reject =
                     group.reject_probability > 0.0 && arng.next_f64() < group.reject_probability;
                 let handle = queue.map_or(0.0, |q| q.handle_time.sample(&mut arng));
-                let cost = profile.cost(&offer.channel);
-                let (client, shared, held, id) =
-                    (client.clone(), shared.clone(), held.clone(), id.clone());
+                let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs_f64(delay)).await;
                     if reject {
@@ -286,21 +290,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     if client.accept(interaction).await.is_err() {
                         return;
                     }
-                    {
-                        let mut h = held.lock().unwrap();
-                        *h += cost;
-                        let mut r = shared.records.lock().unwrap();
-                        if *h > total_units {
-                            r.violate(Violation {
-                                kind: "agent_over_capacity".into(),
-                                interaction: interaction.0,
-                                agent: id.clone(),
-                                at_ms: ms(),
-                                detail: format!("{} units held of {total_units}", *h),
-                            });
-                        }
-                        r.answered(idx, ms(), &id, agent_idx);
-                    }
+                    shared
+                        .records
+                        .lock()
+                        .unwrap()
+                        .answered(idx, ms(), &id, agent_idx);
                     tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                     let done = client
                         .request(ClientMsg::Complete {
@@ -309,7 +303,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                             wrap_up_code: None,
                         })
                         .await;
-                    *held.lock().unwrap() -= cost;
                     let mut r = shared.records.lock().unwrap();
                     match done {
                         Ok(_) => r.completed(idx, ms()),
@@ -399,10 +392,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                             return;
                         }
                     };
-                    {
-                        let mut r = shared.records.lock().unwrap();
-                        r.interactions[idx].id = Some(interaction.0);
-                    }
+                    shared
+                        .records
+                        .lock()
+                        .unwrap()
+                        .submitted(idx, interaction.0, ms());
                     shared
                         .by_interaction
                         .lock()
@@ -458,7 +452,9 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let mut r = shared.records.lock().unwrap();
                 let live = r.open();
-                r.sample(ms(), live);
+                let now = ms();
+                r.sample(now, live);
+                r.check_conservation(now);
             }
         })
     };

@@ -2,7 +2,9 @@
 //! figure's definition is in docs/SIMULATOR.md.
 
 use crate::scenario::Scenario;
+use crate::watch::Watch;
 use hdrhistogram::Histogram;
+use omniroute_transport::actors::Push;
 use serde::Serialize;
 
 /// One interaction as the simulator saw it (times in ms from the run's start).
@@ -114,6 +116,8 @@ pub struct Records {
     thresholds: Vec<u64>,
     /// Answered within threshold, and answered + abandoned, so far.
     sl_so_far: (u64, u64),
+    /// The simulator's view of agents and waiting work, and its checks.
+    pub watch: Watch,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -147,6 +151,35 @@ impl Records {
                 .map(|q| (q.service_level_s * 1000.0).round() as u64)
                 .collect(),
             sl_so_far: (0, 0),
+            watch: Watch::new(scenario, 1_000),
+        }
+    }
+
+    /// Interaction `i`'s submit returned its id at `at_ms`.
+    pub fn submitted(&mut self, i: usize, id: u64, at_ms: u64) {
+        let r = &mut self.interactions[i];
+        r.id = Some(id);
+        let (queue, channel) = (r.queue, r.channel);
+        self.watch.arrived(id, queue, channel, at_ms);
+    }
+
+    /// A push read from agent `agent`'s session at `at_ms` (capacity and presence as
+    /// the simulator sees them; an offer beyond capacity is a violation).
+    pub fn push_seen(&mut self, agent: usize, push: &Push, at_ms: u64) {
+        self.watch.push(agent, push, at_ms);
+        self.take_found();
+    }
+
+    /// Checks work conservation at `at_ms` (no interaction waiting while an eligible
+    /// agent sat free: see [`Watch`]).
+    pub fn check_conservation(&mut self, at_ms: u64) {
+        self.watch.check(at_ms);
+        self.take_found();
+    }
+
+    fn take_found(&mut self) {
+        for v in std::mem::take(&mut self.watch.found) {
+            self.violate(v);
         }
     }
 
@@ -245,6 +278,9 @@ impl Records {
             }
         }
         r.abandoned_ms = Some(at_ms);
+        if let Some(id) = r.id {
+            self.watch.left(id);
+        }
     }
 
     /// Interaction `i` is still waiting in the engine at the end of the run.

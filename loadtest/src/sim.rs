@@ -100,7 +100,6 @@ async fn simulate(
         let agent_seed = rng.next_u64();
         let (runtime, shared) = (runtime.clone(), shared.clone());
         let profile = crate::scenario::AgentProfile::of(&def);
-        let total_units = profile.total_units;
         let queues = scenario.queues.clone();
         let handle_times: HashMap<String, crate::scenario::Dist> = scenario
             .queues
@@ -130,10 +129,6 @@ async fn simulate(
             let shift_end = group
                 .shift_end_s
                 .map(|e| start + Duration::from_secs_f64(e));
-            let held = Arc::new(Mutex::new(0u16));
-            // Units of completed work still in wrap-up (the engine holds them until
-            // the wrap-up ends): released when `wrap_up_ended` arrives.
-            let in_wrap_up: Arc<Mutex<HashMap<InteractionId, u16>>> = Arc::default();
             let mut logged_out = false;
             loop {
                 let push = match shift_end.filter(|_| !logged_out) {
@@ -149,6 +144,11 @@ async fn simulate(
                     None => pushes.recv().await,
                 };
                 let Some(push) = push else { return };
+                shared
+                    .records
+                    .lock()
+                    .unwrap()
+                    .push_seen(agent_idx, &push, now(&start));
                 match push {
                     Push::Offer(offer) => {
                         let at = now(&start);
@@ -181,11 +181,7 @@ async fn simulate(
                         let handle = handle_times
                             .get(&offer.queue)
                             .map_or(0.0, |d| d.sample(&mut rng));
-                        let cost = profile.cost(&offer.channel);
-                        let wraps = queue.is_some_and(|q| q.wrap_up_s > 0.0);
-                        let in_wrap_up = in_wrap_up.clone();
-                        let (session, shared, held, id) =
-                            (session.clone(), shared.clone(), held.clone(), id.clone());
+                        let (session, shared, id) = (session.clone(), shared.clone(), id.clone());
                         tokio::spawn(async move {
                             if delay > 0.0 {
                                 tokio::time::sleep(Duration::from_secs_f64(delay)).await;
@@ -202,19 +198,7 @@ async fn simulate(
                             }
                             let at = start.elapsed().as_millis() as u64;
                             {
-                                let mut h = held.lock().unwrap();
-                                *h += cost;
-                                let over = *h > total_units;
                                 let mut r = shared.records.lock().unwrap();
-                                if over {
-                                    r.violate(Violation {
-                                        kind: "agent_over_capacity".into(),
-                                        interaction: interaction.0,
-                                        agent: id.clone(),
-                                        at_ms: at,
-                                        detail: format!("{} units held of {total_units}", *h),
-                                    });
-                                }
                                 let idx = shared.index.lock().unwrap().get(&interaction).copied();
                                 match idx {
                                     Some(i) => r.answered(i, at, &id, agent_idx),
@@ -232,11 +216,6 @@ async fn simulate(
                             tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                             let done = session.complete(interaction, None).await;
                             let at = start.elapsed().as_millis() as u64;
-                            if done.is_ok() && wraps {
-                                in_wrap_up.lock().unwrap().insert(interaction, cost);
-                            } else {
-                                *held.lock().unwrap() -= cost;
-                            }
                             let idx = shared.index.lock().unwrap().get(&interaction).copied();
                             let mut r = shared.records.lock().unwrap();
                             match (done, idx) {
@@ -251,11 +230,6 @@ async fn simulate(
                                 _ => {}
                             }
                         });
-                    }
-                    Push::WrapUpEnded { interaction } => {
-                        if let Some(cost) = in_wrap_up.lock().unwrap().remove(&interaction) {
-                            *held.lock().unwrap() -= cost;
-                        }
                     }
                     Push::OfferEnded { reason, .. } if reason == "timed_out" => {
                         shared.records.lock().unwrap().timed_out += 1;
@@ -323,7 +297,8 @@ async fn simulate(
                 match submitted {
                     Ok(id) => {
                         shared.index.lock().unwrap().insert(id, idx);
-                        shared.records.lock().unwrap().interactions[idx].id = Some(id.0);
+                        let at = start.elapsed().as_millis() as u64;
+                        shared.records.lock().unwrap().submitted(idx, id.0, at);
                         if let Some(p) = patience {
                             let (runtime, shared) = (runtime.clone(), shared.clone());
                             tokio::spawn(async move {
@@ -362,18 +337,28 @@ async fn simulate(
         })
     };
 
-    // Let it run: progress and the engine's invariants every simulated minute, until
-    // the arrivals are over and every interaction is finished (or a day passed).
+    // Let it run: work conservation checked every 5 simulated seconds (from the
+    // simulator's own view), progress and a sample every simulated minute, the engine's
+    // own invariants every 30 minutes; until the arrivals are over and every
+    // interaction is finished (or a day passed).
     let limit = end + Duration::from_secs(24 * 3_600);
-    let mut minutes = 0u64;
+    let mut ticks = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let elapsed = start.elapsed();
         let now_ms = BASE_MS + elapsed.as_millis() as u64;
+        ticks += 1;
+        shared
+            .records
+            .lock()
+            .unwrap()
+            .check_conservation(elapsed.as_millis() as u64);
+        if !ticks.is_multiple_of(12) {
+            continue;
+        }
         // The engine's own invariants (work conservation among them): it walks every
         // interaction the engine holds, so every 30 simulated minutes.
-        minutes += 1;
-        let broken = if minutes.is_multiple_of(30) {
+        let broken = if ticks.is_multiple_of(12 * 30) {
             // Finished interactions the simulator no longer needs leave the engine
             // (a logged operation, as the server's retention does at snapshots): the
             // engine stays the size of the live work.

@@ -1,0 +1,532 @@
+//! The simulator's own view of the center, built only from what it sent and received:
+//! each agent's presence and the capacity its offers and work hold (from the agent's
+//! push stream, which is in the engine's order), and which interactions wait. From it,
+//! two checks: no offer beyond an agent's capacity, and **work conservation** — no
+//! interaction waiting while an eligible agent sat available with room for it.
+//!
+//! Work conservation is checked on a tick (every few seconds of the run): a breach is
+//! an interaction that has waited at least `grace_ms` while an agent, unchanged for at
+//! least `grace_ms`, was available, eligible (skills, channel) and had the units free.
+//! The grace covers what is in flight (a push not read yet, a reply on its way). An
+//! agent who declined (rejected, or let time out) an interaction is not counted free for
+//! it while another available agent handles its queue's channel (the engine sends it
+//! elsewhere first, as it should).
+
+use crate::report::Violation;
+use crate::scenario::{AgentProfile, Scenario};
+use omniroute_transport::actors::Push;
+use omniroute_transport::actors::engine::Presence;
+use std::collections::HashMap;
+
+/// An agent as the simulator sees it.
+#[derive(Clone, Debug)]
+struct AgentView {
+    id: String,
+    /// Group index (eligibility and costs are per group).
+    group: usize,
+    /// Presence is `available`.
+    available: bool,
+    /// Units held by offers and work (until completion, or the end of wrap-up).
+    held: u16,
+    total: u16,
+    /// When presence or held units last changed (ms).
+    since_ms: u64,
+    /// Interaction → units, for what this agent holds.
+    holds: HashMap<u64, u16>,
+    /// Its session dropped pushes: its view is unknown from then on.
+    blind: bool,
+}
+
+/// Where an interaction is, as far as the simulator knows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Waiting since (ms).
+    Waiting(u64),
+    /// Offered to an agent.
+    Offered,
+    /// Accepted or gone (abandoned): no longer watched once its arrival is known.
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Watched {
+    queue: usize,
+    channel: usize,
+    phase: Phase,
+    /// Agents (indices) who rejected it or let an offer time out.
+    declined: Vec<usize>,
+    /// Its submit's reply has come (an offer may be pushed before it does).
+    arrived: bool,
+}
+
+/// The simulator's view and its checks.
+pub struct Watch {
+    /// How long a breach must last to count, ms.
+    pub grace_ms: u64,
+    agents: Vec<AgentView>,
+    /// Group × queue × channel → units one interaction costs, if the group is eligible.
+    costs: Vec<Vec<Vec<Option<u16>>>>,
+    queue_ids: Vec<String>,
+    channel_names: Vec<String>,
+    watched: HashMap<u64, Watched>,
+    /// Interactions already reported as waiting beside a free agent (once each).
+    reported: std::collections::HashSet<u64>,
+    /// Breaches found, to be moved into the records.
+    pub found: Vec<Violation>,
+}
+
+impl Watch {
+    /// A view of `scenario`'s agents, all logged out, with `grace_ms` for conservation.
+    pub fn new(scenario: &Scenario, grace_ms: u64) -> Self {
+        let channel_names: Vec<String> = scenario
+            .channel_defs()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let agents_defs = scenario.agents();
+        let mut costs = vec![Vec::new(); scenario.agent_groups.len()];
+        for (group, def) in &agents_defs {
+            if !costs[*group].is_empty() {
+                continue;
+            }
+            let profile = AgentProfile::of(def);
+            costs[*group] = scenario
+                .queues
+                .iter()
+                .map(|q| {
+                    channel_names
+                        .iter()
+                        .map(|c| profile.eligible(Some(q), c).then(|| profile.cost(c)))
+                        .collect()
+                })
+                .collect();
+        }
+        Watch {
+            grace_ms,
+            agents: agents_defs
+                .into_iter()
+                .map(|(group, def)| AgentView {
+                    id: def.id.clone(),
+                    group,
+                    available: false,
+                    held: 0,
+                    total: def.capacity.total_units,
+                    since_ms: 0,
+                    holds: HashMap::new(),
+                    blind: false,
+                })
+                .collect(),
+            costs,
+            queue_ids: scenario.queues.iter().map(|q| q.id.clone()).collect(),
+            channel_names,
+            watched: HashMap::new(),
+            reported: Default::default(),
+            found: Vec::new(),
+        }
+    }
+
+    fn breach(&mut self, kind: &str, interaction: u64, agent: usize, at_ms: u64, detail: String) {
+        self.found.push(Violation {
+            kind: kind.into(),
+            interaction,
+            agent: self.agents[agent].id.clone(),
+            at_ms,
+            detail,
+        });
+    }
+
+    /// The submit of interaction `id` (queue and channel indices) returned at `at_ms`.
+    pub fn arrived(&mut self, id: u64, queue: usize, channel: usize, at_ms: u64) {
+        match self.watched.get_mut(&id) {
+            // Offered (or even taken) before the reply came.
+            Some(w) if w.phase == Phase::Done => {
+                self.watched.remove(&id);
+            }
+            Some(w) => w.arrived = true,
+            None => {
+                self.watched.insert(
+                    id,
+                    Watched {
+                        queue,
+                        channel,
+                        phase: Phase::Waiting(at_ms),
+                        declined: Vec::new(),
+                        arrived: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The customer of `id` left (an abandon the engine took).
+    pub fn left(&mut self, id: u64) {
+        self.done(id);
+    }
+
+    fn done(&mut self, id: u64) {
+        if let Some(w) = self.watched.get_mut(&id) {
+            if w.arrived {
+                self.watched.remove(&id);
+            } else {
+                w.phase = Phase::Done;
+            }
+        }
+    }
+
+    fn release(&mut self, agent: usize, id: u64, at_ms: u64) {
+        let a = &mut self.agents[agent];
+        if let Some(units) = a.holds.remove(&id) {
+            a.held = a.held.saturating_sub(units);
+            a.since_ms = at_ms;
+        }
+    }
+
+    /// A push read from agent `agent`'s session at `at_ms`.
+    pub fn push(&mut self, agent: usize, push: &Push, at_ms: u64) {
+        match push {
+            Push::Offer(offer) => {
+                let id = offer.interaction.0;
+                let queue = self.queue_ids.iter().position(|q| *q == offer.queue);
+                let channel = self.channel_names.iter().position(|c| *c == offer.channel);
+                let (Some(queue), Some(channel)) = (queue, channel) else {
+                    return; // not the scenario's (checked by the eligibility check)
+                };
+                let group = self.agents[agent].group;
+                let cost = self.costs[group][queue][channel].unwrap_or(1);
+                let a = &mut self.agents[agent];
+                a.held += cost;
+                a.since_ms = at_ms;
+                a.holds.insert(id, cost);
+                let (held, total, blind) = (a.held, a.total, a.blind);
+                if held > total && !blind {
+                    self.breach(
+                        "agent_over_capacity",
+                        id,
+                        agent,
+                        at_ms,
+                        format!("offered with {held} units held of {total}"),
+                    );
+                }
+                let w = self.watched.entry(id).or_insert(Watched {
+                    queue,
+                    channel,
+                    phase: Phase::Offered,
+                    declined: Vec::new(),
+                    arrived: false,
+                });
+                if w.phase != Phase::Done {
+                    w.phase = Phase::Offered;
+                }
+            }
+            Push::OfferEnded {
+                interaction,
+                reason,
+            } => {
+                let id = interaction.0;
+                self.release(agent, id, at_ms);
+                match reason.as_str() {
+                    "customer_left" => self.done(id),
+                    _ => {
+                        if let Some(w) = self.watched.get_mut(&id)
+                            && w.phase == Phase::Offered
+                        {
+                            w.phase = Phase::Waiting(at_ms);
+                            if (reason == "rejected" || reason == "timed_out")
+                                && !w.declined.contains(&agent)
+                            {
+                                w.declined.push(agent);
+                            }
+                        }
+                    }
+                }
+            }
+            Push::Assigned { interaction } => self.done(interaction.0),
+            Push::Completed {
+                interaction,
+                wrap_up_until_ms: None,
+            }
+            | Push::WrapUpEnded { interaction }
+            | Push::TransferredAway { interaction, .. } => {
+                self.release(agent, interaction.0, at_ms)
+            }
+            Push::Presence { presence } => {
+                let a = &mut self.agents[agent];
+                a.available = *presence == Presence::Available;
+                a.since_ms = at_ms;
+            }
+            Push::Lagged { .. } | Push::Resync(_) => self.agents[agent].blind = true,
+            _ => {}
+        }
+    }
+
+    /// Checks work conservation at `now_ms` (see the module's comment); breaches go to
+    /// `found`, at most one per queue and channel per check.
+    pub fn check(&mut self, now_ms: u64) {
+        let Some(cutoff) = now_ms.checked_sub(self.grace_ms) else {
+            return;
+        };
+        // Keys (queue, channel) with something waiting long enough: the oldest.
+        let mut oldest: HashMap<(usize, usize), (u64, u64)> = HashMap::new();
+        for (id, w) in &self.watched {
+            if let Phase::Waiting(since) = w.phase
+                && since <= cutoff
+            {
+                let e = oldest.entry((w.queue, w.channel)).or_insert((since, *id));
+                if (since, *id) < *e {
+                    *e = (since, *id);
+                }
+            }
+        }
+        if oldest.is_empty() {
+            return;
+        }
+        let mut keys: Vec<((usize, usize), (u64, u64))> = oldest.into_iter().collect();
+        keys.sort_unstable();
+        for ((queue, channel), _) in keys {
+            // Agents available for this key (busy or not), and those free for it now.
+            let mut available = Vec::new();
+            let mut free = Vec::new();
+            for (n, a) in self.agents.iter().enumerate() {
+                if !a.available || a.blind {
+                    continue;
+                }
+                let Some(cost) = self.costs[a.group][queue][channel] else {
+                    continue;
+                };
+                available.push(n);
+                if a.since_ms <= cutoff && a.held + cost <= a.total {
+                    free.push(n);
+                }
+            }
+            if free.is_empty() {
+                continue;
+            }
+            // The oldest waiting interaction of the key some free agent may take.
+            let mut waiting: Vec<(u64, u64)> = self
+                .watched
+                .iter()
+                .filter(|(_, w)| w.queue == queue && w.channel == channel)
+                .filter_map(|(id, w)| match w.phase {
+                    Phase::Waiting(since) if since <= cutoff && !self.reported.contains(id) => {
+                        Some((since, *id))
+                    }
+                    _ => None,
+                })
+                .collect();
+            waiting.sort_unstable();
+            let hit = waiting.iter().find_map(|(since, id)| {
+                let w = &self.watched[id];
+                let others = available.iter().any(|n| !w.declined.contains(n));
+                free.iter()
+                    .find(|n| !(w.declined.contains(n) && others))
+                    .map(|n| (*since, *id, *n))
+            });
+            if let Some((since, id, agent)) = hit {
+                let a = &self.agents[agent];
+                let detail = format!(
+                    "waiting in queue `{}` on `{}` since {since} ms while the agent was available with {} of {} units free since {} ms",
+                    self.queue_ids[queue],
+                    self.channel_names[channel],
+                    a.total - a.held,
+                    a.total,
+                    a.since_ms
+                );
+                self.reported.insert(id);
+                self.breach("waiting_while_agent_free", id, agent, now_ms, detail);
+            }
+        }
+    }
+
+    /// Agents whose sessions dropped pushes (their views were not checked after).
+    pub fn blind_agents(&self) -> usize {
+        self.agents.iter().filter(|a| a.blind).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omniroute_transport::actors::OfferPush;
+    use omniroute_transport::actors::engine::InteractionId;
+    use std::sync::Arc;
+
+    /// Two single-unit voice agents (`a-0`, `a-1`) and one voice queue.
+    fn watch() -> Watch {
+        let text = r#"
+            duration_s = 3600
+            [[queues]]
+            id = "q"
+            channels = ["voice"]
+            skills = { general = 1 }
+            handle_time = { dist = "fixed", s = 60 }
+            [[agent_groups]]
+            name = "a"
+            count = 2
+            skills = { general = 5 }
+            channels = { voice = 1 }
+            [[arrivals]]
+            queue = "q"
+            channel = "voice"
+            rate_per_hour = 60
+        "#;
+        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        Watch::new(&s, 1_000)
+    }
+
+    fn voice(w: &Watch) -> usize {
+        w.channel_names.iter().position(|c| c == "voice").unwrap()
+    }
+
+    fn offer(id: u64) -> Push {
+        Push::Offer(Arc::new(OfferPush {
+            interaction: InteractionId(id),
+            queue: "q".into(),
+            channel: "voice".into(),
+            offer_seq: 1,
+            deadline_ms: 0,
+            auto_accepted: false,
+            customer: "c".into(),
+            attributes: Default::default(),
+            transcript: Vec::new(),
+        }))
+    }
+
+    fn available() -> Push {
+        Push::Presence {
+            presence: Presence::Available,
+        }
+    }
+
+    fn kinds(w: &Watch) -> Vec<(&str, u64, &str)> {
+        w.found
+            .iter()
+            .map(|v| (v.kind.as_str(), v.interaction, v.agent.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn work_left_waiting_beside_a_free_agent_is_a_breach_once_the_grace_is_over() {
+        let mut w = watch();
+        let ch = voice(&w);
+        w.push(0, &available(), 0);
+        w.arrived(7, 0, ch, 500);
+        w.check(1_400); // within the grace: in flight, not a breach
+        assert!(w.found.is_empty());
+        w.check(1_600);
+        assert_eq!(kinds(&w), vec![("waiting_while_agent_free", 7, "a-0")]);
+        w.check(5_000); // reported once
+        assert_eq!(w.found.len(), 1);
+    }
+
+    #[test]
+    fn busy_away_or_declining_agents_are_not_free() {
+        let mut w = watch();
+        let ch = voice(&w);
+        // a-0 is busy with 1; 2 waits; a-1 is logged out.
+        w.push(0, &available(), 0);
+        w.push(0, &offer(1), 10);
+        w.push(
+            0,
+            &Push::Assigned {
+                interaction: InteractionId(1),
+            },
+            20,
+        );
+        w.arrived(1, 0, ch, 10);
+        w.arrived(2, 0, ch, 30);
+        w.check(10_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        // a-0 completes with wrap-up: still held until the wrap-up ends.
+        w.push(
+            0,
+            &Push::Completed {
+                interaction: InteractionId(1),
+                wrap_up_until_ms: Some(20_000),
+            },
+            11_000,
+        );
+        w.check(15_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        w.push(
+            0,
+            &Push::WrapUpEnded {
+                interaction: InteractionId(1),
+            },
+            20_000,
+        );
+        // Set away by the engine at once: not free.
+        w.push(
+            0,
+            &Push::Presence {
+                presence: Presence::Away {
+                    reason: "missed offers".into(),
+                },
+            },
+            20_000,
+        );
+        w.check(30_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        // Back, and it gets 2 but rejects it; a-1 logs in: 2 must go to a-1, not
+        // back to a-0.
+        w.push(0, &available(), 30_000);
+        w.push(0, &offer(2), 30_000);
+        w.push(
+            0,
+            &Push::OfferEnded {
+                interaction: InteractionId(2),
+                reason: "rejected".into(),
+            },
+            31_000,
+        );
+        w.push(1, &available(), 31_000);
+        w.push(1, &offer(3), 31_000); // a-1 busy with something else
+        w.check(40_000);
+        assert!(
+            w.found.is_empty(),
+            "a-0 declined 2 while a-1 is available: {:?}",
+            w.found
+        );
+        // a-1 frees up and 2 is still left waiting: a breach, named with a-1.
+        w.push(
+            1,
+            &Push::OfferEnded {
+                interaction: InteractionId(3),
+                reason: "customer_left".into(),
+            },
+            41_000,
+        );
+        w.check(43_000);
+        assert_eq!(kinds(&w), vec![("waiting_while_agent_free", 2, "a-1")]);
+    }
+
+    #[test]
+    fn an_offer_beyond_capacity_is_a_breach() {
+        let mut w = watch();
+        let ch = voice(&w);
+        w.push(0, &available(), 0);
+        w.push(0, &offer(1), 10);
+        w.arrived(1, 0, ch, 10);
+        w.push(0, &offer(2), 20);
+        assert_eq!(kinds(&w), vec![("agent_over_capacity", 2, "a-0")]);
+    }
+
+    #[test]
+    fn an_offer_pushed_before_the_submit_returns_is_not_waiting() {
+        let mut w = watch();
+        let ch = voice(&w);
+        w.push(0, &available(), 0);
+        w.push(1, &available(), 0);
+        w.push(0, &offer(1), 10);
+        w.push(
+            0,
+            &Push::Assigned {
+                interaction: InteractionId(1),
+            },
+            10,
+        );
+        w.arrived(1, 0, ch, 10);
+        w.check(60_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        assert!(w.watched.is_empty());
+    }
+}

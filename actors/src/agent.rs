@@ -8,7 +8,7 @@ use crate::session::{AgentView, OfferPush, Push, SessionSet};
 use omniroute_engine::journal::Command;
 use omniroute_engine::{Event, InteractionId, Presence, TimeMs, Timer, WorkSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -58,6 +58,16 @@ pub enum AgentMsg {
 
 pub(crate) struct AgentActor;
 
+/// A push in the agent's outbox.
+enum Slot {
+    Ready(Push),
+    /// An offer whose context its conversation actor will send.
+    Awaiting {
+        interaction: InteractionId,
+        offer_seq: u32,
+    },
+}
+
 pub(crate) struct AgentArgs {
     pub core: Arc<Core>,
     pub id: Arc<str>,
@@ -81,6 +91,9 @@ pub(crate) struct AgentState {
     offers: HashMap<InteractionId, (TimeMs, JoinHandle<()>)>,
     wrap_ups: HashMap<InteractionId, JoinHandle<()>>,
     misses: u32,
+    /// Pushes held back behind an offer whose context (customer, transcript) its
+    /// conversation actor has not sent yet: the sessions see the engine's order.
+    outbox: VecDeque<Slot>,
     grace: Option<(u64, TimeMs, JoinHandle<()>)>,
     generation: u64,
     restarted: bool,
@@ -251,6 +264,8 @@ impl AgentState {
             }
         }
         self.ready = true;
+        // Everything held back is in the rebuilt state (and announced, if asked).
+        self.outbox.clear();
         if announce {
             self.sessions.push(Push::Resync(self.view()));
             for offer in offers {
@@ -272,32 +287,81 @@ impl AgentState {
         self.work.values().any(|w| w.phase == "assigned")
     }
 
-    fn on_offer(&mut self, myself: &ActorRef<AgentMsg>, push: Arc<OfferPush>) {
-        let interaction = push.interaction;
+    /// A push for the sessions, after anything held back.
+    fn emit(&mut self, push: Push) {
+        if self.outbox.is_empty() {
+            self.sessions.push(push);
+        } else {
+            self.outbox.push_back(Slot::Ready(push));
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(Slot::Ready(_)) = self.outbox.front() {
+            if let Some(Slot::Ready(push)) = self.outbox.pop_front() {
+                self.sessions.push(push);
+            }
+        }
+    }
+
+    /// Offered (the routed event, in the engine's order): the offer's timer and work
+    /// now; its push when the conversation sends the context.
+    #[allow(clippy::too_many_arguments)]
+    fn on_offered(
+        &mut self,
+        myself: &ActorRef<AgentMsg>,
+        interaction: InteractionId,
+        channel: &str,
+        offer_seq: u32,
+        deadline_ms: TimeMs,
+        auto_accepted: bool,
+    ) {
         if let Some((_, h)) = self.offers.remove(&interaction) {
             h.abort();
         }
-        if !push.auto_accepted {
+        if !auto_accepted {
             let h = self.arm(
                 myself,
-                push.deadline_ms,
+                deadline_ms,
                 AgentMsg::Fire(Timer::OfferTimeout {
                     interaction,
-                    offer_seq: push.offer_seq,
+                    offer_seq,
                 }),
             );
-            self.offers.insert(interaction, (push.deadline_ms, h));
+            self.offers.insert(interaction, (deadline_ms, h));
         }
         self.work.insert(
             interaction,
             WorkSnapshot {
                 interaction,
-                channel: push.channel.clone(),
+                channel: channel.to_string(),
                 units: 0,
                 phase: "offered".to_string(),
             },
         );
-        self.sessions.push(Push::Offer(push));
+        self.outbox.push_back(Slot::Awaiting {
+            interaction,
+            offer_seq,
+        });
+    }
+
+    /// The offer's context from its conversation: the push takes its place.
+    fn on_offer(&mut self, push: Arc<OfferPush>) {
+        let slot = self.outbox.iter_mut().find(|s| {
+            matches!(s, Slot::Awaiting { interaction, offer_seq }
+                if *interaction == push.interaction && *offer_seq == push.offer_seq)
+        });
+        match slot {
+            Some(slot) => {
+                *slot = Slot::Ready(Push::Offer(push));
+                self.flush();
+            }
+            None => tracing::debug!(
+                agent = %self.id,
+                interaction = %push.interaction,
+                "offer context for no offer awaiting it (rebuilt since)"
+            ),
+        }
     }
 
     fn end_offer(&mut self, interaction: InteractionId, reason: &str) {
@@ -305,7 +369,7 @@ impl AgentState {
             h.abort();
         }
         self.work.remove(&interaction);
-        self.sessions.push(Push::OfferEnded {
+        self.emit(Push::OfferEnded {
             interaction,
             reason: reason.to_string(),
         });
@@ -313,6 +377,21 @@ impl AgentState {
 
     fn on_event(&mut self, myself: &ActorRef<AgentMsg>, at_ms: TimeMs, event: Event) {
         match event {
+            Event::Offered {
+                interaction,
+                channel,
+                offer_seq,
+                deadline_ms,
+                auto_accepted,
+                ..
+            } => self.on_offered(
+                myself,
+                interaction,
+                &channel,
+                offer_seq,
+                deadline_ms,
+                auto_accepted,
+            ),
             Event::Accepted { interaction, .. } => {
                 if let Some((_, h)) = self.offers.remove(&interaction) {
                     h.abort();
@@ -321,7 +400,7 @@ impl AgentState {
                 if let Some(w) = self.work.get_mut(&interaction) {
                     w.phase = "assigned".to_string();
                 }
-                self.sessions.push(Push::Assigned { interaction });
+                self.emit(Push::Assigned { interaction });
             }
             Event::Rejected { interaction, .. } => self.end_offer(interaction, "rejected"),
             Event::OfferTimedOut { interaction, .. } => {
@@ -363,7 +442,7 @@ impl AgentState {
                         self.work.remove(&interaction);
                     }
                 }
-                self.sessions.push(Push::Completed {
+                self.emit(Push::Completed {
                     interaction,
                     wrap_up_until_ms,
                 });
@@ -373,7 +452,7 @@ impl AgentState {
                     h.abort();
                 }
                 self.work.remove(&interaction);
-                self.sessions.push(Push::WrapUpEnded { interaction });
+                self.emit(Push::WrapUpEnded { interaction });
             }
             Event::Transferred {
                 interaction,
@@ -381,8 +460,7 @@ impl AgentState {
                 to,
             } if *from == *self.id => {
                 self.work.remove(&interaction);
-                self.sessions
-                    .push(Push::TransferredAway { interaction, to });
+                self.emit(Push::TransferredAway { interaction, to });
             }
             Event::MessagePosted {
                 interaction,
@@ -395,7 +473,7 @@ impl AgentState {
                         message,
                     },
                 ) {
-                    self.sessions.push(Push::Message { interaction, entry });
+                    self.emit(Push::Message { interaction, entry });
                 }
             }
             Event::PresenceChanged { presence, .. } => {
@@ -405,7 +483,7 @@ impl AgentState {
                     h.abort();
                 }
                 self.presence = presence.clone();
-                self.sessions.push(Push::Presence { presence });
+                self.emit(Push::Presence { presence });
             }
             _ => {}
         }
@@ -434,6 +512,7 @@ impl Actor for AgentActor {
             offers: HashMap::new(),
             wrap_ups: HashMap::new(),
             misses: 0,
+            outbox: VecDeque::new(),
             grace: None,
             generation: 0,
             restarted: args.restarted,
@@ -483,7 +562,7 @@ impl AgentState {
             }
             AgentMsg::Offer { seq, push } => {
                 if seq > state.seen_seq {
-                    state.on_offer(&myself, push);
+                    state.on_offer(push);
                 }
             }
             AgentMsg::Routed { seq, at_ms, event } => {

@@ -216,30 +216,8 @@ impl ConversationState {
             }
             _ => {}
         }
-        // Tell the agent concerned, in this interaction's order.
-        let agent: Option<Arc<str>> = match &event {
-            Event::Accepted { agent, .. }
-            | Event::Rejected { agent, .. }
-            | Event::OfferTimedOut { agent, .. }
-            | Event::OfferRescinded { agent, .. }
-            | Event::Completed { agent, .. }
-            | Event::WrapUpEnded { agent, .. } => Some(agent.clone()),
-            Event::Transferred { from_agent, .. } => from_agent.clone(),
-            // The agent holding the offer sees messages too (an inbound conversation's
-            // first message is logged just after its creation and offer).
-            Event::MessagePosted { .. } => match self.view.state {
-                InteractionState::Assigned | InteractionState::Offered => {
-                    self.view.agent.as_deref().map(Arc::from)
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(agent) = agent
-            && let Some(a) = self.agent_ref(&agent)
-        {
-            let _ = a.cast(AgentMsg::Routed { seq, at_ms, event });
-        }
+        // The agent concerned hears of every event from the router, in the log's
+        // order; from here only an offer's context (above).
     }
 
     fn finished(&self) -> bool {

@@ -89,6 +89,60 @@ struct LiveInfo {
     enqueued_ms: TimeMs,
     customer: Option<Arc<str>>,
     answered: bool,
+    /// The agent holding its offer or the work (messages go to it).
+    holder: Option<Arc<str>>,
+}
+
+impl RouterState {
+    /// The agent an event concerns (keeping track of who holds each live
+    /// interaction, for its messages).
+    fn agent_concerned(&mut self, event: &Event) -> Option<Arc<str>> {
+        let mut hold = |i: &InteractionId, who: Option<Arc<str>>| {
+            if let Some(info) = self.live.get_mut(i) {
+                info.holder = who;
+            }
+        };
+        match event {
+            Event::Offered {
+                interaction, agent, ..
+            } => {
+                hold(interaction, Some(agent.clone()));
+                Some(agent.clone())
+            }
+            Event::Rejected {
+                interaction, agent, ..
+            }
+            | Event::OfferTimedOut {
+                interaction, agent, ..
+            }
+            | Event::OfferRescinded {
+                interaction, agent, ..
+            } => {
+                hold(interaction, None);
+                Some(agent.clone())
+            }
+            Event::Accepted { agent, .. }
+            | Event::Completed { agent, .. }
+            | Event::WrapUpEnded { agent, .. }
+            | Event::PresenceChanged { agent, .. } => Some(agent.clone()),
+            Event::Transferred {
+                interaction,
+                from_agent,
+                ..
+            } => {
+                hold(interaction, None);
+                from_agent.clone()
+            }
+            Event::Queued { interaction, .. } => {
+                hold(interaction, None);
+                None
+            }
+            Event::MessagePosted { interaction, .. } => {
+                self.live.get(interaction).and_then(|i| i.holder.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -244,6 +298,26 @@ impl Core {
         self.bus.publish(p);
         let mut st = self.router.lock();
         for event in &p.events {
+            // The agent concerned hears of it first, straight from here: one sender
+            // in the log's order, so its sessions see the engine's order across all
+            // its work (an offer's context follows from its conversation actor, and
+            // the agent holds later pushes back until it has it).
+            if let Some(agent) = st.agent_concerned(event)
+                && let Some(a) = self.agents.get(&*agent)
+            {
+                let _ = a.cast(AgentMsg::Routed {
+                    seq: p.seq,
+                    at_ms: p.at_ms,
+                    event: event.clone(),
+                });
+                // No conversation actor to send an offer's context: the agent builds
+                // it from the engine (and tells its sessions everything again).
+                if let Event::Offered { interaction, .. } = event
+                    && !self.conversations.contains_key(interaction)
+                {
+                    let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                }
+            }
             match event {
                 Event::Created {
                     interaction, queue, ..
@@ -265,6 +339,7 @@ impl Core {
                             enqueued_ms: p.at_ms,
                             customer,
                             answered: false,
+                            holder: None,
                         },
                     );
                     self.spawn_conversation(
@@ -337,15 +412,6 @@ impl Core {
                 Event::Completed { interaction, .. } => {
                     if let Some(info) = st.live.remove(interaction) {
                         self.finished(*interaction, info, p.at_ms);
-                    }
-                }
-                Event::PresenceChanged { agent, .. } => {
-                    if let Some(a) = self.agents.get(agent) {
-                        let _ = a.cast(AgentMsg::Routed {
-                            seq: p.seq,
-                            at_ms: p.at_ms,
-                            event: event.clone(),
-                        });
                     }
                 }
                 Event::MessagePosted {
@@ -1126,6 +1192,12 @@ impl Runtime {
                         enqueued_ms: s.enqueued_ms,
                         customer: Some(customer.clone()),
                         answered: s.answered_ms.is_some(),
+                        holder: matches!(
+                            s.state,
+                            InteractionState::Assigned | InteractionState::Offered
+                        )
+                        .then(|| s.agent.as_deref().map(Arc::from))
+                        .flatten(),
                     },
                 );
                 let mut t = core.customers.entry(s.customer.clone()).or_default();

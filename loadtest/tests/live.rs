@@ -76,6 +76,7 @@ channels = ["chat"]
 skills = { live = 1 }
 service_level_s = 1
 handle_time = { dist = "exponential", mean_s = 0.3 }
+wrap_up_s = 0.2
 patience = { dist = "exponential", mean_s = 1 }
 [[agent_groups]]
 name = "live-agent"

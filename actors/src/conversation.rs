@@ -191,7 +191,6 @@ impl ConversationState {
                     });
                     let _ = a.cast(AgentMsg::Offer { seq, push });
                 }
-                return;
             }
             Event::Accepted { agent, .. } => {
                 self.view.state = InteractionState::Assigned;

@@ -120,7 +120,7 @@ pub fn render(report: &Report) -> String {
             q.refused,
             q.still_waiting,
             pct(q.service_level),
-            if q.queue == "all" { "own".to_string() } else { format!("{:.0}", q.service_level_threshold_s) },
+            q.service_level_threshold_s.map_or("own".to_string(), |t| format!("{t:.0}")),
             secs(q.average_speed_of_answer_s),
             q.answered_waits.p50_s,
             q.answered_waits.p90_s,

@@ -81,6 +81,12 @@ pub struct Sample {
     pub waiting: Vec<u64>,
     /// Routing latency p99 of the submits in this minute, µs (wall clock).
     pub routing_p99_us: u64,
+    /// Interactions arrived so far.
+    pub arrived: u64,
+    /// Answered within their queue's threshold so far.
+    pub within_threshold: u64,
+    /// Answered + abandoned so far (the service level's denominator).
+    pub judged: u64,
 }
 
 /// A shift: logged in at, logged out at (None: still on at the end).
@@ -307,28 +313,36 @@ impl Records {
         self.open
     }
 
-    /// The center's service level so far (each interaction against its own queue's
-    /// threshold), once anything was answered or abandoned.
-    pub fn service_level_so_far(&self) -> Option<f64> {
-        (self.sl_so_far.1 > 0).then(|| self.sl_so_far.0 as f64 / self.sl_so_far.1 as f64)
-    }
-
-    /// A one-line progress report: simulated time, arrivals and their rate, open
-    /// interactions, service level so far.
+    /// A one-line progress report: simulated time, the arrival rate and the service
+    /// level over the last 15 minutes (of the run's clock; since the start before
+    /// that), open interactions.
     pub fn progress_line(&self, t: f64, total: f64, wall_s: f64) -> String {
+        const WINDOW_MS: u64 = 15 * 60_000;
         let bar_len = 24;
         let done = ((t / total).clamp(0.0, 1.0) * bar_len as f64) as usize;
+        let now_ms = (t * 1000.0) as u64;
+        let (since_ms, arrived, within, judged) = self
+            .samples
+            .iter()
+            .rev()
+            .find(|s| s.at_ms + WINDOW_MS <= now_ms)
+            .map_or((0, 0, 0, 0), |s| {
+                (s.at_ms, s.arrived, s.within_threshold, s.judged)
+            });
+        let minutes = ((now_ms - since_ms.min(now_ms)) as f64 / 60_000.0).max(1.0 / 60.0);
+        let rate = (self.interactions.len() as u64 - arrived) as f64 / minutes;
+        let judged_now = self.sl_so_far.1 - judged;
+        let sl = (judged_now > 0)
+            .then(|| (self.sl_so_far.0 - within) as f64 / judged_now as f64)
+            .map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0));
         format!(
-            "[{}{}] {:>7.0}/{:.0} s simulated, {} arrived ({:.0}/simulated min), {} open, SL {}",
+            "[{}{}] {:>7.0}/{:.0} s simulated, {} arrived, {rate:.0}/min now, {} open, SL now {sl}",
             "#".repeat(done),
             ".".repeat(bar_len - done),
             t,
             total,
             self.interactions.len(),
-            self.interactions.len() as f64 / (t / 60.0).max(1.0 / 60.0),
             self.open,
-            self.service_level_so_far()
-                .map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0)),
         ) + &format!(" ({wall_s:.1} s wall)")
     }
 
@@ -346,6 +360,9 @@ impl Records {
             live,
             waiting,
             routing_p99_us,
+            arrived: self.interactions.len() as u64,
+            within_threshold: self.sl_so_far.0,
+            judged: self.sl_so_far.1,
         });
     }
 
@@ -426,8 +443,9 @@ pub struct QueueReport {
     /// Answered within the threshold ÷ (answered + abandoned − short abandons); None
     /// with neither.
     pub service_level: Option<f64>,
-    /// The threshold, seconds.
-    pub service_level_threshold_s: f64,
+    /// The threshold, seconds (`None` for `all`: each interaction is judged against
+    /// its own queue's).
+    pub service_level_threshold_s: Option<f64>,
     /// Mean wait of the answered (average speed of answer), seconds.
     pub average_speed_of_answer_s: Option<f64>,
     /// Waits of the answered.
@@ -591,7 +609,7 @@ impl Report {
                 refused: rs.iter().filter(|r| r.refused.is_some()).count() as u64,
                 still_waiting: rs.iter().filter(|r| r.still_waiting).count() as u64,
                 service_level: (judged > 0).then(|| within as f64 / judged as f64),
-                service_level_threshold_s: threshold_s,
+                service_level_threshold_s: Some(threshold_s),
                 average_speed_of_answer_s: (answered > 0)
                     .then(|| answered_w.iter().sum::<u64>() as f64 / answered as f64 / 1e3),
                 answered_waits: Waits::of(&mut answered_w),
@@ -621,7 +639,7 @@ impl Report {
             .count() as u64;
         let judged = overall.answered + overall.abandoned - overall.short_abandoned;
         overall.service_level = (judged > 0).then(|| within_own as f64 / judged as f64);
-        overall.service_level_threshold_s = 0.0;
+        overall.service_level_threshold_s = None;
 
         let end = records.finished_ms;
         let groups = scenario

@@ -27,12 +27,24 @@ fn the_shipped_scenarios_load_and_the_small_one_runs_clean() {
         lines.push(r.progress_line(t, small.duration_s, 0.0))
     })
     .unwrap();
-    // The progress line: simulated time, arrivals and their rate, service level so far.
+    // The progress line: simulated time, arrivals, the current rate and service level.
     let mid = &lines[lines.len() / 2];
     assert!(
-        mid.contains("s simulated") && mid.contains("SL ") && mid.contains('%'),
+        mid.contains("s simulated")
+            && mid.contains("/min now")
+            && mid.contains("SL now ")
+            && mid.contains('%'),
         "{mid}"
     );
+    // "Now" is the last 15 minutes: the running totals in the samples give the same.
+    let last = report.samples.last().unwrap();
+    let before = report
+        .samples
+        .iter()
+        .rev()
+        .find(|s| s.at_ms + 15 * 60_000 <= last.at_ms)
+        .unwrap();
+    assert!(last.arrived > before.arrived && last.judged >= before.judged);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     let q = &report.queues[0];
     assert_eq!(q.offered, q.answered + q.abandoned + q.refused);

@@ -13,11 +13,12 @@ use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
 use omniroute_transport::actors::engine::journal::{
-    Command, Durability, Journal, JournalConfig, MemoryStore,
+    Command, DiscardStore, Durability, Journal, JournalConfig,
 };
 use omniroute_transport::actors::engine::{InteractionId, NewInteraction, Presence, SeededRng};
 use omniroute_transport::actors::{Push, Runtime, RuntimeConfig, RuntimeError};
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,13 +55,13 @@ async fn simulate(
     let wall = std::time::Instant::now();
     let center = scenario.center()?;
     let (journal, _) = Journal::open(
-        Arc::new(MemoryStore::new()),
+        // Every record is encoded as a server's would be, then dropped: a simulated
+        // run is never recovered, and a day's log would only fill memory.
+        Arc::new(DiscardStore::new()),
         Some(center),
         JournalConfig {
-            // Nothing to recover: the in-memory store's flush (a copy of everything
-            // written, to model a crash) would only cost time, so it is put off.
             durability: Durability::Batched {
-                flush_every_ms: 24 * 3_600_000,
+                flush_every_ms: 100,
             },
             snapshot_every: 0,
             external_timers: true,
@@ -265,6 +266,7 @@ async fn simulate(
         let mut r = shared.records.lock().unwrap();
         r.interactions.reserve(plan.len());
     }
+    let all_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let arrivals = {
         let (runtime, shared) = (runtime.clone(), shared.clone());
         let scenario = scenario.clone();
@@ -273,8 +275,63 @@ async fn simulate(
             .into_iter()
             .map(|c| c.name)
             .collect();
+        let all_in = all_in.clone();
         tokio::spawn(async move {
-            for ((t, si, qi), patience) in plan.into_iter().zip(patience) {
+            // Customers' patience: (deadline, record, interaction), soonest first; the
+            // same task serves arrivals and abandons in time order (one timer, no task
+            // per customer).
+            let mut waits: BinaryHeap<Reverse<(Duration, usize, InteractionId)>> =
+                BinaryHeap::new();
+            let mut plan = plan.into_iter().zip(patience).peekable();
+            loop {
+                let next_arrival = plan
+                    .peek()
+                    .map(|((t, _, _), _)| Duration::from_secs_f64(*t));
+                let next_leave = waits.peek().map(|Reverse((d, _, _))| *d);
+                if next_arrival.is_none() {
+                    all_in.store(true, std::sync::atomic::Ordering::Release);
+                }
+                let leave = match (next_arrival, next_leave) {
+                    (None, None) => break,
+                    (Some(a), Some(l)) => l <= a,
+                    (None, Some(_)) => true,
+                    (Some(_), None) => false,
+                };
+                if leave {
+                    let Some(Reverse((due, idx, id))) = waits.pop() else {
+                        break;
+                    };
+                    tokio::time::sleep_until(start + due).await;
+                    let answered = shared.records.lock().unwrap().interactions[idx]
+                        .answered_ms
+                        .is_some();
+                    if answered {
+                        continue;
+                    }
+                    match runtime.abandon(id).await {
+                        Ok(_) => {
+                            let at = start.elapsed().as_millis() as u64;
+                            shared.records.lock().unwrap().abandoned(idx, at);
+                        }
+                        // Accepted at this very moment: it is answered.
+                        Err(RuntimeError::Journal(_)) => {}
+                        Err(e) => {
+                            let mut r = shared.records.lock().unwrap();
+                            let at = start.elapsed().as_millis() as u64;
+                            r.violate(Violation {
+                                kind: "abandon_refused".into(),
+                                interaction: id.0,
+                                agent: String::new(),
+                                at_ms: at,
+                                detail: e.to_string(),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                let Some(((t, si, qi), patience)) = plan.next() else {
+                    break;
+                };
                 tokio::time::sleep_until(start + Duration::from_secs_f64(t)).await;
                 let stream = &scenario.arrivals[si];
                 let channel_index =
@@ -297,38 +354,14 @@ async fn simulate(
                 match submitted {
                     Ok(id) => {
                         shared.index.lock().unwrap().insert(id, idx);
-                        let at = start.elapsed().as_millis() as u64;
-                        shared.records.lock().unwrap().submitted(idx, id.0, at);
+                        let now = start.elapsed();
+                        shared
+                            .records
+                            .lock()
+                            .unwrap()
+                            .submitted(idx, id.0, now.as_millis() as u64);
                         if let Some(p) = patience {
-                            let (runtime, shared) = (runtime.clone(), shared.clone());
-                            tokio::spawn(async move {
-                                tokio::time::sleep(Duration::from_secs_f64(p)).await;
-                                let answered = shared.records.lock().unwrap().interactions[idx]
-                                    .answered_ms
-                                    .is_some();
-                                if answered {
-                                    return;
-                                }
-                                match runtime.abandon(id).await {
-                                    Ok(_) => {
-                                        let at = start.elapsed().as_millis() as u64;
-                                        shared.records.lock().unwrap().abandoned(idx, at);
-                                    }
-                                    // Accepted at this very moment: it is answered.
-                                    Err(RuntimeError::Journal(_)) => {}
-                                    Err(e) => {
-                                        let mut r = shared.records.lock().unwrap();
-                                        let at = start.elapsed().as_millis() as u64;
-                                        r.violate(Violation {
-                                            kind: "abandon_refused".into(),
-                                            interaction: id.0,
-                                            agent: String::new(),
-                                            at_ms: at,
-                                            detail: e.to_string(),
-                                        });
-                                    }
-                                }
-                            });
+                            waits.push(Reverse((now + Duration::from_secs_f64(p), idx, id)));
                         }
                     }
                     Err(e) => shared.records.lock().unwrap().refused(idx, e.to_string()),
@@ -386,10 +419,14 @@ async fn simulate(
             progress(elapsed.as_secs_f64(), &r);
         }
         let open = shared.records.lock().unwrap().open();
-        if (elapsed >= end && arrivals.is_finished() && open == 0) || elapsed >= limit {
+        if (elapsed >= end && all_in.load(std::sync::atomic::Ordering::Acquire) && open == 0)
+            || elapsed >= limit
+        {
             break;
         }
     }
+    // Patience left for customers already answered: nothing to wait for.
+    arrivals.abort();
     let finished_ms = start.elapsed().as_millis() as u64;
     {
         let now_ms = BASE_MS + finished_ms;

@@ -6,7 +6,8 @@
 //! configuration). Records are encoded with MessagePack (rmp-serde), framed with a
 //! CRC-32 checksum that also covers the key (see [`codec`]), and appended under
 //! monotonic big-endian `u64` keys to a [`LogStore`] — sled by default
-//! ([`SledStore`]), an in-memory store for tests ([`MemoryStore`]).
+//! ([`SledStore`]), an in-memory store for tests ([`MemoryStore`]), one that keeps nothing for the
+//! simulator ([`DiscardStore`]).
 //!
 //! Recovery replays the newest snapshot, then every record after it, through the engine
 //! and checks that each replayed operation produced exactly the events the record holds:
@@ -27,7 +28,7 @@ pub use node::{
 };
 #[cfg(feature = "sled")]
 pub use sled_store::SledStore;
-pub use store::{LogStore, MemoryStore, RawEntry};
+pub use store::{DiscardStore, LogStore, MemoryStore, RawEntry};
 
 use crate::InteractionId;
 use crate::engine::Engine;

@@ -215,6 +215,66 @@ impl LogStore for MemoryStore {
     }
 }
 
+/// A [`LogStore`] that keeps nothing: for the simulator, whose runs are never
+/// recovered. Records are still encoded and counted; reads find nothing.
+#[derive(Default)]
+pub struct DiscardStore {
+    records: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl DiscardStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records appended (and dropped), and their encoded bytes.
+    pub fn appended(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.records.load(Relaxed), self.bytes.load(Relaxed))
+    }
+}
+
+impl LogStore for DiscardStore {
+    fn append(&self, _key: u64, value: &[u8]) -> io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.records.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(value.len() as u64, Relaxed);
+        Ok(())
+    }
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn read_from(&self, _from: u64) -> Box<dyn Iterator<Item = io::Result<RawEntry>> + '_> {
+        Box::new(std::iter::empty())
+    }
+    fn remove_from(&self, _key: u64) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn remove_through(&self, _key: u64) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn put_snapshot(&self, _seq: u64, _value: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn snapshots(&self) -> io::Result<Vec<RawEntry>> {
+        Ok(Vec::new())
+    }
+    fn remove_snapshot(&self, _seq: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn disk_bytes(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn mark(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn set_mark(&self, _key: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl<T: LogStore> LogStore for std::sync::Arc<T> {
     fn append(&self, key: u64, value: &[u8]) -> io::Result<()> {
         (**self).append(key, value)

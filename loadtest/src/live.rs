@@ -247,7 +247,13 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 {
                     let mut r = shared.records.lock().unwrap();
                     r.offers += 1;
-                    if let Some(i) = idx {
+                    // Routing latency: due time → this offer, for the first offer of
+                    // work that arrived while an eligible agent was free (the rest
+                    // waited for an agent: that is queue time, not routing).
+                    if let Some(i) = idx
+                        && offer.offer_seq <= 1
+                        && r.interactions[i].found_free
+                    {
                         let arrived = r.interactions[i].arrived_us;
                         let now_us = start.elapsed().as_micros() as u64;
                         r.routing_us(now_us.saturating_sub(arrived));
@@ -355,6 +361,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                         .iter()
                         .position(|c| *c == scenario.arrivals[si].channel)
                         .unwrap_or(0);
+                    record.found_free = r.watch.free_for(qi, record.channel);
                     let idx = r.arrive(record);
                     shared.by_customer.lock().unwrap().insert(n as u64, idx);
                     idx

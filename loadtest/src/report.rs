@@ -32,6 +32,9 @@ pub struct Record {
     pub refused: Option<String>,
     /// Still waiting in the engine at the end (no agent left to take it).
     pub still_waiting: bool,
+    /// When it arrived, the simulator saw an eligible agent with room for it (connect
+    /// mode times routing on these only).
+    pub found_free: bool,
 }
 
 impl Record {
@@ -491,9 +494,12 @@ pub struct ChannelReport {
 /// The engine's side.
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineReport {
+    /// How many latencies the percentiles are of.
+    pub routing_samples: u64,
     /// Routing latency, µs: on virtual time the wall-clock time of each submit (route,
-    /// log, offer); in connect mode the time from a customer's due time to the offer
-    /// reaching an agent's client (which includes any wait for a free agent).
+    /// log, offer); in connect mode the time from a customer's due time to its first
+    /// offer reaching an agent's client, for customers who arrived while an eligible
+    /// agent had room.
     pub routing_p50_us: u64,
     /// 90th percentile.
     pub routing_p90_us: u64,
@@ -769,6 +775,7 @@ impl Report {
             groups,
             channels,
             engine: EngineReport {
+                routing_samples: records.routing.len(),
                 routing_p50_us: q(0.5),
                 routing_p90_us: q(0.9),
                 routing_p99_us: q(0.99),

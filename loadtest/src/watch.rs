@@ -337,9 +337,14 @@ impl Watch {
         }
     }
 
-    /// Agents whose sessions dropped pushes (their views were not checked after).
-    pub fn blind_agents(&self) -> usize {
-        self.agents.iter().filter(|a| a.blind).count()
+    /// Whether some agent is available, eligible and has room for work of `queue` on
+    /// `channel` now, as far as the simulator knows.
+    pub fn free_for(&self, queue: usize, channel: usize) -> bool {
+        self.agents.iter().any(|a| {
+            a.available
+                && !a.blind
+                && self.costs[a.group][queue][channel].is_some_and(|c| a.held + c <= a.total)
+        })
     }
 }
 

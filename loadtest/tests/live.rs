@@ -110,4 +110,10 @@ rate_per_hour = 36_000
     assert_eq!(q.offered, q.answered + q.abandoned + q.refused, "{q:?}");
     assert_eq!(q.refused, 0, "{q:?}");
     assert!(q.answered > 0 && report.engine.offers >= q.answered);
+    // Routing is timed on customers who found an agent free: some did, not all.
+    let e = &report.engine;
+    assert!(
+        e.routing_samples > 0 && e.routing_samples <= q.offered && e.routing_p50_us > 0,
+        "{e:?}"
+    );
 }

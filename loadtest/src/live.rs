@@ -9,7 +9,7 @@ use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::InboundOutcome;
 use omniroute_transport::actors::Push;
-use omniroute_transport::actors::engine::{CenterConfig, InteractionId, SeededRng};
+use omniroute_transport::actors::engine::{CenterConfig, SeededRng};
 use omniroute_transport::client::{Client, ClientError};
 use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
 use omniroute_transport::tls;
@@ -138,8 +138,6 @@ struct Shared {
     records: Mutex<Records>,
     /// Customer number → record index, set when the customer is sent.
     by_customer: Mutex<HashMap<u64, usize>>,
-    /// Interaction → record index, set when the submit's reply comes.
-    by_interaction: Mutex<HashMap<InteractionId, usize>>,
 }
 
 /// Runs `scenario` against the server in real time.
@@ -153,7 +151,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let shared = Arc::new(Shared {
         records: Mutex::new(records),
         by_customer: Mutex::new(HashMap::new()),
-        by_interaction: Mutex::new(HashMap::new()),
     });
     let mut rng = SeededRng::new(seed);
     // Every session is opened before the clock starts.
@@ -404,11 +401,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                         .lock()
                         .unwrap()
                         .submitted(idx, interaction.0, ms());
-                    shared
-                        .by_interaction
-                        .lock()
-                        .unwrap()
-                        .insert(interaction, idx);
                     let Some(p) = patience else { return };
                     tokio::time::sleep_until((due + Duration::from_secs_f64(p)).into()).await;
                     if shared.records.lock().unwrap().interactions[idx]

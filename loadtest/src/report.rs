@@ -28,6 +28,8 @@ pub struct Record {
     pub abandoned_ms: Option<u64>,
     /// When the agent completed it.
     pub completed_ms: Option<u64>,
+    /// When its wrap-up ended (queues with wrap-up).
+    pub wrap_up_ended_ms: Option<u64>,
     /// Why the submit was refused.
     pub refused: Option<String>,
     /// Still waiting in the engine at the end (no agent left to take it).
@@ -46,6 +48,16 @@ impl Record {
             arrived_us: arrived_ms * 1_000,
             ..Default::default()
         }
+    }
+
+    /// Accept → complete, ms.
+    pub fn handle_ms(&self) -> Option<u64> {
+        Some(self.completed_ms? - self.answered_ms?)
+    }
+
+    /// Accept → end of wrap-up (or completion without wrap-up), ms.
+    pub fn busy_ms(&self) -> Option<u64> {
+        Some(self.wrap_up_ended_ms.or(self.completed_ms)? - self.answered_ms?)
     }
 
     /// Completed, abandoned, refused, or known to be still waiting at the end.
@@ -127,6 +139,8 @@ pub struct Records {
     sl_so_far: (u64, u64),
     /// The simulator's view of agents and waiting work, and its checks.
     pub watch: Watch,
+    /// Engine id → index in `interactions`.
+    by_id: std::collections::HashMap<u64, usize>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -161,7 +175,13 @@ impl Records {
                 .collect(),
             sl_so_far: (0, 0),
             watch: Watch::new(scenario, 1_000),
+            by_id: std::collections::HashMap::new(),
         }
+    }
+
+    /// The record of engine interaction `id`, once its submit returned.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.by_id.get(&id).copied()
     }
 
     /// Interaction `i`'s submit returned its id at `at_ms`.
@@ -169,6 +189,7 @@ impl Records {
         let r = &mut self.interactions[i];
         r.id = Some(id);
         let (queue, channel) = (r.queue, r.channel);
+        self.by_id.insert(id, i);
         self.watch.arrived(id, queue, channel, at_ms);
     }
 
@@ -176,6 +197,11 @@ impl Records {
     /// the simulator sees them; an offer beyond capacity is a violation).
     pub fn push_seen(&mut self, agent: usize, push: &Push, at_ms: u64) {
         self.watch.push(agent, push, at_ms);
+        if let Push::WrapUpEnded { interaction } = push
+            && let Some(i) = self.index_of(interaction.0)
+        {
+            self.interactions[i].wrap_up_ended_ms = Some(at_ms);
+        }
         self.take_found();
     }
 
@@ -472,7 +498,9 @@ pub struct GroupReport {
     pub staffed_hours: f64,
     /// Handle time (accept → complete) of the group's work, hours.
     pub handle_hours: f64,
-    /// handle ÷ staffed (over 1 when agents carry several interactions at once).
+    /// Busy time (accept → end of wrap-up) of the group's work, hours.
+    pub busy_hours: f64,
+    /// busy ÷ staffed (over 1 when agents carry several interactions at once).
     pub occupancy: Option<f64>,
 }
 
@@ -485,9 +513,11 @@ pub struct ChannelReport {
     pub offered: u64,
     /// Handle time (accept → complete) of its work, hours.
     pub handle_hours: f64,
+    /// Busy time (accept → end of wrap-up) of its work, hours.
+    pub busy_hours: f64,
     /// Logged-in time of the agents who handle the channel, hours.
     pub staffed_hours: f64,
-    /// handle ÷ staffed (over 1 when agents carry several at once).
+    /// busy ÷ staffed (over 1 when agents carry several at once).
     pub occupancy: Option<f64>,
 }
 
@@ -660,25 +690,21 @@ impl Report {
                     .flat_map(|(_, shifts)| shifts.iter())
                     .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
                     .sum();
-                let members: Vec<usize> = records
-                    .agents
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (group, _))| *group == gi)
-                    .map(|(i, _)| i)
-                    .collect();
-                let handle_ms: u64 = records
-                    .interactions
-                    .iter()
-                    .filter(|r| r.agent.is_some_and(|a| members.contains(&a)))
-                    .filter_map(|r| Some(r.completed_ms? - r.answered_ms?))
-                    .sum();
+                let mine = || {
+                    records
+                        .interactions
+                        .iter()
+                        .filter(|r| r.agent.is_some_and(|a| records.agents[a].0 == gi))
+                };
+                let handle_ms: u64 = mine().filter_map(Record::handle_ms).sum();
+                let busy_ms: u64 = mine().filter_map(Record::busy_ms).sum();
                 GroupReport {
                     group: g.name.clone(),
                     agents: g.count,
                     staffed_hours: staffed_ms as f64 / 3.6e6,
                     handle_hours: handle_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| handle_ms as f64 / staffed_ms as f64),
+                    busy_hours: busy_ms as f64 / 3.6e6,
+                    occupancy: (staffed_ms > 0).then(|| busy_ms as f64 / staffed_ms as f64),
                 }
             })
             .collect();
@@ -736,12 +762,9 @@ impl Report {
                     .flat_map(|((_, shifts), _)| shifts.iter())
                     .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
                     .sum();
-                let handle_ms: u64 = records
-                    .interactions
-                    .iter()
-                    .filter(|r| r.channel == ci)
-                    .filter_map(|r| Some(r.completed_ms? - r.answered_ms?))
-                    .sum();
+                let mine = || records.interactions.iter().filter(|r| r.channel == ci);
+                let handle_ms: u64 = mine().filter_map(Record::handle_ms).sum();
+                let busy_ms: u64 = mine().filter_map(Record::busy_ms).sum();
                 ChannelReport {
                     channel: c.name.clone(),
                     offered: records
@@ -750,8 +773,9 @@ impl Report {
                         .filter(|r| r.channel == ci)
                         .count() as u64,
                     handle_hours: handle_ms as f64 / 3.6e6,
+                    busy_hours: busy_ms as f64 / 3.6e6,
                     staffed_hours: staffed_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| handle_ms as f64 / staffed_ms as f64),
+                    occupancy: (staffed_ms > 0).then(|| busy_ms as f64 / staffed_ms as f64),
                 }
             })
             .collect();
@@ -830,19 +854,21 @@ impl Report {
         }
         for g in &self.groups {
             out.push_str(&format!(
-                "group {:<12} {:>4} agents, staffed {:.1} h, handling {:.1} h, occupancy {}\n",
+                "group {:<12} {:>4} agents, staffed {:.1} h, handling {:.1} h, busy (with wrap-up) {:.1} h, occupancy {}\n",
                 g.group,
                 g.agents,
                 g.staffed_hours,
                 g.handle_hours,
+                g.busy_hours,
                 pct(g.occupancy)
             ));
         }
         for c in &self.channels {
             out.push_str(&format!(
-                "channel {:<10} {:>6} offered, handling {:.1} h of {:.1} h staffed by its agents, occupancy {}\n",
+                "channel {:<10} {:>6} offered, busy {:.1} h (handling {:.1} h) of {:.1} h staffed by its agents, occupancy {}\n",
                 c.channel,
                 c.offered,
+                c.busy_hours,
                 c.handle_hours,
                 c.staffed_hours,
                 pct(c.occupancy)

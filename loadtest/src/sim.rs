@@ -43,8 +43,6 @@ pub fn run(
 
 struct Shared {
     records: Mutex<Records>,
-    /// Interaction → index in `records.interactions`.
-    index: Mutex<HashMap<InteractionId, usize>>,
 }
 
 async fn simulate(
@@ -90,7 +88,6 @@ async fn simulate(
     let start = Instant::now();
     let shared = Arc::new(Shared {
         records: Mutex::new(Records::new(scenario)),
-        index: Mutex::new(HashMap::new()),
     });
     let mut rng = SeededRng::new(seed);
     let end = Duration::from_secs_f64(scenario.duration_s);
@@ -200,8 +197,7 @@ async fn simulate(
                             let at = start.elapsed().as_millis() as u64;
                             {
                                 let mut r = shared.records.lock().unwrap();
-                                let idx = shared.index.lock().unwrap().get(&interaction).copied();
-                                match idx {
+                                match r.index_of(interaction.0) {
                                     Some(i) => r.answered(i, at, &id, agent_idx),
                                     None => r.violate(Violation {
                                         kind: "unknown_interaction".into(),
@@ -217,8 +213,8 @@ async fn simulate(
                             tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                             let done = session.complete(interaction, None).await;
                             let at = start.elapsed().as_millis() as u64;
-                            let idx = shared.index.lock().unwrap().get(&interaction).copied();
                             let mut r = shared.records.lock().unwrap();
+                            let idx = r.index_of(interaction.0);
                             match (done, idx) {
                                 (Ok(_), Some(i)) => r.completed(i, at),
                                 (Err(e), _) => r.violate(Violation {
@@ -353,7 +349,6 @@ async fn simulate(
                 };
                 match submitted {
                     Ok(id) => {
-                        shared.index.lock().unwrap().insert(id, idx);
                         let now = start.elapsed();
                         shared
                             .records

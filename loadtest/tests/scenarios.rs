@@ -159,3 +159,37 @@ fn mistakes_are_reported_with_where_and_what() {
     let e = err(&good.replace("service_level_s = 20", "service_level_s = inf"));
     assert!(e.contains("service_level_s"), "{e}");
 }
+
+#[test]
+fn occupancy_counts_wrap_up_as_busy_and_handle_time_does_not() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let wrap = Scenario::parse(
+        &text.replace(
+            "offer_timeout_s = 15",
+            "offer_timeout_s = 15\nwrap_up_s = 30",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = sim::run(&wrap, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let (g, q) = (&r.groups[0], &r.queues[0]);
+    // Every answered interaction has its 30 s wrap-up, but the run ends with the last
+    // completion: wrap-ups still running then (a few at most) are not counted.
+    let wrap_s = (g.busy_hours - g.handle_hours) * 3_600.0;
+    let all = q.answered as f64 * 30.0;
+    assert!(
+        wrap_s <= all + 1e-3 && wrap_s >= all - 5.0 * 30.0,
+        "{g:?} {wrap_s} {all}"
+    );
+    let missing = (all - wrap_s) / 30.0;
+    assert!(
+        (missing - missing.round()).abs() < 1e-3,
+        "whole wrap-ups: {wrap_s}"
+    );
+    let occupancy = g.occupancy.unwrap();
+    assert!((occupancy - g.busy_hours / g.staffed_hours).abs() < 1e-9);
+    // Handle time is accept → complete: the wrap-up is not in it.
+    let aht = q.average_handle_time_s.unwrap();
+    assert!((aht - g.handle_hours * 3_600.0 / q.answered as f64).abs() < 1e-6);
+}

@@ -267,9 +267,12 @@ impl Watch {
         };
         // Keys (queue, channel) with something waiting long enough: the oldest.
         let mut oldest: HashMap<(usize, usize), (u64, u64)> = HashMap::new();
+        // Only work this run submitted (an offer of another run's leftover work, say,
+        // is never judged).
         for (id, w) in &self.watched {
             if let Phase::Waiting(since) = w.phase
                 && since <= cutoff
+                && w.arrived
             {
                 let e = oldest.entry((w.queue, w.channel)).or_insert((since, *id));
                 if (since, *id) < *e {
@@ -305,7 +308,7 @@ impl Watch {
             let mut waiting: Vec<(u64, u64)> = self
                 .watched
                 .iter()
-                .filter(|(_, w)| w.queue == queue && w.channel == channel)
+                .filter(|(_, w)| w.queue == queue && w.channel == channel && w.arrived)
                 .filter_map(|(id, w)| match w.phase {
                     Phase::Waiting(since) if since <= cutoff && !self.reported.contains(id) => {
                         Some((since, *id))
@@ -502,6 +505,25 @@ mod tests {
         );
         w.check(43_000);
         assert_eq!(kinds(&w), vec![("waiting_while_agent_free", 2, "a-1")]);
+    }
+
+    #[test]
+    fn work_this_run_did_not_submit_is_never_judged() {
+        let mut w = watch();
+        w.push(0, &available(), 0);
+        w.push(1, &available(), 0);
+        // Another run's leftover work, offered to a-0, left to time out.
+        w.push(0, &offer(99), 10);
+        w.push(
+            0,
+            &Push::OfferEnded {
+                interaction: InteractionId(99),
+                reason: "timed_out".into(),
+            },
+            30_000,
+        );
+        w.check(60_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
     }
 
     #[test]

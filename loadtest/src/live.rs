@@ -178,7 +178,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         let group = scenario.agent_groups[group_idx].clone();
         let mut arng = SeededRng::new(rng.next_u64());
         let shared = shared.clone();
-        let profile = crate::scenario::AgentProfile::of(&def);
         let queues = scenario.queues.clone();
         let prefix = format!("{customer_tag}-");
         let id = def.id.clone();
@@ -232,7 +231,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     }
                     continue;
                 };
-                let at = ms();
                 let interaction = offer.interaction;
                 let n = offer
                     .customer
@@ -240,7 +238,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     .and_then(|s| s.parse::<u64>().ok());
                 let idx = n.and_then(|n| shared.by_customer.lock().unwrap().get(&n).copied());
                 let queue = queues.iter().find(|q| q.id == offer.queue);
-                let eligible = profile.eligible(queue, &offer.channel);
+                let auto = offer.auto_accepted;
                 {
                     let mut r = shared.records.lock().unwrap();
                     r.offers += 1;
@@ -255,15 +253,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                         let now_us = start.elapsed().as_micros() as u64;
                         r.routing_us(now_us.saturating_sub(arrived));
                     }
-                    if !eligible && !offer.auto_accepted {
-                        r.violate(Violation {
-                            kind: "offer_to_ineligible_agent".into(),
-                            interaction: interaction.0,
-                            agent: id.clone(),
-                            at_ms: at,
-                            detail: format!("queue `{}` on `{}`", offer.queue, offer.channel),
-                        });
-                    }
                 }
                 let Some(idx) = idx else {
                     continue; // not this run's customer
@@ -277,21 +266,24 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let handle = queue.map_or(0.0, |q| q.handle_time.sample(&mut arng));
                 let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                    if reject {
-                        let r = client
-                            .request(ClientMsg::Reject {
-                                id: client.id(),
-                                interaction,
-                            })
-                            .await;
-                        if r.is_ok() {
-                            shared.records.lock().unwrap().rejected += 1;
+                    // Auto-accepted (the channel's setting): already the agent's.
+                    if !auto {
+                        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                        if reject {
+                            let r = client
+                                .request(ClientMsg::Reject {
+                                    id: client.id(),
+                                    interaction,
+                                })
+                                .await;
+                            if r.is_ok() {
+                                shared.records.lock().unwrap().rejected += 1;
+                            }
+                            return;
                         }
-                        return;
-                    }
-                    if client.accept(interaction).await.is_err() {
-                        return;
+                        if client.accept(interaction).await.is_err() {
+                            return;
+                        }
                     }
                     shared
                         .records

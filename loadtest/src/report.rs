@@ -398,20 +398,22 @@ impl Records {
     /// The run is over at `at_ms`: every interaction must be accounted for.
     pub fn close(&mut self, at_ms: u64) {
         self.finished_ms = at_ms;
-        let open: Vec<(u64, u64)> = self
+        let names: Vec<String> = self.watch.agent_ids();
+        let open: Vec<(u64, u64, Option<usize>)> = self
             .interactions
             .iter()
             .filter(|r| !r.finished())
-            .map(|r| (r.id.unwrap_or(0), r.arrived_ms))
+            .map(|r| (r.id.unwrap_or(0), r.arrived_ms, r.agent))
             .collect();
-        for (id, arrived) in open {
+        for (id, arrived, agent) in open {
+            let held = agent.map_or(String::new(), |a| format!(" (accepted by {})", names[a]));
             self.violate(Violation {
                 kind: "unaccounted".into(),
                 interaction: id,
-                agent: String::new(),
+                agent: agent.map_or(String::new(), |a| names[a].clone()),
                 at_ms,
                 detail: format!(
-                    "arrived at {arrived} ms and was neither completed nor abandoned by the end"
+                    "arrived at {arrived} ms and was neither completed nor abandoned by the end{held}"
                 ),
             });
         }
@@ -898,5 +900,75 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Records {
+        let text = r#"
+            duration_s = 3600
+            [[queues]]
+            id = "q"
+            channels = ["voice"]
+            handle_time = { dist = "fixed", s = 60 }
+            [[agent_groups]]
+            name = "a"
+            count = 2
+            channels = { voice = 1 }
+            [[arrivals]]
+            queue = "q"
+            channel = "voice"
+            rate_per_hour = 60
+        "#;
+        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        Records::new(&s)
+    }
+
+    fn kinds(r: &Records) -> Vec<(&str, u64, &str)> {
+        r.violations
+            .iter()
+            .map(|v| (v.kind.as_str(), v.interaction, v.agent.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_second_accept_and_an_accept_after_the_customer_left_are_breaches() {
+        let mut r = records();
+        let i = r.arrive(Record::new(0, 0));
+        r.submitted(i, 41, 0);
+        r.answered(i, 10, "a-0", 0);
+        r.answered(i, 20, "a-1", 1);
+        let j = r.arrive(Record::new(0, 30));
+        r.submitted(j, 42, 30);
+        r.abandoned(j, 40);
+        r.answered(j, 50, "a-1", 1);
+        assert_eq!(
+            kinds(&r),
+            vec![
+                ("assigned_twice", 41, "a-1"),
+                ("answered_after_abandon", 42, "a-1")
+            ]
+        );
+    }
+
+    #[test]
+    fn work_neither_finished_nor_waiting_at_the_end_is_unaccounted_for() {
+        let mut r = records();
+        let done = r.arrive(Record::new(0, 0));
+        r.submitted(done, 1, 0);
+        r.answered(done, 5, "a-0", 0);
+        r.completed(done, 65);
+        let waiting = r.arrive(Record::new(0, 10));
+        r.submitted(waiting, 2, 10);
+        r.still_waiting(waiting);
+        let lost = r.arrive(Record::new(0, 20));
+        r.submitted(lost, 3, 20);
+        r.answered(lost, 25, "a-1", 1);
+        r.close(100_000);
+        assert_eq!(kinds(&r), vec![("unaccounted", 3, "a-1")]);
+        assert_eq!(r.open(), 1);
     }
 }

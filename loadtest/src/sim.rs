@@ -97,8 +97,6 @@ async fn simulate(
         let group = scenario.agent_groups[group_idx].clone();
         let agent_seed = rng.next_u64();
         let (runtime, shared) = (runtime.clone(), shared.clone());
-        let profile = crate::scenario::AgentProfile::of(&def);
-        let queues = scenario.queues.clone();
         let handle_times: HashMap<String, crate::scenario::Dist> = scenario
             .queues
             .iter()
@@ -149,27 +147,9 @@ async fn simulate(
                     .push_seen(agent_idx, &push, now(&start));
                 match push {
                     Push::Offer(offer) => {
-                        let at = now(&start);
                         let interaction = offer.interaction;
-                        // Eligible? (skills and channel, from the scenario itself)
-                        let queue = queues.iter().find(|q| q.id == offer.queue);
-                        let eligible = profile.eligible(queue, &offer.channel);
-                        {
-                            let mut r = shared.records.lock().unwrap();
-                            r.offers += 1;
-                            if !eligible && !offer.auto_accepted {
-                                r.violate(Violation {
-                                    kind: "offer_to_ineligible_agent".into(),
-                                    interaction: interaction.0,
-                                    agent: id.clone(),
-                                    at_ms: at,
-                                    detail: format!(
-                                        "queue `{}` on `{}`: the agent lacks a required skill or the channel",
-                                        offer.queue, offer.channel
-                                    ),
-                                });
-                            }
-                        }
+                        let auto = offer.auto_accepted;
+                        shared.records.lock().unwrap().offers += 1;
                         let delay = group
                             .accept_delay
                             .as_ref()
@@ -181,18 +161,22 @@ async fn simulate(
                             .map_or(0.0, |d| d.sample(&mut rng));
                         let (session, shared, id) = (session.clone(), shared.clone(), id.clone());
                         tokio::spawn(async move {
-                            if delay > 0.0 {
-                                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                            }
-                            if reject {
-                                if session.reject(interaction).await.is_ok() {
-                                    shared.records.lock().unwrap().rejected += 1;
+                            // Auto-accepted (the channel's setting): the work is the
+                            // agent's already, nothing to answer.
+                            if !auto {
+                                if delay > 0.0 {
+                                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
                                 }
-                                return;
-                            }
-                            if session.accept(interaction).await.is_err() {
-                                // Timed out, withdrawn or the customer left meanwhile.
-                                return;
+                                if reject {
+                                    if session.reject(interaction).await.is_ok() {
+                                        shared.records.lock().unwrap().rejected += 1;
+                                    }
+                                    return;
+                                }
+                                if session.accept(interaction).await.is_err() {
+                                    // Timed out, withdrawn or the customer left meanwhile.
+                                    return;
+                                }
                             }
                             let at = start.elapsed().as_millis() as u64;
                             {
@@ -402,13 +386,7 @@ async fn simulate(
         {
             let mut r = shared.records.lock().unwrap();
             for b in broken {
-                r.violate(Violation {
-                    kind: "engine_invariant".into(),
-                    interaction: 0,
-                    agent: String::new(),
-                    at_ms: elapsed.as_millis() as u64,
-                    detail: b,
-                });
+                r.violate(engine_violation(b, elapsed.as_millis() as u64));
             }
             r.sample(elapsed.as_millis() as u64, runtime.live_interactions());
             progress(elapsed.as_secs_f64(), &r);
@@ -428,13 +406,7 @@ async fn simulate(
         let broken = runtime.read(|e| e.check_invariants(now_ms));
         let mut r = shared.records.lock().unwrap();
         for b in broken {
-            r.violate(Violation {
-                kind: "engine_invariant".into(),
-                interaction: 0,
-                agent: String::new(),
-                at_ms: finished_ms,
-                detail: b,
-            });
+            r.violate(engine_violation(b, finished_ms));
         }
         // What is still open: waiting in the engine (no agent left to take it) is not
         // lost work; anything else is.
@@ -466,4 +438,42 @@ async fn simulate(
         std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
     records.close(finished_ms);
     Ok(Report::build(scenario, seed, &records, wall.elapsed()))
+}
+
+/// A breach the engine's own invariant check found, with the interaction and agent it
+/// names (its messages say `interaction N` and `agent ID`).
+fn engine_violation(detail: String, at_ms: u64) -> Violation {
+    let after = |word: &str| {
+        detail.split(word).nth(1).and_then(|rest| {
+            let token: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ':')
+                .collect();
+            (!token.is_empty()).then_some(token)
+        })
+    };
+    Violation {
+        kind: "engine_invariant".into(),
+        interaction: after("interaction ")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        agent: after("agent ").unwrap_or_default(),
+        at_ms,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_engine_s_findings_name_their_interaction_and_agent() {
+        let v = super::engine_violation(
+            "interaction 17 waits in queue q while agent a-3 is available with capacity for voice"
+                .into(),
+            5,
+        );
+        assert_eq!((v.interaction, v.agent.as_str()), (17, "a-3"));
+        let v = super::engine_violation("target 2: available-member count off in a lane".into(), 5);
+        assert_eq!((v.interaction, v.agent.as_str()), (0, ""));
+    }
 }

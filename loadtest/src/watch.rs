@@ -31,8 +31,8 @@ struct AgentView {
     total: u16,
     /// When presence or held units last changed (ms).
     since_ms: u64,
-    /// Interaction → units, for what this agent holds.
-    holds: HashMap<u64, u16>,
+    /// Interaction → (units, since when), for what this agent holds.
+    holds: HashMap<u64, (u16, u64)>,
     /// Its session dropped pushes: its view is unknown from then on.
     blind: bool,
 }
@@ -175,7 +175,7 @@ impl Watch {
 
     fn release(&mut self, agent: usize, id: u64, at_ms: u64) {
         let a = &mut self.agents[agent];
-        if let Some(units) = a.holds.remove(&id) {
+        if let Some((units, _)) = a.holds.remove(&id) {
             a.held = a.held.saturating_sub(units);
             a.since_ms = at_ms;
         }
@@ -189,14 +189,27 @@ impl Watch {
                 let queue = self.queue_ids.iter().position(|q| *q == offer.queue);
                 let channel = self.channel_names.iter().position(|c| *c == offer.channel);
                 let (Some(queue), Some(channel)) = (queue, channel) else {
-                    return; // not the scenario's (checked by the eligibility check)
+                    return; // another queue of the server's: not the scenario's to judge
                 };
                 let group = self.agents[agent].group;
-                let cost = self.costs[group][queue][channel].unwrap_or(1);
+                let eligible = self.costs[group][queue][channel];
+                if eligible.is_none() {
+                    self.breach(
+                        "offer_to_ineligible_agent",
+                        id,
+                        agent,
+                        at_ms,
+                        format!(
+                            "queue `{}` on `{}`: the agent lacks a required skill or the channel",
+                            offer.queue, offer.channel
+                        ),
+                    );
+                }
+                let cost = eligible.unwrap_or(1);
                 let a = &mut self.agents[agent];
                 a.held += cost;
                 a.since_ms = at_ms;
-                a.holds.insert(id, cost);
+                a.holds.insert(id, (cost, at_ms));
                 let (held, total, blind) = (a.held, a.total, a.blind);
                 if held > total && !blind {
                     self.breach(
@@ -265,6 +278,31 @@ impl Watch {
         let Some(cutoff) = now_ms.checked_sub(self.grace_ms) else {
             return;
         };
+        // One interaction held (offered or assigned) by two agents at once, for longer
+        // than the grace (a re-offer and the end of the previous one are read from two
+        // sessions, in either order).
+        let mut holders: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (n, a) in self.agents.iter().enumerate() {
+            if a.blind {
+                continue;
+            }
+            for (id, (_, since)) in &a.holds {
+                if *since <= cutoff {
+                    holders.entry(*id).or_default().push(n);
+                }
+            }
+        }
+        let mut twice: Vec<(u64, Vec<usize>)> = holders
+            .into_iter()
+            .filter(|(id, h)| h.len() > 1 && !self.reported.contains(id))
+            .collect();
+        twice.sort_unstable();
+        for (id, agents) in twice {
+            self.reported.insert(id);
+            let names: Vec<&str> = agents.iter().map(|n| self.agents[*n].id.as_str()).collect();
+            let detail = format!("offered to or held by {} at once", names.join(" and "));
+            self.breach("assigned_twice", id, agents[1], now_ms, detail);
+        }
         // Keys (queue, channel) with something waiting long enough: the oldest.
         let mut oldest: HashMap<(usize, usize), (u64, u64)> = HashMap::new();
         // Only work this run submitted (an offer of another run's leftover work, say,
@@ -338,6 +376,11 @@ impl Watch {
                 self.breach("waiting_while_agent_free", id, agent, now_ms, detail);
             }
         }
+    }
+
+    /// The agents' ids, in scenario order.
+    pub fn agent_ids(&self) -> Vec<String> {
+        self.agents.iter().map(|a| a.id.clone()).collect()
     }
 
     /// Whether some agent is available, eligible and has room for work of `queue` on
@@ -524,6 +567,58 @@ mod tests {
         );
         w.check(60_000);
         assert!(w.found.is_empty(), "{:?}", w.found);
+    }
+
+    #[test]
+    fn an_offer_to_an_ineligible_agent_is_a_breach() {
+        let text = r#"
+            duration_s = 3600
+            [[queues]]
+            id = "q"
+            channels = ["voice"]
+            skills = { general = 1 }
+            handle_time = { dist = "fixed", s = 60 }
+            [[queues]]
+            id = "expert"
+            channels = ["voice"]
+            skills = { general = 8 }
+            handle_time = { dist = "fixed", s = 60 }
+            [[agent_groups]]
+            name = "a"
+            count = 1
+            skills = { general = 5 }
+            channels = { voice = 1 }
+            [[arrivals]]
+            queue = "q"
+            channel = "voice"
+            rate_per_hour = 60
+        "#;
+        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let mut w = Watch::new(&s, 1_000);
+        w.push(0, &available(), 0);
+        let Push::Offer(o) = offer(5) else {
+            unreachable!()
+        };
+        let mut o = (*o).clone();
+        o.queue = "expert".into();
+        w.push(0, &Push::Offer(Arc::new(o)), 10);
+        assert_eq!(kinds(&w), vec![("offer_to_ineligible_agent", 5, "a-0")]);
+    }
+
+    #[test]
+    fn one_interaction_held_by_two_agents_is_a_breach_once_the_grace_is_over() {
+        let mut w = watch();
+        let ch = voice(&w);
+        w.push(0, &available(), 0);
+        w.push(1, &available(), 0);
+        w.arrived(1, 0, ch, 0);
+        w.push(0, &offer(1), 10);
+        // a-1 reads its offer of 1 before a-0 reads the end of its own: in flight.
+        w.push(1, &offer(1), 20);
+        w.check(500);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        w.check(2_000);
+        assert_eq!(kinds(&w), vec![("assigned_twice", 1, "a-1")]);
     }
 
     #[test]

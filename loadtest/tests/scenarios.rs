@@ -193,3 +193,25 @@ fn occupancy_counts_wrap_up_as_busy_and_handle_time_does_not() {
     let aht = q.average_handle_time_s.unwrap();
     assert!((aht - g.handle_hours * 3_600.0 / q.answered as f64).abs() < 1e-6);
 }
+
+#[test]
+fn auto_accepted_offers_are_answered_without_an_accept() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let auto = Scenario::parse(
+        &text.replace(
+            "seed = 7\n",
+            "seed = 7\nchannels = [{ name = \"voice\", default_units = 1, auto_accept = true }]\n",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let plain = Scenario::parse(&text, Path::new(".")).unwrap();
+    let a = sim::run(&auto, 7, &mut |_, _| {}).unwrap();
+    let p = sim::run(&plain, 7, &mut |_, _| {}).unwrap();
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    let (qa, qp) = (&a.queues[0], &p.queues[0]);
+    // Same customers, and with immediate accepts the same service.
+    assert_eq!(qa.offered, qp.offered);
+    assert_eq!((qa.answered, qa.abandoned), (qp.answered, qp.abandoned));
+    assert!(qa.answered > 1_000, "{qa:?}");
+}

@@ -108,10 +108,10 @@ pub fn render(report: &Report) -> String {
     } else {
         "<p class=\"bad\">Checks: <b>violations</b> (listed at the end).</p>\n"
     });
-    page.push_str("<h2>Queues</h2>\n<table><tr><th>queue</th><th>offered</th><th>answered</th><th>abandoned (short)</th><th>refused</th><th>still waiting</th><th>service level</th><th>threshold s</th><th>ASA s</th><th>wait p50 / p90 / p99 s</th><th>abandon rate</th><th>AHT s</th></tr>\n");
+    page.push_str("<h2>Queues</h2>\n<table><tr><th>queue</th><th>offered</th><th>answered</th><th>abandoned (short)</th><th>refused</th><th>still waiting</th><th>service level</th><th>target</th><th>threshold s</th><th>ASA s</th><th>wait p50 / p90 / p99 s</th><th>abandon rate</th><th>AHT s</th></tr>\n");
     for q in report.queues.iter().chain(std::iter::once(&report.overall)) {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.1} / {:.1}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&q.queue),
             q.offered,
             q.answered,
@@ -120,6 +120,12 @@ pub fn render(report: &Report) -> String {
             q.refused,
             q.still_waiting,
             pct(q.service_level),
+            match (q.service_level_target, q.service_level_met) {
+                (Some(t), Some(true)) => format!("{} met", pct(Some(t))),
+                (Some(t), Some(false)) => format!("<b>{} missed</b>", pct(Some(t))),
+                (Some(t), None) => pct(Some(t)),
+                (None, _) => "—".to_string(),
+            },
             q.service_level_threshold_s.map_or("own".to_string(), |t| format!("{t:.0}")),
             secs(q.average_speed_of_answer_s),
             q.answered_waits.p50_s,
@@ -129,32 +135,34 @@ pub fn render(report: &Report) -> String {
             secs(q.average_handle_time_s)
         ));
     }
-    page.push_str("</table>\n<h2>Agent groups</h2>\n<table><tr><th>group</th><th>agents</th><th>staffed h</th><th>handling h</th><th>occupancy</th></tr>\n");
+    page.push_str("</table>\n<h2>Agent groups</h2>\n<table><tr><th>group</th><th>agents</th><th>staffed h</th><th>handling h</th><th>busy h (with wrap-up)</th><th>occupancy</th></tr>\n");
     for g in &report.groups {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
             esc(&g.group),
             g.agents,
             g.staffed_hours,
             g.handle_hours,
+            g.busy_hours,
             pct(g.occupancy)
         ));
     }
-    page.push_str("</table>\n<h2>Channels</h2>\n<table><tr><th>channel</th><th>offered</th><th>handling h</th><th>staffed h (its agents)</th><th>occupancy</th></tr>\n");
+    page.push_str("</table>\n<h2>Channels</h2>\n<table><tr><th>channel</th><th>offered</th><th>handling h</th><th>busy h (with wrap-up)</th><th>staffed h (its agents)</th><th>occupancy</th></tr>\n");
     for c in &report.channels {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
             esc(&c.channel),
             c.offered,
             c.handle_hours,
+            c.busy_hours,
             c.staffed_hours,
             pct(c.occupancy)
         ));
     }
     let e = &report.engine;
     page.push_str(&format!(
-        "</table>\n<h2>Engine</h2>\n<p>Routing latency (virtual time: each submit's wall-clock time; connect mode: due time → offer at the agent): p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs. Offers {}, rejected {}, timed out {}.</p>\n",
-        e.routing_p50_us, e.routing_p90_us, e.routing_p99_us, e.routing_p999_us, e.routing_max_us, e.offers, e.rejected, e.timed_out
+        "</table>\n<h2>Engine</h2>\n<p>Routing latency (virtual time: each submit's wall-clock time; connect mode: due time → first offer at the agent, for customers who found an agent free), of {} samples: p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs. Offers {}, rejected {}, timed out {}.</p>\n",
+        e.routing_samples, e.routing_p50_us, e.routing_p90_us, e.routing_p99_us, e.routing_p999_us, e.routing_max_us, e.offers, e.rejected, e.timed_out
     ));
     let hours = |ms: u64| ms as f64 / 3.6e6;
     page.push_str(&chart(

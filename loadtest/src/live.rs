@@ -169,6 +169,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         v
     };
     let start = Instant::now() + Duration::from_millis(500);
+    shared.records.lock().unwrap().setup_wall = start - wall;
     let ms = move || start.elapsed().as_millis() as u64;
     let customer_tag = format!("{run_tag}-{}", wall.elapsed().as_nanos());
 

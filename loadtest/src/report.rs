@@ -6,6 +6,7 @@ use crate::watch::Watch;
 use hdrhistogram::Histogram;
 use omniroute_transport::actors::Push;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One interaction as the simulator saw it (times in ms from the run's start).
 #[derive(Clone, Debug, Default)]
@@ -141,6 +142,8 @@ pub struct Records {
     pub watch: Watch,
     /// Engine id → index in `interactions`.
     by_id: std::collections::HashMap<u64, usize>,
+    /// Wall-clock time spent setting up before the run's clock started.
+    pub setup_wall: std::time::Duration,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -176,6 +179,7 @@ impl Records {
             sl_so_far: (0, 0),
             watch: Watch::new(scenario, 1_000),
             by_id: std::collections::HashMap::new(),
+            setup_wall: std::time::Duration::ZERO,
         }
     }
 
@@ -477,6 +481,11 @@ pub struct QueueReport {
     /// The threshold, seconds (`None` for `all`: each interaction is judged against
     /// its own queue's).
     pub service_level_threshold_s: Option<f64>,
+    /// The queue's service-level target, a share (`service_level_percent` ÷ 100;
+    /// `None` for `all`).
+    pub service_level_target: Option<f64>,
+    /// Whether the service level reached the target (`None` without either).
+    pub service_level_met: Option<bool>,
     /// Mean wait of the answered (average speed of answer), seconds.
     pub average_speed_of_answer_s: Option<f64>,
     /// Waits of the answered.
@@ -526,6 +535,11 @@ pub struct ChannelReport {
 /// The engine's side.
 #[derive(Clone, Debug, Serialize)]
 pub struct EngineReport {
+    /// Interactions completed per second of the run's clock (simulated seconds on
+    /// virtual time, real ones in connect mode), over the whole run.
+    pub completed_per_s: f64,
+    /// The busiest minute of the run's clock: interactions completed in it.
+    pub peak_completed_per_min: u64,
     /// How many latencies the percentiles are of.
     pub routing_samples: u64,
     /// Routing latency, µs: on virtual time the wall-clock time of each submit (route,
@@ -562,7 +576,10 @@ pub struct Report {
     pub simulated_s: f64,
     /// Wall-clock seconds of the run.
     pub wall_s: f64,
-    /// Interactions simulated per wall-clock second.
+    /// Of those, setting up before the clock started (connect mode: configuring the
+    /// server, making tokens, opening sessions; virtual time: starting the runtime).
+    pub setup_wall_s: f64,
+    /// Interactions simulated per wall-clock second, setup left out.
     pub interactions_per_wall_s: f64,
     /// Per queue.
     pub queues: Vec<QueueReport>,
@@ -648,6 +665,8 @@ impl Report {
                 still_waiting: rs.iter().filter(|r| r.still_waiting).count() as u64,
                 service_level: (judged > 0).then(|| within as f64 / judged as f64),
                 service_level_threshold_s: Some(threshold_s),
+                service_level_target: None,
+                service_level_met: None,
                 average_speed_of_answer_s: (answered > 0)
                     .then(|| answered_w.iter().sum::<u64>() as f64 / answered as f64 / 1e3),
                 answered_waits: Waits::of(&mut answered_w),
@@ -661,7 +680,13 @@ impl Report {
             .queues
             .iter()
             .enumerate()
-            .map(|(qi, q)| queue(&q.id, q.service_level_s, &|r: &Record| r.queue == qi))
+            .map(|(qi, q)| {
+                let mut report = queue(&q.id, q.service_level_s, &|r: &Record| r.queue == qi);
+                let target = f64::from(q.service_level_percent) / 100.0;
+                report.service_level_target = Some(target);
+                report.service_level_met = report.service_level.map(|sl| sl >= target);
+                report
+            })
             .collect();
         // The center: each interaction against its own queue's threshold.
         let mut overall = queue("all", f64::NAN, &|_| true);
@@ -794,13 +819,32 @@ impl Report {
             seed,
             simulated_s: end as f64 / 1e3,
             wall_s: wall.as_secs_f64(),
+            setup_wall_s: records.setup_wall.as_secs_f64(),
             interactions_per_wall_s: records.interactions.len() as f64
-                / wall.as_secs_f64().max(1e-9),
+                / wall
+                    .saturating_sub(records.setup_wall)
+                    .as_secs_f64()
+                    .max(1e-9),
             queues,
             overall,
             groups,
             channels,
             engine: EngineReport {
+                completed_per_s: records
+                    .interactions
+                    .iter()
+                    .filter(|r| r.completed_ms.is_some())
+                    .count() as f64
+                    / (end as f64 / 1e3).max(1e-9),
+                peak_completed_per_min: {
+                    let mut per_min: HashMap<u64, u64> = HashMap::new();
+                    for r in &records.interactions {
+                        if let Some(c) = r.completed_ms {
+                            *per_min.entry(c / 60_000).or_default() += 1;
+                        }
+                    }
+                    per_min.into_values().max().unwrap_or(0)
+                },
                 routing_samples: records.routing.len(),
                 routing_p50_us: q(0.5),
                 routing_p90_us: q(0.9),
@@ -827,13 +871,14 @@ impl Report {
             self.scenario, self.seed, self.simulated_s, self.wall_s, self.interactions_per_wall_s
         );
         out.push_str(&format!(
-            "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8}\n",
+            "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>7} {:>8} {:>8} {:>8}\n",
             "queue",
             "offered",
             "answered",
             "abandon",
             "refused",
             "SL",
+            "target",
             "ASA_s",
             "p90_w_s",
             "abn_rate",
@@ -841,13 +886,19 @@ impl Report {
         ));
         for q in self.queues.iter().chain(std::iter::once(&self.overall)) {
             out.push_str(&format!(
-                "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>8.1} {:>8} {:>8}\n",
+                "{:<14} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>7} {:>8.1} {:>8} {:>8}\n",
                 q.queue,
                 q.offered,
                 q.answered,
                 q.abandoned,
                 q.refused,
                 pct(q.service_level),
+                match (q.service_level_target, q.service_level_met) {
+                    (Some(t), Some(true)) => format!("{} met", pct(Some(t))),
+                    (Some(t), Some(false)) => format!("{} MISS", pct(Some(t))),
+                    (Some(t), None) => pct(Some(t)),
+                    (None, _) => "-".to_string(),
+                },
                 secs(q.average_speed_of_answer_s),
                 q.answered_waits.p90_s,
                 pct(q.abandon_rate),
@@ -878,15 +929,18 @@ impl Report {
         }
         let e = &self.engine;
         out.push_str(&format!(
-            "engine: routing p50 {} µs p90 {} µs p99 {} µs p99.9 {} µs max {} µs; offers {}, rejected {}, timed out {}\n",
+            "engine: routing p50 {} µs p90 {} µs p99 {} µs p99.9 {} µs max {} µs ({} timed); offers {}, rejected {}, timed out {}; completed {:.2}/s, peak {}/min\n",
             e.routing_p50_us,
             e.routing_p90_us,
             e.routing_p99_us,
             e.routing_p999_us,
             e.routing_max_us,
+            e.routing_samples,
             e.offers,
             e.rejected,
-            e.timed_out
+            e.timed_out,
+            e.completed_per_s,
+            e.peak_completed_per_min
         ));
         if self.violations.is_empty() {
             out.push_str("checks: no violation\n");

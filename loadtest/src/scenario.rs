@@ -235,11 +235,12 @@ fn one_u16() -> u16 {
     1
 }
 
-/// How customers arrive in a queue.
+/// How customers arrive: on a channel, into a queue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Arrivals {
-    /// The queue.
+    /// The queue; absent: the one queue that takes the channel (arrivals per channel).
+    #[serde(default)]
     pub queue: String,
     /// The channel they arrive on.
     pub channel: String,
@@ -417,6 +418,34 @@ impl Scenario {
             }
         }
         let channel_names: Vec<String> = s.channel_defs().into_iter().map(|c| c.name).collect();
+        // Arrivals per channel: the queue is the one that takes the channel.
+        for a in &mut s.arrivals {
+            if !a.queue.is_empty() {
+                continue;
+            }
+            let takers: Vec<&str> = s
+                .queues
+                .iter()
+                .filter(|q| q.channels.is_empty() || q.channels.contains(&a.channel))
+                .map(|q| q.id.as_str())
+                .collect();
+            match takers[..] {
+                [one] => a.queue = one.to_string(),
+                [] => {
+                    return Err(format!(
+                        "arrivals on `{}`: no queue takes this channel",
+                        a.channel
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "arrivals on `{}`: name a `queue` ({} take this channel)",
+                        a.channel,
+                        takers.join(", ")
+                    ));
+                }
+            }
+        }
         for a in &s.arrivals {
             let Some(queue) = s.queues.iter().find(|q| q.id == a.queue) else {
                 return Err(format!("arrivals: unknown queue `{}`", a.queue));

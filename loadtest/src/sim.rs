@@ -87,7 +87,11 @@ async fn simulate(
     );
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        records: Mutex::new(Records::new(scenario)),
+        records: Mutex::new({
+            let mut r = Records::new(scenario);
+            r.setup_wall = wall.elapsed();
+            r
+        }),
     });
     let mut rng = SeededRng::new(seed);
     let end = Duration::from_secs_f64(scenario.duration_s);

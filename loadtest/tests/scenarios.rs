@@ -215,3 +215,30 @@ fn auto_accepted_offers_are_answered_without_an_accept() {
     assert_eq!((qa.answered, qa.abandoned), (qp.answered, qp.abandoned));
     assert!(qa.answered > 1_000, "{qa:?}");
 }
+
+#[test]
+fn arrivals_per_channel_go_to_the_queue_that_takes_the_channel() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let per_channel = text.replace("[[arrivals]]\nqueue = \"support\"\n", "[[arrivals]]\n");
+    assert_ne!(per_channel, text);
+    let s = Scenario::parse(&per_channel, Path::new(".")).unwrap();
+    assert_eq!(s.arrivals[0].queue, "support");
+    let a = sim::run(&s, 7, &mut |_, _| {}).unwrap();
+    let b = sim::run(
+        &Scenario::parse(&text, Path::new(".")).unwrap(),
+        7,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(a.queues[0].offered, b.queues[0].offered);
+    // Two queues taking the channel: the scenario must say which.
+    let two = per_channel.replace(
+        "[[agent_groups]]",
+        "[[queues]]\nid = \"sales\"\nchannels = [\"voice\"]\nhandle_time = { dist = \"fixed\", s = 60 }\n\n[[agent_groups]]",
+    );
+    let e = Scenario::parse(&two, Path::new(".")).unwrap_err();
+    assert!(
+        e.contains("name a `queue`") && e.contains("support, sales"),
+        "{e}"
+    );
+}

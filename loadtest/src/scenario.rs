@@ -4,8 +4,8 @@
 //! in seconds unless a field says otherwise.
 
 use omniroute_transport::actors::engine::{
-    AgentDef, AssignmentPolicy, CapacityProfile, CenterConfig, ChannelCapacity, ChannelDef,
-    QueueDef, SeededRng, ServiceLevel, SkillDef, SkillLevel, SkillRequirement,
+    AgentDef, AssignmentPolicy, CapacityProfile, CenterConfig, ChannelBlock, ChannelCapacity,
+    ChannelDef, QueueDef, SeededRng, ServiceLevel, SkillDef, SkillLevel, SkillRequirement,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -217,6 +217,14 @@ pub struct AgentGroup {
     /// of the scenario at 1 unit).
     #[serde(default)]
     pub channels: BTreeMap<String, u16>,
+    /// Most interactions of a channel at once, whatever the units say: name → count
+    /// (default: only the units limit).
+    #[serde(default)]
+    pub max_concurrent: BTreeMap<String, u16>,
+    /// While working a channel, no new work on others: name → the channels it blocks
+    /// (`{ voice = ["chat", "email"] }`: no new chat or email during a call).
+    #[serde(default)]
+    pub blocking: BTreeMap<String, Vec<String>>,
     /// Shift start, seconds from the scenario's start (default 0).
     #[serde(default)]
     pub shift_start_s: f64,
@@ -291,6 +299,10 @@ pub struct AgentProfile {
     pub costs: std::collections::HashMap<String, u16>,
     /// Capacity units in total.
     pub total_units: u16,
+    /// Channel → most at once.
+    pub max_concurrent: std::collections::HashMap<String, u16>,
+    /// Channel → the channels its work blocks.
+    pub blocking: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl AgentProfile {
@@ -309,6 +321,18 @@ impl AgentProfile {
                 .map(|c| (c.channel.clone(), c.units.unwrap_or(1)))
                 .collect(),
             total_units: def.capacity.total_units,
+            max_concurrent: def
+                .capacity
+                .channels
+                .iter()
+                .filter_map(|c| Some((c.channel.clone(), c.max_concurrent?)))
+                .collect(),
+            blocking: def
+                .capacity
+                .blocking
+                .iter()
+                .map(|b| (b.while_on.clone(), b.blocks.clone()))
+                .collect(),
         }
     }
 
@@ -546,7 +570,7 @@ impl Scenario {
                     .map(|c| ChannelCapacity {
                         channel: c.name.clone(),
                         units: Some(1),
-                        max_concurrent: None,
+                        max_concurrent: g.max_concurrent.get(&c.name).copied(),
                     })
                     .collect()
             } else {
@@ -555,7 +579,7 @@ impl Scenario {
                     .map(|(c, u)| ChannelCapacity {
                         channel: c.clone(),
                         units: Some(*u),
-                        max_concurrent: None,
+                        max_concurrent: g.max_concurrent.get(c).copied(),
                     })
                     .collect()
             };
@@ -576,7 +600,14 @@ impl Scenario {
                         capacity: CapacityProfile {
                             total_units: g.total_units,
                             channels: chans.clone(),
-                            blocking: Vec::new(),
+                            blocking: g
+                                .blocking
+                                .iter()
+                                .map(|(on, blocks)| ChannelBlock {
+                                    while_on: on.clone(),
+                                    blocks: blocks.clone(),
+                                })
+                                .collect(),
                         },
                     },
                 ));

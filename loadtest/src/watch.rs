@@ -31,8 +31,8 @@ struct AgentView {
     total: u16,
     /// When presence or held units last changed (ms).
     since_ms: u64,
-    /// Interaction → (units, since when), for what this agent holds.
-    holds: HashMap<u64, (u16, u64)>,
+    /// Interaction → (units, since when, channel), for what this agent holds.
+    holds: HashMap<u64, (u16, u64, usize)>,
     /// Its session dropped pushes: its view is unknown from then on.
     blind: bool,
 }
@@ -66,6 +66,10 @@ pub struct Watch {
     agents: Vec<AgentView>,
     /// Group × queue × channel → units one interaction costs, if the group is eligible.
     costs: Vec<Vec<Vec<Option<u16>>>>,
+    /// Group × channel → most at once (`u16::MAX`: no limit but the units).
+    max_concurrent: Vec<Vec<u16>>,
+    /// Group × channel → the channels its work blocks.
+    blocks: Vec<Vec<Vec<usize>>>,
     queue_ids: Vec<String>,
     channel_names: Vec<String>,
     watched: HashMap<u64, Watched>,
@@ -84,12 +88,29 @@ impl Watch {
             .map(|c| c.name)
             .collect();
         let agents_defs = scenario.agents();
-        let mut costs = vec![Vec::new(); scenario.agent_groups.len()];
+        let groups = scenario.agent_groups.len();
+        let mut costs = vec![Vec::new(); groups];
+        let mut max_concurrent = vec![Vec::new(); groups];
+        let mut blocks = vec![Vec::new(); groups];
         for (group, def) in &agents_defs {
             if !costs[*group].is_empty() {
                 continue;
             }
             let profile = AgentProfile::of(def);
+            max_concurrent[*group] = channel_names
+                .iter()
+                .map(|c| profile.max_concurrent.get(c).copied().unwrap_or(u16::MAX))
+                .collect();
+            blocks[*group] = channel_names
+                .iter()
+                .map(|c| {
+                    profile.blocking.get(c).map_or(Vec::new(), |b| {
+                        b.iter()
+                            .filter_map(|x| channel_names.iter().position(|n| n == x))
+                            .collect()
+                    })
+                })
+                .collect();
             costs[*group] = scenario
                 .queues
                 .iter()
@@ -117,12 +138,42 @@ impl Watch {
                 })
                 .collect(),
             costs,
+            max_concurrent,
+            blocks,
             queue_ids: scenario.queues.iter().map(|q| q.id.clone()).collect(),
             channel_names,
             watched: HashMap::new(),
             reported: Default::default(),
             found: Vec::new(),
         }
+    }
+
+    /// Why agent `n` has no room for work of `queue` on `channel` (None: it has):
+    /// units, the channel's maximum, or a channel whose work blocks it.
+    fn no_room(&self, n: usize, queue: usize, channel: usize) -> Option<String> {
+        let a = &self.agents[n];
+        let Some(cost) = self.costs[a.group][queue][channel] else {
+            return Some("not eligible".into());
+        };
+        if a.held + cost > a.total {
+            return Some(format!("{} units held of {}", a.held, a.total));
+        }
+        let on = a.holds.values().filter(|h| h.2 == channel).count();
+        let max = self.max_concurrent[a.group][channel];
+        if on >= usize::from(max) {
+            return Some(format!(
+                "{on} on `{}` already, its maximum",
+                self.channel_names[channel]
+            ));
+        }
+        a.holds.values().find_map(|h| {
+            self.blocks[a.group][h.2].contains(&channel).then(|| {
+                format!(
+                    "work on `{}` blocks `{}`",
+                    self.channel_names[h.2], self.channel_names[channel]
+                )
+            })
+        })
     }
 
     fn breach(&mut self, kind: &str, interaction: u64, agent: usize, at_ms: u64, detail: String) {
@@ -175,7 +226,7 @@ impl Watch {
 
     fn release(&mut self, agent: usize, id: u64, at_ms: u64) {
         let a = &mut self.agents[agent];
-        if let Some((units, _)) = a.holds.remove(&id) {
+        if let Some((units, _, _)) = a.holds.remove(&id) {
             a.held = a.held.saturating_sub(units);
             a.since_ms = at_ms;
         }
@@ -206,20 +257,25 @@ impl Watch {
                     );
                 }
                 let cost = eligible.unwrap_or(1);
-                let a = &mut self.agents[agent];
-                a.held += cost;
-                a.since_ms = at_ms;
-                a.holds.insert(id, (cost, at_ms));
-                let (held, total, blind) = (a.held, a.total, a.blind);
-                if held > total && !blind {
+                if eligible.is_some()
+                    && !self.agents[agent].blind
+                    && !self.agents[agent].holds.contains_key(&id)
+                    && let Some(why) = self.no_room(agent, queue, channel)
+                {
                     self.breach(
                         "agent_over_capacity",
                         id,
                         agent,
                         at_ms,
-                        format!("offered with {held} units held of {total}"),
+                        format!("offered with no room: {why}"),
                     );
                 }
+                let a = &mut self.agents[agent];
+                if let Some((old, _, _)) = a.holds.insert(id, (cost, at_ms, channel)) {
+                    a.held -= old; // offered again (after a rebuild): one hold
+                }
+                a.held += cost;
+                a.since_ms = at_ms;
                 let w = self.watched.entry(id).or_insert(Watched {
                     queue,
                     channel,
@@ -286,7 +342,7 @@ impl Watch {
             if a.blind {
                 continue;
             }
-            for (id, (_, since)) in &a.holds {
+            for (id, (_, since, _)) in &a.holds {
                 if *since <= cutoff {
                     holders.entry(*id).or_default().push(n);
                 }
@@ -328,14 +384,11 @@ impl Watch {
             let mut available = Vec::new();
             let mut free = Vec::new();
             for (n, a) in self.agents.iter().enumerate() {
-                if !a.available || a.blind {
+                if !a.available || a.blind || self.costs[a.group][queue][channel].is_none() {
                     continue;
                 }
-                let Some(cost) = self.costs[a.group][queue][channel] else {
-                    continue;
-                };
                 available.push(n);
-                if a.since_ms <= cutoff && a.held + cost <= a.total {
+                if a.since_ms <= cutoff && self.no_room(n, queue, channel).is_none() {
                     free.push(n);
                 }
             }
@@ -386,11 +439,10 @@ impl Watch {
     /// Whether some agent is available, eligible and has room for work of `queue` on
     /// `channel` now, as far as the simulator knows.
     pub fn free_for(&self, queue: usize, channel: usize) -> bool {
-        self.agents.iter().any(|a| {
-            a.available
-                && !a.blind
-                && self.costs[a.group][queue][channel].is_some_and(|c| a.held + c <= a.total)
-        })
+        self.agents
+            .iter()
+            .enumerate()
+            .any(|(n, a)| a.available && !a.blind && self.no_room(n, queue, channel).is_none())
     }
 }
 
@@ -619,6 +671,68 @@ mod tests {
         assert!(w.found.is_empty(), "{:?}", w.found);
         w.check(2_000);
         assert_eq!(kinds(&w), vec![("assigned_twice", 1, "a-1")]);
+    }
+
+    #[test]
+    fn channel_maxima_and_blocking_are_capacity_too() {
+        let text = r#"
+            duration_s = 3600
+            [[queues]]
+            id = "q"
+            channels = ["voice", "chat"]
+            handle_time = { dist = "fixed", s = 60 }
+            [[agent_groups]]
+            name = "a"
+            count = 1
+            total_units = 3
+            channels = { voice = 1, chat = 1 }
+            max_concurrent = { chat = 2 }
+            blocking = { voice = ["chat"] }
+            [[arrivals]]
+            queue = "q"
+            channel = "chat"
+            rate_per_hour = 60
+        "#;
+        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let mut w = Watch::new(&s, 1_000);
+        let on = |id: u64, channel: &str| {
+            let Push::Offer(o) = offer(id) else {
+                unreachable!()
+            };
+            let mut o = (*o).clone();
+            o.channel = channel.into();
+            Push::Offer(Arc::new(o))
+        };
+        w.push(0, &available(), 0);
+        w.push(0, &on(1, "chat"), 10);
+        w.push(0, &on(2, "chat"), 20);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        w.push(0, &on(3, "chat"), 30); // a third chat: over the maximum of 2
+        assert_eq!(kinds(&w), vec![("agent_over_capacity", 3, "a-0")]);
+        w.found.clear();
+        for id in [1, 2, 3] {
+            w.push(
+                0,
+                &Push::Completed {
+                    interaction: InteractionId(id),
+                    wrap_up_until_ms: None,
+                },
+                40,
+            );
+        }
+        w.push(0, &on(4, "voice"), 50);
+        // A chat waits while the agent is on a call: blocked, not free.
+        let chat = w.channel_names.iter().position(|c| c == "chat").unwrap();
+        w.arrived(5, 0, chat, 60);
+        w.check(10_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        w.push(0, &on(5, "chat"), 10_000);
+        assert_eq!(kinds(&w), vec![("agent_over_capacity", 5, "a-0")]);
+        assert!(
+            w.found[0].detail.contains("blocks"),
+            "{}",
+            w.found[0].detail
+        );
     }
 
     #[test]

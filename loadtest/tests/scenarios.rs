@@ -242,3 +242,39 @@ fn arrivals_per_channel_go_to_the_queue_that_takes_the_channel() {
         "{e}"
     );
 }
+
+#[test]
+fn blocking_and_channel_maxima_shape_the_work_and_are_honoured() {
+    let text = std::fs::read_to_string(shipped("omnichannel.toml")).unwrap();
+    // Blended agents: a call costs 2 of 3 units (a chat may run beside it), but no new
+    // chat or email is offered during a call; at most one chat at a time.
+    let variant = text
+        .replace(
+            "channels = { voice = 3, chat = 1, email = 1 }",
+            "channels = { voice = 2, chat = 1, email = 1 }\nblocking = { voice = [\"chat\", \"email\"] }",
+        )
+        .replace("max_concurrent = { email = 1 }", "max_concurrent = { email = 1, chat = 1 }");
+    assert_ne!(variant, text);
+    let s = Scenario::parse(&variant, Path::new(".")).unwrap();
+    let r = sim::run(&s, 3, &mut |_, _| {}).unwrap();
+    assert!(
+        r.violations.is_empty(),
+        "{:?}",
+        &r.violations[..3.min(r.violations.len())]
+    );
+    let plain = sim::run(
+        &Scenario::parse(&text, Path::new(".")).unwrap(),
+        3,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // The settings reach the engine: same customers, different service.
+    let asa = |r: &omniroute_loadtest::report::Report| {
+        r.queues
+            .iter()
+            .map(|q| q.average_speed_of_answer_s.unwrap_or(0.0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(r.overall.offered, plain.overall.offered);
+    assert_ne!(asa(&r), asa(&plain));
+}

@@ -264,7 +264,13 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     .map_or(0.0, |d| d.sample(&mut arng));
                 let reject =
                     group.reject_probability > 0.0 && arng.next_f64() < group.reject_probability;
-                let handle = queue.map_or(0.0, |q| q.handle_time.sample(&mut arng));
+                let handle = queue.map_or(0.0, |q| {
+                    group
+                        .handle_time
+                        .as_ref()
+                        .unwrap_or(&q.handle_time)
+                        .sample(&mut arng)
+                });
                 let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
                 tokio::spawn(async move {
                     // Auto-accepted (the channel's setting): already the agent's.

@@ -234,6 +234,10 @@ pub struct AgentGroup {
     /// Time to accept an offer (default: at once).
     #[serde(default)]
     pub accept_delay: Option<Dist>,
+    /// This group's handle time, for every queue (default: each queue's own): faster
+    /// or slower agents than the queue's norm.
+    #[serde(default)]
+    pub handle_time: Option<Dist>,
     /// Probability of rejecting an offer, 0–1 (default 0).
     #[serde(default)]
     pub reject_probability: f64,
@@ -424,6 +428,9 @@ impl Scenario {
         for g in &mut s.agent_groups {
             if let Some(d) = &mut g.accept_delay {
                 d.check(&format!("agent_groups `{}`.accept_delay", g.name), base)?;
+            }
+            if let Some(d) = &mut g.handle_time {
+                d.check(&format!("agent_groups `{}`.handle_time", g.name), base)?;
             }
             if !seconds(g.shift_start_s)
                 || g.shift_end_s

@@ -101,10 +101,14 @@ async fn simulate(
         let group = scenario.agent_groups[group_idx].clone();
         let agent_seed = rng.next_u64();
         let (runtime, shared) = (runtime.clone(), shared.clone());
+        // The group's own handle time, or each queue's.
         let handle_times: HashMap<String, crate::scenario::Dist> = scenario
             .queues
             .iter()
-            .map(|q| (q.id.clone(), q.handle_time.clone()))
+            .map(|q| {
+                let d = group.handle_time.as_ref().unwrap_or(&q.handle_time);
+                (q.id.clone(), d.clone())
+            })
             .collect();
         let id = def.id.clone();
         tokio::spawn(async move {

@@ -278,3 +278,20 @@ fn blocking_and_channel_maxima_shape_the_work_and_are_honoured() {
     assert_eq!(r.overall.offered, plain.overall.offered);
     assert_ne!(asa(&r), asa(&plain));
 }
+
+#[test]
+fn a_group_s_own_handle_time_replaces_the_queue_s() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let fast = Scenario::parse(
+        &text.replace(
+            "channels = { voice = 1 }",
+            "channels = { voice = 1 }\nhandle_time = { dist = \"fixed\", s = 60 }",
+        ),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = sim::run(&fast, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let aht = r.queues[0].average_handle_time_s.unwrap();
+    assert!((aht - 60.0).abs() < 0.01, "{aht}");
+}

@@ -419,6 +419,7 @@ const AGENT_HELP: &str = "commands (interaction ids as printed):
   say ID text…            message to the customer
   transfer ID agent:NAME | queue:NAME
   complete ID [wrap-up code]
+  ready ID                end the wrap-up before its time
   show ID                 the conversation with its transcript
   history CUSTOMER        the customer's conversations
   view                    your state
@@ -547,6 +548,10 @@ async fn agent_command(c: &Client, words: &[&str]) -> Result<Option<rmpv::Value>
             id,
             interaction: interaction(words)?,
             wrap_up_code: words.get(2).map(|s| s.to_string()),
+        },
+        "ready" => ClientMsg::EndWrapUp {
+            id,
+            interaction: interaction(words)?,
         },
         "show" => ClientMsg::Conversation {
             id,

@@ -1009,6 +1009,16 @@ impl AgentSession {
         .await
     }
 
+    /// Ends a wrap-up before the queue's wrap-up time ("ready"): the capacity is free
+    /// at once.
+    pub async fn end_wrap_up(&self, interaction: InteractionId) -> Result<Ack, RuntimeError> {
+        self.request(Command::EndWrapUp {
+            agent: self.agent.to_string(),
+            interaction,
+        })
+        .await
+    }
+
     /// Transfers assigned work to an agent or a queue; the transcript and attributes
     /// go with it.
     pub async fn transfer(

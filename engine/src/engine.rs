@@ -941,10 +941,56 @@ impl Engine {
         }
     }
 
+    /// The agent ends its wrap-up before the queue's wrap-up time is over ("ready"):
+    /// the capacity is free at once (the wrap-up timer then finds nothing to do).
+    pub fn end_wrap_up_early(
+        &self,
+        agent: &str,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        let catalog = self.catalog.load();
+        let cell = agent_cell(&catalog, agent)?;
+        let ic = self.existing(interaction)?;
+        {
+            let i = ic.lock();
+            if i.agent != Some(cell.idx) {
+                return Err(EngineError::NotAssignedToAgent {
+                    interaction,
+                    agent: agent.to_string(),
+                });
+            }
+            if i.state != InteractionState::WrapUp {
+                return Err(EngineError::InvalidState {
+                    interaction,
+                    state: i.state,
+                    operation: "end_wrap_up",
+                });
+            }
+        }
+        // Nothing can move it out of wrap-up in between: the journal's sequencer runs
+        // one operation at a time on an interaction's agent (timers included).
+        self.finish_wrap_up(interaction, now_ms, true, out);
+        Ok(())
+    }
+
     fn end_wrap_up(
         &self,
         interaction: InteractionId,
         now_ms: TimeMs,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        self.finish_wrap_up(interaction, now_ms, false, out)
+    }
+
+    /// Ends a wrap-up: at its time (`early`: false; a timer before it does nothing),
+    /// or when the agent says so.
+    fn finish_wrap_up(
+        &self,
+        interaction: InteractionId,
+        now_ms: TimeMs,
+        early: bool,
         out: &mut Vec<Event>,
     ) -> bool {
         let Some(ic) = self.interaction_ref(interaction) else {
@@ -956,7 +1002,8 @@ impl Engine {
             // last moved it (a concurrent reconfiguration may have added its queue).
             let fresh_catalog = self.catalog.load();
             let catalog: &Catalog = &fresh_catalog;
-            if i.state != InteractionState::WrapUp || i.wrap_up_until_ms.is_none_or(|u| u > now_ms)
+            if i.state != InteractionState::WrapUp
+                || (!early && i.wrap_up_until_ms.is_none_or(|u| u > now_ms))
             {
                 return false;
             }

@@ -432,6 +432,65 @@ fn wrap_up_holds_capacity_then_frees_it_and_pulls_work() {
 }
 
 #[test]
+fn an_agent_ends_its_wrap_up_early_and_the_capacity_pulls_work_at_once() {
+    let mut config = center(vec![
+        voice_chat_agent("ana", &[("billing", 5)]),
+        voice_chat_agent("tom", &[("tech", 5)]),
+    ]);
+    queue_mut(&mut config, "billing").wrap_up_ms = 30_000;
+    let mut h = Harness::new(config);
+    h.available("ana");
+    let (id, _) = h.submit(NewInteraction::new("voice", "c1"));
+    h.step(|e, now, out| e.accept("ana", id, now, out))
+        .0
+        .unwrap();
+    let (next, _) = h.submit(NewInteraction::new("voice", "c2"));
+    // Not in wrap-up yet: nothing to end.
+    let early = h
+        .engine
+        .end_wrap_up_early("ana", id, h.now, &mut Vec::new());
+    assert!(
+        matches!(early, Err(EngineError::InvalidState { .. })),
+        "{early:?}"
+    );
+    h.now = 60_000;
+    h.step(|e, now, out| e.complete("ana", id, None, now, out))
+        .0
+        .unwrap();
+    // Someone else's wrap-up is not theirs to end.
+    let other = h
+        .engine
+        .end_wrap_up_early("tom", id, h.now, &mut Vec::new());
+    assert!(
+        matches!(other, Err(EngineError::NotAssignedToAgent { .. })),
+        "{other:?}"
+    );
+    h.now = 65_000;
+    let (done, ev) = h.step(|e, now, out| e.end_wrap_up_early("ana", id, now, out));
+    done.unwrap();
+    assert!(ev.iter().any(|e| matches!(e, Event::WrapUpEnded { .. })));
+    assert_eq!(offered_to(&ev, next).as_deref(), Some("ana"), "{ev:?}");
+    assert_eq!(
+        h.engine.interaction(id).unwrap().state,
+        InteractionState::Completed
+    );
+    // Over: a second end, and the wrap-up timer at its time, do nothing.
+    let again = h
+        .engine
+        .end_wrap_up_early("ana", id, h.now, &mut Vec::new());
+    assert!(
+        matches!(again, Err(EngineError::InvalidState { .. })),
+        "{again:?}"
+    );
+    let ev = h.advance_to(100_000);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::WrapUpEnded { .. })),
+        "{ev:?}"
+    );
+    h.assert_invariants();
+}
+
+#[test]
 fn transfer_to_queue_keeps_id_age_and_history() {
     let mut h = Harness::new(center(vec![
         voice_chat_agent("ana", &[("billing", 5)]),

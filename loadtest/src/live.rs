@@ -271,6 +271,11 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                         .unwrap_or(&q.handle_time)
                         .sample(&mut arng)
                 });
+                let ready_after = crate::scenario::ready_after(
+                    group.wrap_up.as_ref(),
+                    queue.map_or(0.0, |q| q.wrap_up_s),
+                    &mut arng,
+                );
                 let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
                 tokio::spawn(async move {
                     // Auto-accepted (the channel's setting): already the agent's.
@@ -305,16 +310,38 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                             wrap_up_code: None,
                         })
                         .await;
-                    let mut r = shared.records.lock().unwrap();
-                    match done {
-                        Ok(_) => r.completed(idx, ms()),
-                        Err(e) => r.violate(Violation {
-                            kind: "complete_refused".into(),
+                    let completed = done.is_ok();
+                    {
+                        let mut r = shared.records.lock().unwrap();
+                        match done {
+                            Ok(_) => r.completed(idx, ms()),
+                            Err(e) => r.violate(Violation {
+                                kind: "complete_refused".into(),
+                                interaction: interaction.0,
+                                agent: id.clone(),
+                                at_ms: ms(),
+                                detail: e.to_string(),
+                            }),
+                        }
+                    }
+                    let Some(ready) = ready_after.filter(|_| completed) else {
+                        return;
+                    };
+                    tokio::time::sleep(Duration::from_secs_f64(ready)).await;
+                    let ended = client
+                        .request(ClientMsg::EndWrapUp {
+                            id: client.id(),
+                            interaction,
+                        })
+                        .await;
+                    if let Err(e) = ended {
+                        shared.records.lock().unwrap().violate(Violation {
+                            kind: "end_wrap_up_refused".into(),
                             interaction: interaction.0,
                             agent: id.clone(),
                             at_ms: ms(),
                             detail: e.to_string(),
-                        }),
+                        });
                     }
                 });
             }

@@ -238,6 +238,11 @@ pub struct AgentGroup {
     /// or slower agents than the queue's norm.
     #[serde(default)]
     pub handle_time: Option<Dist>,
+    /// How long these agents take over their wrap-up (after-call work): done sooner
+    /// than the queue's `wrap_up_s`, they end it themselves; the queue's time is the
+    /// most (default: all of it).
+    #[serde(default)]
+    pub wrap_up: Option<Dist>,
     /// Probability of rejecting an offer, 0–1 (default 0).
     #[serde(default)]
     pub reject_probability: f64,
@@ -355,6 +360,21 @@ impl AgentProfile {
     }
 }
 
+/// When an agent whose wrap-ups take `wrap_up` ends one by itself, for a queue whose
+/// wrap-up time is `queue_wrap_up_s`: after the drawn time, if that is shorter than the
+/// queue's (None: the queue's time runs out first, or no wrap-up).
+pub fn ready_after(
+    wrap_up: Option<&Dist>,
+    queue_wrap_up_s: f64,
+    rng: &mut SeededRng,
+) -> Option<f64> {
+    if queue_wrap_up_s <= 0.0 {
+        return None;
+    }
+    let drawn = wrap_up?.sample(rng);
+    (drawn < queue_wrap_up_s).then_some(drawn)
+}
+
 /// A whole scenario.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -431,6 +451,9 @@ impl Scenario {
             }
             if let Some(d) = &mut g.handle_time {
                 d.check(&format!("agent_groups `{}`.handle_time", g.name), base)?;
+            }
+            if let Some(d) = &mut g.wrap_up {
+                d.check(&format!("agent_groups `{}`.wrap_up", g.name), base)?;
             }
             if !seconds(g.shift_start_s)
                 || g.shift_end_s

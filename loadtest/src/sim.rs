@@ -110,6 +110,11 @@ async fn simulate(
                 (q.id.clone(), d.clone())
             })
             .collect();
+        let wrap_ups: HashMap<String, f64> = scenario
+            .queues
+            .iter()
+            .map(|q| (q.id.clone(), q.wrap_up_s))
+            .collect();
         let id = def.id.clone();
         tokio::spawn(async move {
             let mut rng = SeededRng::new(agent_seed);
@@ -167,6 +172,13 @@ async fn simulate(
                         let handle = handle_times
                             .get(&offer.queue)
                             .map_or(0.0, |d| d.sample(&mut rng));
+                        // Wrap-up ended by the agent, when it is done before the
+                        // queue's time.
+                        let ready_after = crate::scenario::ready_after(
+                            group.wrap_up.as_ref(),
+                            wrap_ups.get(&offer.queue).copied().unwrap_or(0.0),
+                            &mut rng,
+                        );
                         let (session, shared, id) = (session.clone(), shared.clone(), id.clone());
                         tokio::spawn(async move {
                             // Auto-accepted (the channel's setting): the work is the
@@ -205,18 +217,34 @@ async fn simulate(
                             tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                             let done = session.complete(interaction, None).await;
                             let at = start.elapsed().as_millis() as u64;
-                            let mut r = shared.records.lock().unwrap();
-                            let idx = r.index_of(interaction.0);
-                            match (done, idx) {
-                                (Ok(_), Some(i)) => r.completed(i, at),
-                                (Err(e), _) => r.violate(Violation {
-                                    kind: "complete_refused".into(),
+                            let completed = done.is_ok();
+                            {
+                                let mut r = shared.records.lock().unwrap();
+                                let idx = r.index_of(interaction.0);
+                                match (done, idx) {
+                                    (Ok(_), Some(i)) => r.completed(i, at),
+                                    (Err(e), _) => r.violate(Violation {
+                                        kind: "complete_refused".into(),
+                                        interaction: interaction.0,
+                                        agent: id.clone(),
+                                        at_ms: at,
+                                        detail: e.to_string(),
+                                    }),
+                                    _ => {}
+                                }
+                            }
+                            let Some(ready) = ready_after.filter(|_| completed) else {
+                                return;
+                            };
+                            tokio::time::sleep(Duration::from_secs_f64(ready)).await;
+                            if let Err(e) = session.end_wrap_up(interaction).await {
+                                shared.records.lock().unwrap().violate(Violation {
+                                    kind: "end_wrap_up_refused".into(),
                                     interaction: interaction.0,
                                     agent: id.clone(),
-                                    at_ms: at,
+                                    at_ms: start.elapsed().as_millis() as u64,
                                     detail: e.to_string(),
-                                }),
-                                _ => {}
+                                });
                             }
                         });
                     }

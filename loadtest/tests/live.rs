@@ -84,6 +84,7 @@ count = 4
 skills = { live = 3 }
 channels = { chat = 1 }
 reject_probability = 0.1
+wrap_up = { dist = "fixed", s = 0.05 }
 [[arrivals]]
 queue = "live"
 channel = "chat"

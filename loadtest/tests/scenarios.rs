@@ -295,3 +295,32 @@ fn a_group_s_own_handle_time_replaces_the_queue_s() {
     let aht = r.queues[0].average_handle_time_s.unwrap();
     assert!((aht - 60.0).abs() < 0.01, "{aht}");
 }
+
+#[test]
+fn agents_done_with_wrap_up_sooner_end_it_themselves() {
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let s = Scenario::parse(
+        &text
+            .replace(
+                "offer_timeout_s = 15",
+                "offer_timeout_s = 15\nwrap_up_s = 60",
+            )
+            .replace(
+                "channels = { voice = 1 }",
+                "channels = { voice = 1 }\nwrap_up = { dist = \"fixed\", s = 20 }",
+            ),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = sim::run(&s, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let (g, q) = (&r.groups[0], &r.queues[0]);
+    // 20 s of after-call work each, not the queue's 60 s (a few still running at the
+    // end are not counted).
+    let wrap_s = (g.busy_hours - g.handle_hours) * 3_600.0;
+    let all = q.answered as f64 * 20.0;
+    assert!(
+        wrap_s <= all + 1e-3 && wrap_s >= all - 5.0 * 20.0,
+        "{wrap_s} vs {all}"
+    );
+}

@@ -114,6 +114,13 @@ pub enum ClientMsg {
         #[serde(default)]
         wrap_up_code: Option<String>,
     },
+    /// Agent: end a wrap-up before the queue's wrap-up time is over ("ready").
+    EndWrapUp {
+        /// Request id.
+        id: u64,
+        /// Interaction.
+        interaction: InteractionId,
+    },
     /// Agent: transfer assigned work.
     Transfer {
         /// Request id.
@@ -353,6 +360,7 @@ impl ClientMsg {
         "accept",
         "reject",
         "complete",
+        "end_wrap_up",
         "transfer",
         "send_message",
         "conversation",
@@ -386,6 +394,7 @@ impl ClientMsg {
             | ClientMsg::Accept { id, .. }
             | ClientMsg::Reject { id, .. }
             | ClientMsg::Complete { id, .. }
+            | ClientMsg::EndWrapUp { id, .. }
             | ClientMsg::Transfer { id, .. }
             | ClientMsg::SendMessage { id, .. }
             | ClientMsg::Conversation { id, .. }
@@ -420,6 +429,7 @@ impl ClientMsg {
             ClientMsg::Accept { .. } => "accept",
             ClientMsg::Reject { .. } => "reject",
             ClientMsg::Complete { .. } => "complete",
+            ClientMsg::EndWrapUp { .. } => "end_wrap_up",
             ClientMsg::Transfer { .. } => "transfer",
             ClientMsg::SendMessage { .. } => "send_message",
             ClientMsg::Conversation { .. } => "conversation",
@@ -459,6 +469,7 @@ impl ClientMsg {
             ClientMsg::Accept { .. }
             | ClientMsg::Reject { .. }
             | ClientMsg::Complete { .. }
+            | ClientMsg::EndWrapUp { .. }
             | ClientMsg::Transfer { .. }
             | ClientMsg::SendMessage { .. } => role == Agent,
             ClientMsg::Conversation { .. } | ClientMsg::History { .. } => {

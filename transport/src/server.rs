@@ -953,6 +953,10 @@ impl Job {
                     .await?;
                 done(id)
             }
+            ClientMsg::EndWrapUp { id, interaction } => {
+                self.agent_session()?.end_wrap_up(interaction).await?;
+                done(id)
+            }
             ClientMsg::Transfer {
                 id,
                 interaction,

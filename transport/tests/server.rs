@@ -434,6 +434,7 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
                 interaction: i,
                 wrap_up_code: None,
             },
+            ClientMsg::EndWrapUp { id, interaction: i },
             ClientMsg::Transfer {
                 id,
                 interaction: i,

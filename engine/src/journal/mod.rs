@@ -89,6 +89,13 @@ pub enum Command {
         /// Wrap-up code.
         wrap_up_code: Option<String>,
     },
+    /// An agent ended its wrap-up before the queue's wrap-up time ("ready").
+    EndWrapUp {
+        /// Agent.
+        agent: String,
+        /// Interaction.
+        interaction: InteractionId,
+    },
     /// An agent transferred its interaction.
     Transfer {
         /// Agent.
@@ -140,6 +147,7 @@ impl Command {
             Command::Accept { .. } => "accept",
             Command::Reject { .. } => "reject",
             Command::Complete { .. } => "complete",
+            Command::EndWrapUp { .. } => "end_wrap_up",
             Command::Transfer { .. } => "transfer",
             Command::Post { .. } => "post",
             Command::Timer { .. } => "timer",
@@ -175,6 +183,9 @@ impl Command {
                 interaction,
                 wrap_up_code,
             } => engine.complete(agent, *interaction, wrap_up_code.as_deref(), now_ms, out)?,
+            Command::EndWrapUp { agent, interaction } => {
+                engine.end_wrap_up_early(agent, *interaction, now_ms, out)?
+            }
             Command::Transfer {
                 agent,
                 interaction,

@@ -101,6 +101,9 @@ pub enum AdminCmd {
         /// The agent an agent token is bound to.
         #[arg(long)]
         agent: Option<String>,
+        /// A channel token's channels, comma-separated (default: every channel).
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
     },
     /// Revoke a token (its open sessions are ended at once).
     DeleteToken {
@@ -218,11 +221,17 @@ pub fn admin(conn: Conn, cmd: AdminCmd) -> Result<(), String> {
                 ClientMsg::SetWrapUpCodes { id, queue, codes }
             }
             AdminCmd::DefaultQueue { queue } => ClientMsg::SetDefaultQueue { id, queue },
-            AdminCmd::CreateToken { name, role, agent } => ClientMsg::CreateToken {
+            AdminCmd::CreateToken {
+                name,
+                role,
+                agent,
+                channels,
+            } => ClientMsg::CreateToken {
                 id,
                 name,
                 role: parse_role(&role)?,
                 agent,
+                channels,
             },
             AdminCmd::DeleteToken { name } => ClientMsg::DeleteToken { id, name },
             AdminCmd::Tokens => ClientMsg::ListTokens { id },

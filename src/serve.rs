@@ -216,6 +216,7 @@ fn load_tokens(
         role,
         agent: agent.map(String::from),
         name: name.to_string(),
+        channels: Vec::new(),
     };
     let mut tokens = if path.exists() {
         Tokens::load_file(path).map_err(|e| e.to_string())?
@@ -243,7 +244,10 @@ fn load_tokens(
     for spec in from_file {
         tokens.put_from_file(
             spec.hash(),
-            grant(spec.role, spec.agent.as_deref(), &spec.name),
+            Grant {
+                channels: spec.channels.clone(),
+                ..grant(spec.role, spec.agent.as_deref(), &spec.name)
+            },
         );
     }
     let shown = !generate.is_empty();

@@ -702,6 +702,7 @@ async fn api_changes_survive_a_restart_and_the_file_wins_when_it_is_given_again(
             name: "late".into(),
             role: omniroute_transport::proto::Role::Supervisor,
             agent: None,
+            channels: Vec::new(),
         })
         .await
         .unwrap();

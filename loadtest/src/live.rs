@@ -72,6 +72,7 @@ pub(crate) async fn create_tokens(
                     name: name.clone(),
                     role,
                     agent,
+                    channels: Vec::new(),
                 })
                 .await
                 .map_err(|e| format!("token {name}: {e}"))?;

@@ -55,6 +55,7 @@ async fn a_scenario_runs_against_a_live_server() {
             role: Role::Admin,
             agent: None,
             name: "admin".into(),
+            channels: Vec::new(),
         },
     );
     tokio::spawn(server::serve(

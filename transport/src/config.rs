@@ -141,6 +141,10 @@ pub struct TokenSpec {
     /// …or its SHA-256 in hexadecimal, so the file need not hold it.
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// A channel token's channels (default: every channel): it submits, ends and
+    /// subscribes to conversations on these only.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 impl TokenSpec {
@@ -833,6 +837,24 @@ impl Doc<'_> {
                 }
                 _ => {}
             }
+            if !spec.channels.is_empty() && spec.role != Role::Channel {
+                return Err(self.error_in(
+                    span,
+                    &f("channels"),
+                    "only channel tokens are scoped to channels",
+                ));
+            }
+            if let Some(c) = spec
+                .channels
+                .iter()
+                .find(|c| !center.channels.iter().any(|x| &x.name == *c))
+            {
+                return Err(self.error_in(
+                    span,
+                    &f("channels"),
+                    format!("unknown channel `{c}`: not in [[channels]]"),
+                ));
+            }
         }
         Ok(raw.tokens.iter().map(|t| t.get_ref().clone()).collect())
     }
@@ -1091,6 +1113,26 @@ token = "0123456789abcdef-admin"
         assert!(e.message.contains("16 characters"), "{e}");
         let e = err(&GOOD.replace("token = ", "token_sha256 = \"00\"\ntoken = "));
         assert!(e.message.contains("exactly one"), "{e}");
+        let e = err(&GOOD.replace(
+            "role = \"admin\"",
+            "role = \"admin\"\nchannels = [\"chat\"]",
+        ));
+        assert_eq!(e.field, "tokens[0].channels");
+        assert!(e.message.contains("only channel tokens"), "{e}");
+        let e = err(&GOOD.replace(
+            "role = \"admin\"",
+            "role = \"channel\"\nchannels = [\"pigeon\"]",
+        ));
+        assert!(e.message.contains("unknown channel `pigeon`"), "{e}");
+        let c = FileConfig::parse(
+            &GOOD.replace(
+                "role = \"admin\"",
+                "role = \"channel\"\nchannels = [\"chat\"]",
+            ),
+            Path::new("center.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.tokens[0].channels, vec!["chat".to_string()]);
     }
 
     #[test]

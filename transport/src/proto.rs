@@ -235,6 +235,9 @@ pub enum ClientMsg {
         /// The agent an agent token is bound to.
         #[serde(default)]
         agent: Option<String>,
+        /// A channel token's channels (empty: every channel).
+        #[serde(default)]
+        channels: Vec<String>,
     },
     /// Admin: revoke a token; its open sessions are ended at once.
     DeleteToken {

@@ -28,6 +28,25 @@ pub struct Grant {
     pub agent: Option<String>,
     /// A name for logs (never the token).
     pub name: String,
+    /// A channel token's channels (empty: every channel): it submits, ends and
+    /// subscribes to conversations on these only.
+    pub channels: Vec<String>,
+}
+
+impl Grant {
+    /// Whether this grant covers `channel` (a channel token scoped to others does not).
+    pub fn covers(&self, channel: &str) -> bool {
+        self.channels.is_empty() || self.channels.iter().any(|c| c == channel)
+    }
+}
+
+/// A token's channels as stored (`-`: every channel).
+fn channels_field(channels: &[String]) -> String {
+    if channels.is_empty() {
+        "-".to_string()
+    } else {
+        channels.join(",")
+    }
 }
 
 /// The tokens, stored hashed (SHA-256): the server never keeps a token itself.
@@ -57,6 +76,7 @@ impl Tokens {
     }
 
     /// Loads a tokens file: one line per token, `<sha-256 hex>\t<role>\t<agent or ->\t<name>`
+    /// then optionally `\t<source: file or api>` and `\t<channels, comma-separated, or ->`
     /// (`#` starts a comment). Only hashes are stored.
     pub fn load_file(path: &std::path::Path) -> std::io::Result<Tokens> {
         let text = std::fs::read_to_string(path)?;
@@ -73,14 +93,20 @@ impl Tokens {
                 )
             };
             let fields: Vec<&str> = line.split('\t').collect();
-            let (hash_hex, role, agent, name, source) = match fields[..] {
-                [h, r, a, n] => (h, r, a, n, "api"),
-                [h, r, a, n, s] => (h, r, a, n, s),
+            let (hash_hex, role, agent, name, source, channels) = match fields[..] {
+                [h, r, a, n] => (h, r, a, n, "api", "-"),
+                [h, r, a, n, s] => (h, r, a, n, s, "-"),
+                [h, r, a, n, s, c] => (h, r, a, n, s, c),
                 _ => {
                     return Err(bad(
-                        "expected 4 or 5 tab-separated fields: hash, role, agent, name[, source]",
+                        "expected 4 to 6 tab-separated fields: hash, role, agent, name[, source[, channels]]",
                     ));
                 }
+            };
+            let channels: Vec<String> = if channels == "-" {
+                Vec::new()
+            } else {
+                channels.split(',').map(str::to_string).collect()
             };
             let hash = crate::config::parse_hash(hash_hex)
                 .ok_or_else(|| bad("the hash is not 64 hexadecimal digits"))?;
@@ -104,12 +130,18 @@ impl Tokens {
             if (role == Role::Agent) != agent.is_some() {
                 return Err(bad("an agent token names its agent; other roles give `-`"));
             }
+            if role != Role::Channel && !channels.is_empty() {
+                return Err(bad(
+                    "only channel tokens are scoped to channels; others give `-`",
+                ));
+            }
             tokens.grants.insert(
                 hash,
                 Grant {
                     role,
                     agent,
                     name: name.to_string(),
+                    channels,
                 },
             );
         }
@@ -198,13 +230,13 @@ impl Tokens {
     /// synced, renamed over the old one, and the directory synced.
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         let mut text = String::from(
-            "# omniroute tokens: sha-256 of the token, role, agent, name, source (file or api)\n",
+            "# omniroute tokens: sha-256 of the token, role, agent, name, source (file or api), channels\n",
         );
         let mut entries: Vec<(&[u8; 32], &Grant)> = self.grants.iter().collect();
         entries.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         for (h, g) in entries {
             text.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}\t{}\t{}\n",
                 h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                 format!("{:?}", g.role).to_lowercase(),
                 g.agent.as_deref().unwrap_or("-"),
@@ -213,7 +245,8 @@ impl Tokens {
                     "file"
                 } else {
                     "api"
-                }
+                },
+                channels_field(&g.channels)
             ));
         }
         let tmp = path.with_extension("tmp");
@@ -649,6 +682,34 @@ impl Session {
             };
             return Prepared::Reply(error(Some(id), "forbidden", why));
         }
+        // A channel token scoped to some channels acts on those only.
+        let scope = grant.channels.clone();
+        if !scope.is_empty() {
+            let outside = match &msg {
+                ClientMsg::Inbound { channel, .. } => {
+                    (!grant.covers(channel)).then(|| channel.clone())
+                }
+                ClientMsg::CustomerLeft { interaction, .. } => self
+                    .state
+                    .runtime
+                    .read(|e| e.interaction(*interaction).ok().map(|s| s.channel))
+                    .filter(|c| !grant.covers(c)),
+                ClientMsg::SubscribeOutbound { channels, .. } => {
+                    channels.iter().find(|c| !grant.covers(c)).cloned()
+                }
+                _ => None,
+            };
+            if let Some(channel) = outside {
+                return Prepared::Reply(error(
+                    Some(id),
+                    "forbidden",
+                    format!(
+                        "this token serves {} only, not `{channel}`",
+                        scope.join(", ")
+                    ),
+                ));
+            }
+        }
         // Subscriptions belong to the session, so they are handled here.
         match &msg {
             ClientMsg::SubscribeStats { interval_ms, .. } => {
@@ -721,7 +782,12 @@ impl Session {
                 }
                 let mut sub = self.state.runtime.subscribe();
                 let (runtime, out) = (self.state.runtime.clone(), self.out.clone());
-                let channels = channels.clone();
+                // None named: every channel the token serves.
+                let channels = if channels.is_empty() {
+                    scope
+                } else {
+                    channels.clone()
+                };
                 let wanted = move |c: &str| channels.is_empty() || channels.iter().any(|x| x == c);
                 let task = tokio::spawn(async move {
                     use omniroute_actors::engine::{Event, Sender};
@@ -1062,7 +1128,8 @@ impl Job {
                 name,
                 role,
                 agent,
-            } => self.create_token(id, name, role, agent)?,
+                channels,
+            } => self.create_token(id, name, role, agent, channels)?,
             ClientMsg::DeleteToken { id, name } => {
                 let mut tokens = self.state.tokens.write().expect("tokens lock");
                 let hashes = tokens.hashes_named(&name);
@@ -1096,6 +1163,7 @@ impl Job {
                         name: g.name,
                         role: g.role,
                         agent: g.agent,
+                        channels: g.channels,
                     })
                     .collect();
                 ok(id, &list)
@@ -1152,7 +1220,25 @@ impl Job {
         name: String,
         role: Role,
         agent: Option<String>,
+        channels: Vec<String>,
     ) -> Result<ServerMsg, RuntimeError> {
+        if !channels.is_empty() && role != Role::Channel {
+            return Ok(error(
+                Some(id),
+                "bad_field",
+                "channels: only channel tokens are scoped to channels",
+            ));
+        }
+        if let Some(c) = channels
+            .iter()
+            .find(|c| !self.state.runtime.read(|e| e.has_channel(c)))
+        {
+            return Ok(error(
+                Some(id),
+                "unknown_id",
+                format!("channels: unknown channel `{c}`"),
+            ));
+        }
         if name.is_empty() || name.contains(['\t', '\n']) {
             return Ok(error(
                 Some(id),
@@ -1208,6 +1294,7 @@ impl Job {
                 role,
                 agent,
                 name: name.clone(),
+                channels,
             },
         );
         if let Some(path) = &self.state.config.tokens_file
@@ -1228,6 +1315,8 @@ struct TokenInfo {
     name: String,
     role: Role,
     agent: Option<String>,
+    /// A channel token's channels (empty: every channel).
+    channels: Vec<String>,
 }
 
 /// `create_token`'s reply.
@@ -1374,5 +1463,61 @@ pub async fn center_stats(rt: &Runtime) -> CenterStats {
             used as f64 * 100.0 / total as f64
         },
         live_interactions: rt.live_interactions() as u64,
+    }
+}
+
+#[cfg(test)]
+mod token_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_tokens_file_keeps_roles_agents_sources_and_channel_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let mut tokens = Tokens::new();
+        let grant = |role, agent: Option<&str>, name: &str, channels: &[&str]| Grant {
+            role,
+            agent: agent.map(String::from),
+            name: name.into(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+        };
+        tokens.put_hashed(
+            hash("a-token-0000000000"),
+            grant(Role::Admin, None, "admin", &[]),
+        );
+        tokens.put_from_file(
+            hash("s-token-0000000000"),
+            grant(Role::Channel, None, "gateway", &["sms", "whatsapp"]),
+        );
+        tokens.put_hashed(
+            hash("g-token-0000000000"),
+            grant(Role::Agent, Some("ana"), "ana", &[]),
+        );
+        tokens.save(&path).unwrap();
+        let back = Tokens::load_file(&path).unwrap();
+        assert_eq!(back.list(), tokens.list());
+        let (g, _) = back.check("s-token-0000000000").unwrap();
+        assert!(g.covers("sms") && g.covers("whatsapp") && !g.covers("chat"));
+        assert!(back.check("a-token-0000000000").unwrap().0.covers("chat"));
+        // The file's tokens are still known as the file's.
+        let mut back = back;
+        assert_eq!(
+            back.drop_file_tokens_except(&[]),
+            vec!["gateway".to_string()]
+        );
+        // Older files (4 or 5 fields) still load; a scope on another role is refused.
+        let h = "0".repeat(64);
+        std::fs::write(
+            &path,
+            format!("{h}\tchannel\t-\told\n{h}\tadmin\t-\tx\tapi\n"),
+        )
+        .unwrap();
+        assert_eq!(Tokens::load_file(&path).unwrap().len(), 1);
+        std::fs::write(&path, format!("{h}\tadmin\t-\tx\tapi\tsms\n")).unwrap();
+        let e = Tokens::load_file(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(":1:") && e.contains("only channel tokens"),
+            "{e}"
+        );
     }
 }

@@ -84,6 +84,7 @@ async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
         role,
         agent: agent.map(String::from),
         name: name.into(),
+        channels: Vec::new(),
     };
     tokens.add("t-ana", grant(Role::Agent, Some("ana"), "ana"));
     tokens.add("t-bob", grant(Role::Agent, Some("bob"), "bob"));
@@ -485,6 +486,7 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
                 name: format!("matrix-{id}"),
                 role: Role::Channel,
                 agent: None,
+                channels: Vec::new(),
             },
             ClientMsg::DeleteToken {
                 id,
@@ -773,6 +775,7 @@ async fn an_admin_edits_one_entity_at_a_time_and_manages_tokens() {
             name: "bob-desk".into(),
             role: Role::Agent,
             agent: Some("bob".into()),
+            channels: Vec::new(),
         })
         .await
         .unwrap();
@@ -783,6 +786,7 @@ async fn an_admin_edits_one_entity_at_a_time_and_manages_tokens() {
                 name: "bob-desk".into(),
                 role: Role::Agent,
                 agent: Some("bob".into()),
+                channels: Vec::new(),
             })
             .await,
         "bad_request",
@@ -794,6 +798,7 @@ async fn an_admin_edits_one_entity_at_a_time_and_manages_tokens() {
                 name: "ghost".into(),
                 role: Role::Agent,
                 agent: Some("ghost".into()),
+                channels: Vec::new(),
             })
             .await,
         "unknown_id",
@@ -1074,6 +1079,7 @@ async fn bad_token_names_agents_and_channels_are_refused_and_change_nothing() {
                     name: name.into(),
                     role,
                     agent: agent.map(String::from),
+                    channels: Vec::new(),
                 })
                 .await,
             "bad_field",
@@ -1099,4 +1105,104 @@ async fn bad_token_names_agents_and_channels_are_refused_and_change_nothing() {
         .await,
         "bad_request",
     );
+}
+
+#[tokio::test]
+async fn a_channel_token_scoped_to_channels_acts_on_those_only() {
+    let f = start().await;
+    let admin = f.client("t-admin").await.unwrap();
+    #[derive(serde::Deserialize)]
+    struct NewToken {
+        token: String,
+    }
+    let create = |name: &str, role: Role, channels: &[&str]| ClientMsg::CreateToken {
+        id: admin.id(),
+        name: name.into(),
+        role,
+        agent: None,
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+    };
+    // Only channel tokens are scoped, and only to channels the center has.
+    let m = refused(
+        admin
+            .request(create("sup-sms", Role::Supervisor, &["sms"]))
+            .await,
+        "bad_field",
+    );
+    assert!(m.contains("only channel tokens"), "{m}");
+    let m = refused(
+        admin
+            .request(create("pigeon", Role::Channel, &["pigeon"]))
+            .await,
+        "unknown_id",
+    );
+    assert!(m.contains("pigeon"), "{m}");
+    let made: NewToken = admin
+        .request_as(create("sms-gateway", Role::Channel, &["sms"]))
+        .await
+        .unwrap();
+    #[derive(serde::Deserialize, Debug)]
+    struct Listed {
+        name: String,
+        channels: Vec<String>,
+    }
+    let listed: Vec<Listed> = admin
+        .request_as(ClientMsg::ListTokens { id: admin.id() })
+        .await
+        .unwrap();
+    let sms_entry = listed.iter().find(|t| t.name == "sms-gateway").unwrap();
+    assert_eq!(sms_entry.channels, vec!["sms".to_string()]);
+
+    let sms = f.client(&made.token).await.unwrap();
+    let web = f.client("t-web").await.unwrap(); // every channel
+    // Its own channel: fine. Another: forbidden, and nothing is created.
+    let InboundOutcome::Created { interaction: own } =
+        sms.inbound("sms", "s-1", "hi", None).await.unwrap()
+    else {
+        panic!("created expected")
+    };
+    let m = refused(sms.inbound("chat", "s-2", "hi", None).await, "forbidden");
+    assert!(m.contains("sms") && m.contains("chat"), "{m}");
+    // Ending someone else's conversation on another channel: forbidden; its own: fine.
+    let InboundOutcome::Created { interaction: chat } =
+        web.inbound("chat", "w-1", "hi", None).await.unwrap()
+    else {
+        panic!("created expected")
+    };
+    refused(
+        sms.request(ClientMsg::CustomerLeft {
+            id: sms.id(),
+            interaction: chat,
+        })
+        .await,
+        "forbidden",
+    );
+    sms.request(ClientMsg::CustomerLeft {
+        id: sms.id(),
+        interaction: own,
+    })
+    .await
+    .unwrap();
+    // The chat is still there for its own channel to end.
+    web.request(ClientMsg::CustomerLeft {
+        id: web.id(),
+        interaction: chat,
+    })
+    .await
+    .unwrap();
+    // Outbound: only its channels.
+    refused(
+        sms.request(ClientMsg::SubscribeOutbound {
+            id: sms.id(),
+            channels: vec!["chat".into()],
+        })
+        .await,
+        "forbidden",
+    );
+    sms.request(ClientMsg::SubscribeOutbound {
+        id: sms.id(),
+        channels: Vec::new(),
+    })
+    .await
+    .unwrap();
 }

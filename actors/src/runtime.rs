@@ -886,6 +886,22 @@ impl Actor for Supervisor {
                     tracing::error!(%customer, %error, "virtual agent failed: its exchange is lost; the customer's next message starts again");
                     return Ok(());
                 }
+                // A conversation's agent may be holding pushes back for an offer's
+                // context that died with it: it rebuilds from the engine now, not when
+                // the conversation comes back (a crash loop delays that).
+                if let Identity::Conversation(interaction) = &identity {
+                    let holder = core
+                        .router
+                        .lock()
+                        .live
+                        .get(interaction)
+                        .and_then(|i| i.holder.clone());
+                    if let Some(agent) = holder
+                        && let Some(a) = core.agents.get(&agent)
+                    {
+                        let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                    }
+                }
                 let now = core.shared.now_ms();
                 let recent = state.failures.entry(identity.clone()).or_default();
                 recent.push_back(now);

@@ -969,10 +969,17 @@ impl Engine {
                 });
             }
         }
-        // Nothing can move it out of wrap-up in between: the journal's sequencer runs
-        // one operation at a time on an interaction's agent (timers included).
-        self.finish_wrap_up(interaction, now_ms, true, out);
-        Ok(())
+        // The journal runs one operation at a time, so it is still in wrap-up; were it
+        // not, say so rather than do nothing.
+        if self.finish_wrap_up(interaction, now_ms, true, out) {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidState {
+                interaction,
+                state: InteractionState::Completed,
+                operation: "end_wrap_up",
+            })
+        }
     }
 
     fn end_wrap_up(

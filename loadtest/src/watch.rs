@@ -42,8 +42,8 @@ struct AgentView {
 enum Phase {
     /// Waiting since (ms).
     Waiting(u64),
-    /// Offered to an agent.
-    Offered,
+    /// Offered to an agent (index).
+    Offered(usize),
     /// Accepted or gone (abandoned): no longer watched once its arrival is known.
     Done,
 }
@@ -66,6 +66,8 @@ pub struct Watch {
     agents: Vec<AgentView>,
     /// Group × queue × channel → units one interaction costs, if the group is eligible.
     costs: Vec<Vec<Vec<Option<u16>>>>,
+    /// Group × channel → units one interaction costs, if the group handles it.
+    channel_costs: Vec<Vec<Option<u16>>>,
     /// Group × channel → most at once (`u16::MAX`: no limit but the units).
     max_concurrent: Vec<Vec<u16>>,
     /// Group × channel → the channels its work blocks.
@@ -91,12 +93,17 @@ impl Watch {
         let groups = scenario.agent_groups.len();
         let mut costs = vec![Vec::new(); groups];
         let mut max_concurrent = vec![Vec::new(); groups];
+        let mut channel_costs = vec![Vec::new(); groups];
         let mut blocks = vec![Vec::new(); groups];
         for (group, def) in &agents_defs {
             if !costs[*group].is_empty() {
                 continue;
             }
             let profile = AgentProfile::of(def);
+            channel_costs[*group] = channel_names
+                .iter()
+                .map(|c| profile.costs.get(c).copied())
+                .collect();
             max_concurrent[*group] = channel_names
                 .iter()
                 .map(|c| profile.max_concurrent.get(c).copied().unwrap_or(u16::MAX))
@@ -138,6 +145,7 @@ impl Watch {
                 })
                 .collect(),
             costs,
+            channel_costs,
             max_concurrent,
             blocks,
             queue_ids: scenario.queues.iter().map(|q| q.id.clone()).collect(),
@@ -155,6 +163,12 @@ impl Watch {
         let Some(cost) = self.costs[a.group][queue][channel] else {
             return Some("not eligible".into());
         };
+        self.no_room_for(n, channel, cost)
+    }
+
+    /// Why agent `n` has no room for `cost` units on `channel` (None: it has).
+    fn no_room_for(&self, n: usize, channel: usize, cost: u16) -> Option<String> {
+        let a = &self.agents[n];
         if a.held + cost > a.total {
             return Some(format!("{} units held of {}", a.held, a.total));
         }
@@ -224,6 +238,27 @@ impl Watch {
         }
     }
 
+    fn hold(&mut self, agent: usize, id: u64, cost: u16, channel: usize, at_ms: u64) {
+        let a = &mut self.agents[agent];
+        if let Some((old, _, _)) = a.holds.insert(id, (cost, at_ms, channel)) {
+            a.held -= old; // offered again (after a rebuild): one hold
+        }
+        a.held += cost;
+        a.since_ms = at_ms;
+    }
+
+    /// What agent `agent` already holds when its session opens (connect mode: work
+    /// left from an earlier run on the same server): (interaction, channel, units).
+    pub fn seed(&mut self, agent: usize, work: &[(u64, String, u16)]) {
+        for (id, channel, units) in work {
+            match self.channel_names.iter().position(|c| c == channel) {
+                Some(ch) => self.hold(agent, *id, *units, ch, 0),
+                // Work on a channel the scenario does not know: its view is unknown.
+                None => self.agents[agent].blind = true,
+            }
+        }
+    }
+
     fn release(&mut self, agent: usize, id: u64, at_ms: u64) {
         let a = &mut self.agents[agent];
         if let Some((units, _, _)) = a.holds.remove(&id) {
@@ -238,11 +273,18 @@ impl Watch {
             Push::Offer(offer) => {
                 let id = offer.interaction.0;
                 let queue = self.queue_ids.iter().position(|q| *q == offer.queue);
-                let channel = self.channel_names.iter().position(|c| *c == offer.channel);
-                let (Some(queue), Some(channel)) = (queue, channel) else {
-                    return; // another queue of the server's: not the scenario's to judge
+                let Some(channel) = self.channel_names.iter().position(|c| *c == offer.channel)
+                else {
+                    return; // a channel the scenario's agents do not handle
                 };
                 let group = self.agents[agent].group;
+                let Some(queue) = queue else {
+                    // Another queue of the server's (connect mode): not the scenario's
+                    // to judge, but its units are held all the same.
+                    let cost = self.channel_costs[group][channel].unwrap_or(1);
+                    self.hold(agent, id, cost, channel, at_ms);
+                    return;
+                };
                 let eligible = self.costs[group][queue][channel];
                 if eligible.is_none() {
                     self.breach(
@@ -270,21 +312,16 @@ impl Watch {
                         format!("offered with no room: {why}"),
                     );
                 }
-                let a = &mut self.agents[agent];
-                if let Some((old, _, _)) = a.holds.insert(id, (cost, at_ms, channel)) {
-                    a.held -= old; // offered again (after a rebuild): one hold
-                }
-                a.held += cost;
-                a.since_ms = at_ms;
+                self.hold(agent, id, cost, channel, at_ms);
                 let w = self.watched.entry(id).or_insert(Watched {
                     queue,
                     channel,
-                    phase: Phase::Offered,
+                    phase: Phase::Offered(agent),
                     declined: Vec::new(),
                     arrived: false,
                 });
                 if w.phase != Phase::Done {
-                    w.phase = Phase::Offered;
+                    w.phase = Phase::Offered(agent);
                 }
             }
             Push::OfferEnded {
@@ -296,8 +333,10 @@ impl Watch {
                 match reason.as_str() {
                     "customer_left" => self.done(id),
                     _ => {
+                        // Back to waiting only if this agent's offer was the live
+                        // one (a re-offer to another may have been read first).
                         if let Some(w) = self.watched.get_mut(&id)
-                            && w.phase == Phase::Offered
+                            && w.phase == Phase::Offered(agent)
                         {
                             w.phase = Phase::Waiting(at_ms);
                             if (reason == "rejected" || reason == "timed_out")
@@ -453,7 +492,8 @@ mod tests {
     use omniroute_transport::actors::engine::InteractionId;
     use std::sync::Arc;
 
-    /// Two single-unit voice agents (`a-0`, `a-1`) and one voice queue.
+    /// Three single-unit voice agents (`a-0`, `a-1`, `a-2`; all logged out until told)
+    /// and one voice queue.
     fn watch() -> Watch {
         let text = r#"
             duration_s = 3600
@@ -464,7 +504,7 @@ mod tests {
             handle_time = { dist = "fixed", s = 60 }
             [[agent_groups]]
             name = "a"
-            count = 2
+            count = 3
             skills = { general = 5 }
             channels = { voice = 1 }
             [[arrivals]]
@@ -733,6 +773,53 @@ mod tests {
             "{}",
             w.found[0].detail
         );
+    }
+
+    #[test]
+    fn the_end_of_an_old_offer_read_after_the_new_one_leaves_it_offered() {
+        let mut w = watch();
+        let ch = voice(&w);
+        for a in 0..3 {
+            w.push(a, &available(), 0);
+        }
+        w.arrived(1, 0, ch, 0);
+        w.push(0, &offer(1), 10);
+        // Re-offered to a-1 (a-0 rejected); a-1's session is read first.
+        w.push(1, &offer(1), 20);
+        w.push(
+            0,
+            &Push::OfferEnded {
+                interaction: InteractionId(1),
+                reason: "rejected".into(),
+            },
+            25,
+        );
+        // a-1 rings for a while, a-2 sits free: 1 is offered, not waiting.
+        w.check(10_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+    }
+
+    #[test]
+    fn work_of_other_queues_and_work_held_before_the_run_take_room() {
+        let mut w = watch();
+        let ch = voice(&w);
+        w.push(0, &available(), 0);
+        w.push(1, &available(), 0);
+        // a-0 holds a call of another queue of the server's; a-1 one from before.
+        let Push::Offer(o) = offer(50) else {
+            unreachable!()
+        };
+        let mut o = (*o).clone();
+        o.queue = "elsewhere".into();
+        w.push(0, &Push::Offer(Arc::new(o)), 5);
+        w.seed(1, &[(60, "voice".into(), 1)]);
+        w.arrived(7, 0, ch, 10);
+        w.check(10_000);
+        assert!(w.found.is_empty(), "{:?}", w.found);
+        assert!(!w.free_for(0, ch));
+        // Work on a channel the scenario does not know: that agent is not judged.
+        w.seed(2, &[(61, "carrier-pigeon".into(), 1)]);
+        assert!(w.agents[2].blind);
     }
 
     #[test]

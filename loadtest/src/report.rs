@@ -962,22 +962,7 @@ mod tests {
     use super::*;
 
     fn records() -> Records {
-        let text = r#"
-            duration_s = 3600
-            [[queues]]
-            id = "q"
-            channels = ["voice"]
-            handle_time = { dist = "fixed", s = 60 }
-            [[agent_groups]]
-            name = "a"
-            count = 2
-            channels = { voice = 1 }
-            [[arrivals]]
-            queue = "q"
-            channel = "voice"
-            rate_per_hour = 60
-        "#;
-        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let s = crate::scenario::test_scenario("", "count = 2\nchannels = { voice = 1 }");
         Records::new(&s)
     }
 

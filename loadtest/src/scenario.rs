@@ -702,3 +702,29 @@ impl Scenario {
         Ok(config)
     }
 }
+
+/// A scenario for unit tests: one voice queue `q` (skill `general` ≥ 1) plus the
+/// queues in `more`, one agent group `a` whose lines after its name are `group`, and
+/// voice arrivals to `q`.
+#[cfg(test)]
+pub(crate) fn test_scenario(more: &str, group: &str) -> Scenario {
+    let text = format!(
+        r#"
+duration_s = 3600
+[[queues]]
+id = "q"
+channels = ["voice"]
+skills = {{ general = 1 }}
+handle_time = {{ dist = "fixed", s = 60 }}
+{more}
+[[agent_groups]]
+name = "a"
+{group}
+[[arrivals]]
+queue = "q"
+channel = "voice"
+rate_per_hour = 60
+"#
+    );
+    Scenario::parse(&text, Path::new(".")).expect("a valid test scenario")
+}

@@ -495,24 +495,10 @@ mod tests {
     /// Three single-unit voice agents (`a-0`, `a-1`, `a-2`; all logged out until told)
     /// and one voice queue.
     fn watch() -> Watch {
-        let text = r#"
-            duration_s = 3600
-            [[queues]]
-            id = "q"
-            channels = ["voice"]
-            skills = { general = 1 }
-            handle_time = { dist = "fixed", s = 60 }
-            [[agent_groups]]
-            name = "a"
-            count = 3
-            skills = { general = 5 }
-            channels = { voice = 1 }
-            [[arrivals]]
-            queue = "q"
-            channel = "voice"
-            rate_per_hour = 60
-        "#;
-        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let s = crate::scenario::test_scenario(
+            "",
+            "count = 3\nskills = { general = 5 }\nchannels = { voice = 1 }",
+        );
         Watch::new(&s, 1_000)
     }
 
@@ -663,29 +649,10 @@ mod tests {
 
     #[test]
     fn an_offer_to_an_ineligible_agent_is_a_breach() {
-        let text = r#"
-            duration_s = 3600
-            [[queues]]
-            id = "q"
-            channels = ["voice"]
-            skills = { general = 1 }
-            handle_time = { dist = "fixed", s = 60 }
-            [[queues]]
-            id = "expert"
-            channels = ["voice"]
-            skills = { general = 8 }
-            handle_time = { dist = "fixed", s = 60 }
-            [[agent_groups]]
-            name = "a"
-            count = 1
-            skills = { general = 5 }
-            channels = { voice = 1 }
-            [[arrivals]]
-            queue = "q"
-            channel = "voice"
-            rate_per_hour = 60
-        "#;
-        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let s = crate::scenario::test_scenario(
+            "[[queues]]\nid = \"expert\"\nchannels = [\"voice\"]\nskills = { general = 8 }\nhandle_time = { dist = \"fixed\", s = 60 }",
+            "count = 1\nskills = { general = 5 }\nchannels = { voice = 1 }",
+        );
         let mut w = Watch::new(&s, 1_000);
         w.push(0, &available(), 0);
         let Push::Offer(o) = offer(5) else {
@@ -715,25 +682,10 @@ mod tests {
 
     #[test]
     fn channel_maxima_and_blocking_are_capacity_too() {
-        let text = r#"
-            duration_s = 3600
-            [[queues]]
-            id = "q"
-            channels = ["voice", "chat"]
-            handle_time = { dist = "fixed", s = 60 }
-            [[agent_groups]]
-            name = "a"
-            count = 1
-            total_units = 3
-            channels = { voice = 1, chat = 1 }
-            max_concurrent = { chat = 2 }
-            blocking = { voice = ["chat"] }
-            [[arrivals]]
-            queue = "q"
-            channel = "chat"
-            rate_per_hour = 60
-        "#;
-        let s = Scenario::parse(text, std::path::Path::new(".")).unwrap();
+        let s = crate::scenario::test_scenario(
+            "",
+            "count = 1\nskills = { general = 5 }\ntotal_units = 3\nchannels = { voice = 1, chat = 1 }\nmax_concurrent = { chat = 2 }\nblocking = { voice = [\"chat\"] }",
+        );
         let mut w = Watch::new(&s, 1_000);
         let on = |id: u64, channel: &str| {
             let Push::Offer(o) = offer(id) else {

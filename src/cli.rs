@@ -110,8 +110,10 @@ pub enum AdminCmd {
         /// Its name.
         name: String,
     },
-    /// List tokens (names, roles, agents; never the tokens).
+    /// List tokens (names, roles, agents, channels; never the tokens).
     Tokens,
+    /// Run the engine's own invariant check now (the breaches found; none: `[]`).
+    Check,
     /// Explain where an interaction stands (supervisor token).
     Explain {
         /// Interaction id (`i-12` or `12`).
@@ -235,6 +237,7 @@ pub fn admin(conn: Conn, cmd: AdminCmd) -> Result<(), String> {
             },
             AdminCmd::DeleteToken { name } => ClientMsg::DeleteToken { id, name },
             AdminCmd::Tokens => ClientMsg::ListTokens { id },
+            AdminCmd::Check => ClientMsg::CheckInvariants { id },
             AdminCmd::Explain { interaction } => ClientMsg::Explain {
                 id,
                 interaction: Some(interaction),

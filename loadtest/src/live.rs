@@ -87,12 +87,12 @@ pub(crate) async fn create_tokens(
 }
 
 /// Puts the scenario's center into the server and makes the tokens; returns the
-/// channel token and the agents' tokens (in scenario order).
+/// admin session, the channel token and the agents' tokens (in scenario order).
 async fn setup(
     t: &Target,
     scenario: &Scenario,
     run_tag: &str,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(Arc<Client>, String, Vec<String>), String> {
     let admin = Arc::new(session(t, &t.admin_token).await?);
     let mut config: CenterConfig = admin
         .request_as(ClientMsg::GetConfig { id: admin.id() })
@@ -130,9 +130,9 @@ async fn setup(
         .map(|(_, a)| (format!("{run_tag}-{}", a.id), Role::Agent, Some(a.id)))
         .collect();
     names.push((format!("{run_tag}-channel"), Role::Channel, None));
-    let mut tokens = create_tokens(admin, names).await?;
+    let mut tokens = create_tokens(admin.clone(), names).await?;
     let channel = tokens.pop().expect("the channel token is last");
-    Ok((channel, tokens))
+    Ok((admin, channel, tokens))
 }
 
 struct Shared {
@@ -145,7 +145,7 @@ struct Shared {
 pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Report, String> {
     let wall = Instant::now();
     let run_tag = format!("lt{seed}");
-    let (channel_token, agent_tokens) = setup(target, scenario, &run_tag).await?;
+    let (admin, channel_token, agent_tokens) = setup(target, scenario, &run_tag).await?;
     let mut records = Records::new(scenario);
     // Pushes and replies cross the network: a breach must last 2 s to count.
     records.watch.grace_ms = 2_000;
@@ -490,15 +490,21 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     };
     // The time series, every second of the run.
     let sampler = {
-        let shared = shared.clone();
+        let (shared, admin) = (shared.clone(), admin.clone());
         tokio::spawn(async move {
-            loop {
+            for second in 1u64.. {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let mut r = shared.records.lock().unwrap();
-                let live = r.open();
-                let now = ms();
-                r.sample(now, live);
-                r.check_conservation(now);
+                {
+                    let mut r = shared.records.lock().unwrap();
+                    let live = r.open();
+                    let now = ms();
+                    r.sample(now, live);
+                    r.check_conservation(now);
+                }
+                // The engine's own check, in the server, every 30 s.
+                if second.is_multiple_of(30) {
+                    engine_check(&admin, &shared, ms()).await;
+                }
             }
         })
     };
@@ -530,8 +536,33 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         eprintln!();
     }
     let finished = ms();
+    engine_check(&admin, &shared, finished).await;
     let mut records =
         std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
     records.close(finished);
     Ok(Report::build(scenario, seed, &records, wall.elapsed()))
+}
+
+/// Runs the engine's own invariant check in the server (`check_invariants`, an admin
+/// request) and records what it finds; a refusal (an older server) is a violation too,
+/// so a run never passes unchecked.
+async fn engine_check(admin: &Client, shared: &Shared, at_ms: u64) {
+    let found: Result<Vec<String>, ClientError> = admin
+        .request_as(ClientMsg::CheckInvariants { id: admin.id() })
+        .await;
+    let mut r = shared.records.lock().unwrap();
+    match found {
+        Ok(breaches) => {
+            for b in breaches {
+                r.violate(crate::report::engine_violation(b, at_ms));
+            }
+        }
+        Err(e) => r.violate(Violation {
+            kind: "engine_check_failed".into(),
+            interaction: 0,
+            agent: String::new(),
+            at_ms,
+            detail: e.to_string(),
+        }),
+    }
 }

@@ -424,6 +424,29 @@ impl Records {
     }
 }
 
+/// A breach the engine's own invariant check found, with the interaction and agent it
+/// names (its messages say `interaction N` and `agent ID`).
+pub fn engine_violation(detail: String, at_ms: u64) -> Violation {
+    let after = |word: &str| {
+        detail.split(word).nth(1).and_then(|rest| {
+            let token: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ':')
+                .collect();
+            (!token.is_empty()).then_some(token)
+        })
+    };
+    Violation {
+        kind: "engine_invariant".into(),
+        interaction: after("interaction ")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        agent: after("agent ").unwrap_or_default(),
+        at_ms,
+        detail,
+    }
+}
+
 /// Percentiles of a set of durations, seconds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Waits {

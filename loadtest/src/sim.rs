@@ -430,7 +430,10 @@ async fn simulate(
         {
             let mut r = shared.records.lock().unwrap();
             for b in broken {
-                r.violate(engine_violation(b, elapsed.as_millis() as u64));
+                r.violate(crate::report::engine_violation(
+                    b,
+                    elapsed.as_millis() as u64,
+                ));
             }
             r.sample(elapsed.as_millis() as u64, runtime.live_interactions());
             progress(elapsed.as_secs_f64(), &r);
@@ -450,7 +453,7 @@ async fn simulate(
         let broken = runtime.read(|e| e.check_invariants(now_ms));
         let mut r = shared.records.lock().unwrap();
         for b in broken {
-            r.violate(engine_violation(b, finished_ms));
+            r.violate(crate::report::engine_violation(b, finished_ms));
         }
         // What is still open: waiting in the engine (no agent left to take it) is not
         // lost work; anything else is.
@@ -484,40 +487,20 @@ async fn simulate(
     Ok(Report::build(scenario, seed, &records, wall.elapsed()))
 }
 
-/// A breach the engine's own invariant check found, with the interaction and agent it
-/// names (its messages say `interaction N` and `agent ID`).
-fn engine_violation(detail: String, at_ms: u64) -> Violation {
-    let after = |word: &str| {
-        detail.split(word).nth(1).and_then(|rest| {
-            let token: String = rest
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ':')
-                .collect();
-            (!token.is_empty()).then_some(token)
-        })
-    };
-    Violation {
-        kind: "engine_invariant".into(),
-        interaction: after("interaction ")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0),
-        agent: after("agent ").unwrap_or_default(),
-        at_ms,
-        detail,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_engine_s_findings_name_their_interaction_and_agent() {
-        let v = super::engine_violation(
+        let v = crate::report::engine_violation(
             "interaction 17 waits in queue q while agent a-3 is available with capacity for voice"
                 .into(),
             5,
         );
         assert_eq!((v.interaction, v.agent.as_str()), (17, "a-3"));
-        let v = super::engine_violation("target 2: available-member count off in a lane".into(), 5);
+        let v = crate::report::engine_violation(
+            "target 2: available-member count off in a lane".into(),
+            5,
+        );
         assert_eq!((v.interaction, v.agent.as_str()), (0, ""));
     }
 }

@@ -304,6 +304,13 @@ pub enum ClientMsg {
         #[serde(default)]
         channel: Option<String>,
     },
+    /// Admin: run the engine's own invariant check (capacity, one offer and one
+    /// assignment per interaction, eligibility, work conservation, order) now; the
+    /// breaches found. It walks every interaction held: for tests and load tests.
+    CheckInvariants {
+        /// Request id.
+        id: u64,
+    },
 }
 
 /// One configurable entity, tagged with its `kind`; the other fields are the
@@ -385,6 +392,7 @@ impl ClientMsg {
         "subscribe_outbound",
         "unsubscribe",
         "explain",
+        "check_invariants",
     ];
 
     /// The request id.
@@ -418,7 +426,8 @@ impl ClientMsg {
             | ClientMsg::SubscribeEvents { id }
             | ClientMsg::SubscribeOutbound { id, .. }
             | ClientMsg::Unsubscribe { id, .. }
-            | ClientMsg::Explain { id, .. } => *id,
+            | ClientMsg::Explain { id, .. }
+            | ClientMsg::CheckInvariants { id } => *id,
         }
     }
 
@@ -454,6 +463,7 @@ impl ClientMsg {
             ClientMsg::SubscribeOutbound { .. } => "subscribe_outbound",
             ClientMsg::Unsubscribe { .. } => "unsubscribe",
             ClientMsg::Explain { .. } => "explain",
+            ClientMsg::CheckInvariants { .. } => "check_invariants",
         }
     }
 
@@ -492,7 +502,8 @@ impl ClientMsg {
             | ClientMsg::SetDefaultQueue { .. }
             | ClientMsg::CreateToken { .. }
             | ClientMsg::DeleteToken { .. }
-            | ClientMsg::ListTokens { .. } => role == Admin,
+            | ClientMsg::ListTokens { .. }
+            | ClientMsg::CheckInvariants { .. } => role == Admin,
             ClientMsg::Stats { .. }
             | ClientMsg::SubscribeStats { .. }
             | ClientMsg::SubscribeEvents { .. }

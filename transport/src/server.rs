@@ -1196,6 +1196,10 @@ impl Job {
                     &explained.map_err(|e| RuntimeError::Journal(JournalError::Engine(e)))?,
                 )
             }
+            ClientMsg::CheckInvariants { id } => {
+                let now = rt.clock().now_ms();
+                ok(id, &rt.read(|e| e.check_invariants(now)))
+            }
         })
     }
 

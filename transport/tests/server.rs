@@ -436,6 +436,7 @@ async fn every_role_and_operation_pair_is_allowed_or_forbidden_as_documented() {
                 wrap_up_code: None,
             },
             ClientMsg::EndWrapUp { id, interaction: i },
+            ClientMsg::CheckInvariants { id },
             ClientMsg::Transfer {
                 id,
                 interaction: i,
@@ -1205,4 +1206,25 @@ async fn a_channel_token_scoped_to_channels_acts_on_those_only() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_runs_the_engine_s_invariant_check() {
+    let f = start().await;
+    let admin = f.client("t-admin").await.unwrap();
+    let mut ana = f.client("t-ana").await.unwrap();
+    let _pushes = ana.pushes().unwrap();
+    ana.set_presence(PresenceArg::Available).await.unwrap();
+    let web = f.client("t-web").await.unwrap();
+    web.inbound("chat", "inv-1", "hi", None).await.unwrap();
+    let found: Vec<String> = admin
+        .request_as(ClientMsg::CheckInvariants { id: admin.id() })
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    refused(
+        ana.request(ClientMsg::CheckInvariants { id: ana.id() })
+            .await,
+        "forbidden",
+    );
 }

@@ -18,6 +18,7 @@ pub use omniroute_transport as transport;
 pub mod connect;
 pub mod html;
 pub mod live;
+pub mod replications;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -233,3 +233,39 @@ rate_per_hour = {basic_h}
     );
     assert!(g < b / 2.0);
 }
+
+#[test]
+fn replications_put_erlang_c_inside_their_confidence_interval() {
+    // M/M/5 at 3 Erlangs again, as 6 independent replications of 100 hours: the mean
+    // service level and ASA across them, with a 95 % interval that holds the theory.
+    let (c, lambda_h, mean) = (5, 60.0, 180.0);
+    let s = scenario(c, lambda_h, mean, 100.0, 1);
+    let seeds: Vec<u64> = (1..=6).collect();
+    let summary = omniroute_loadtest::replications::run(&s, &seeds).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    let (lambda, mu) = (lambda_h / 3_600.0, 1.0 / mean);
+    let pw = erlang_c(c, lambda / mu);
+    let decay = c as f64 * mu - lambda;
+    let expected_sl = 1.0 - pw * (-decay * 20.0).exp();
+    let expected_asa = pw / decay;
+    let q = &summary.queues[0];
+    let sl = q.service_level.clone().unwrap();
+    let asa = q.average_speed_of_answer_s.clone().unwrap();
+    eprintln!("SL {sl:?} vs {expected_sl:.4}; ASA {asa:?} vs {expected_asa:.2}");
+    assert_eq!(sl.n, 6);
+    assert!(sl.ci95 > 0.0 && sl.ci95 < 0.05, "{sl:?}");
+    assert!(
+        (sl.mean - expected_sl).abs() <= sl.ci95,
+        "{sl:?} vs {expected_sl}"
+    );
+    assert!(
+        (asa.mean - expected_asa).abs() <= asa.ci95,
+        "{asa:?} vs {expected_asa}"
+    );
+    // Each replication is the run that seed gives alone.
+    let alone = sim::run(&s, 3, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        summary.runs[2].queues[0].service_level,
+        alone.queues[0].service_level
+    );
+}

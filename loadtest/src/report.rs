@@ -586,6 +586,9 @@ pub struct EngineReport {
     pub timed_out: u64,
     /// Agents set away by the engine after missed offers (they came back at once).
     pub set_away_after_misses: u64,
+    /// Agents whose sessions fell behind (pushes dropped) or were resynchronised: the
+    /// simulator's capacity and conservation checks stop judging them from then on.
+    pub agents_not_judged: usize,
 }
 
 /// A run's report (the `--report` JSON; schema in docs/SIMULATOR.md).
@@ -878,6 +881,7 @@ impl Report {
                 rejected: records.rejected,
                 timed_out: records.timed_out,
                 set_away_after_misses: records.set_away,
+                agents_not_judged: records.watch.blind_agents(),
             },
             violations: records.violations.clone(),
             samples: records.samples.clone(),
@@ -965,6 +969,12 @@ impl Report {
             e.completed_per_s,
             e.peak_completed_per_min
         ));
+        if self.engine.agents_not_judged > 0 {
+            out.push_str(&format!(
+                "note: {} agents' sessions fell behind or were resynchronised: the capacity and conservation checks stopped judging them\n",
+                self.engine.agents_not_judged
+            ));
+        }
         if self.violations.is_empty() {
             out.push_str("checks: no violation\n");
         } else {

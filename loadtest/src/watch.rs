@@ -470,6 +470,12 @@ impl Watch {
         }
     }
 
+    /// Agents whose view is unknown (their sessions dropped pushes or were
+    /// resynchronised, or they held work on channels the scenario does not know).
+    pub fn blind_agents(&self) -> usize {
+        self.agents.iter().filter(|a| a.blind).count()
+    }
+
     /// The agents' ids, in scenario order.
     pub fn agent_ids(&self) -> Vec<String> {
         self.agents.iter().map(|a| a.id.clone()).collect()
@@ -772,6 +778,7 @@ mod tests {
         // Work on a channel the scenario does not know: that agent is not judged.
         w.seed(2, &[(61, "carrier-pigeon".into(), 1)]);
         assert!(w.agents[2].blind);
+        assert_eq!(w.blind_agents(), 1);
     }
 
     #[test]

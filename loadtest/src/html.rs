@@ -205,7 +205,7 @@ pub fn render(report: &Report) -> String {
         &depth,
         1.0,
     ));
-    let sl = per_queue(&|i| {
+    let mut sl = per_queue(&|i| {
         report
             .intervals
             .iter()
@@ -215,6 +215,19 @@ pub fn render(report: &Report) -> String {
             })
             .collect()
     });
+    // Each queue's target, as a flat line across the day.
+    let last_h = report
+        .intervals
+        .last()
+        .map_or(0.0, |iv| iv.start_s / 3_600.0);
+    for q in &report.queues {
+        if let Some(t) = q.service_level_target {
+            sl.push((
+                format!("{} target", q.queue),
+                vec![(0.0, t * 100.0), (last_h, t * 100.0)],
+            ));
+        }
+    }
     page.push_str(&chart(
         "Service level per 30-minute interval (by arrival time)",
         "%",

@@ -188,13 +188,14 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let ms = move || start.elapsed().as_millis() as u64;
     let customer_tag = format!("{run_tag}-{}", wall.elapsed().as_nanos());
 
+    let queues = Arc::new(scenario.queues.clone());
     for (agent_idx, ((group_idx, def), (client, mut pushes))) in
         agents.into_iter().zip(sessions).enumerate()
     {
         let group = scenario.agent_groups[group_idx].clone();
         let mut arng = SeededRng::new(rng.next_u64());
         let shared = shared.clone();
-        let queues = scenario.queues.clone();
+        let queues = queues.clone();
         let prefix = format!("{customer_tag}-");
         let id = def.id.clone();
         tokio::spawn(async move {
@@ -233,9 +234,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     .push_seen(agent_idx, &push, ms());
                 let Push::Offer(offer) = push else {
                     match push {
-                        Push::OfferEnded { reason, .. } if reason == "timed_out" => {
-                            shared.records.lock().unwrap().timed_out += 1;
-                        }
                         // Set away after missed offers: back at once while on shift.
                         Push::Presence {
                             presence: omniroute_transport::actors::engine::Presence::Away { .. },
@@ -257,7 +255,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let auto = offer.auto_accepted;
                 {
                     let mut r = shared.records.lock().unwrap();
-                    r.offers += 1;
                     // Routing latency: due time → this offer, for the first offer of
                     // work that arrived while an eligible agent was free (the rest
                     // waited for an agent: that is queue time, not routing).
@@ -273,24 +270,12 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let Some(idx) = idx else {
                     continue; // not this run's customer
                 };
-                let delay = group
-                    .accept_delay
-                    .as_ref()
-                    .map_or(0.0, |d| d.sample(&mut arng));
-                let reject =
-                    group.reject_probability > 0.0 && arng.next_f64() < group.reject_probability;
-                let handle = queue.map_or(0.0, |q| {
-                    group
-                        .handle_time
-                        .as_ref()
-                        .unwrap_or(&q.handle_time)
-                        .sample(&mut arng)
-                });
-                let ready_after = crate::scenario::ready_after(
-                    group.wrap_up.as_ref(),
-                    queue.map_or(0.0, |q| q.wrap_up_s),
-                    &mut arng,
-                );
+                let crate::scenario::OfferPlan {
+                    delay_s: delay,
+                    reject,
+                    handle_s: handle,
+                    ready_after_s: ready_after,
+                } = group.plan(queue, &mut arng);
                 let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
                 tokio::spawn(async move {
                     // Auto-accepted (the channel's setting): already the agent's.

@@ -201,6 +201,11 @@ impl Records {
     /// the simulator sees them; an offer beyond capacity is a violation).
     pub fn push_seen(&mut self, agent: usize, push: &Push, at_ms: u64) {
         self.watch.push(agent, push, at_ms);
+        match push {
+            Push::Offer(_) => self.offers += 1,
+            Push::OfferEnded { reason, .. } if reason == "timed_out" => self.timed_out += 1,
+            _ => {}
+        }
         if let Push::WrapUpEnded { interaction } = push
             && let Some(i) = self.index_of(interaction.0)
         {

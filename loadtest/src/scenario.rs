@@ -360,19 +360,47 @@ impl AgentProfile {
     }
 }
 
-/// When an agent whose wrap-ups take `wrap_up` ends one by itself, for a queue whose
-/// wrap-up time is `queue_wrap_up_s`: after the drawn time, if that is shorter than the
-/// queue's (None: the queue's time runs out first, or no wrap-up).
-pub fn ready_after(
-    wrap_up: Option<&Dist>,
-    queue_wrap_up_s: f64,
-    rng: &mut SeededRng,
-) -> Option<f64> {
-    if queue_wrap_up_s <= 0.0 {
-        return None;
+/// What a simulated agent does with one offer, drawn when the offer arrives (both
+/// modes draw the same way, in the same order).
+#[derive(Clone, Copy, Debug)]
+pub struct OfferPlan {
+    /// Seconds before answering.
+    pub delay_s: f64,
+    /// Reject it (after the delay).
+    pub reject: bool,
+    /// Accept → complete, seconds.
+    pub handle_s: f64,
+    /// Ends the wrap-up itself this long after completing, when that is sooner than
+    /// the queue's wrap-up time (None: the queue's time runs out first, or none).
+    pub ready_after_s: Option<f64>,
+}
+
+impl AgentGroup {
+    /// This group's plan for an offer of `queue` (None: not the scenario's queue).
+    pub fn plan(&self, queue: Option<&QueueSpec>, rng: &mut SeededRng) -> OfferPlan {
+        let delay_s = self.accept_delay.as_ref().map_or(0.0, |d| d.sample(rng));
+        let reject = self.reject_probability > 0.0 && rng.next_f64() < self.reject_probability;
+        let handle_s = queue.map_or(0.0, |q| {
+            self.handle_time
+                .as_ref()
+                .unwrap_or(&q.handle_time)
+                .sample(rng)
+        });
+        let queue_wrap_up_s = queue.map_or(0.0, |q| q.wrap_up_s);
+        let ready_after_s = match &self.wrap_up {
+            Some(d) if queue_wrap_up_s > 0.0 => {
+                let drawn = d.sample(rng);
+                (drawn < queue_wrap_up_s).then_some(drawn)
+            }
+            _ => None,
+        };
+        OfferPlan {
+            delay_s,
+            reject,
+            handle_s,
+            ready_after_s,
+        }
     }
-    let drawn = wrap_up?.sample(rng);
-    (drawn < queue_wrap_up_s).then_some(drawn)
 }
 
 /// A whole scenario.

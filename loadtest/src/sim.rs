@@ -20,7 +20,7 @@ use omniroute_transport::actors::engine::{
 };
 use omniroute_transport::actors::{Push, Runtime, RuntimeConfig, RuntimeError};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,24 +99,12 @@ async fn simulate(
     let end = Duration::from_secs_f64(scenario.duration_s);
 
     // Agents: one task each, logging in and out for its shift.
+    let queues = Arc::new(scenario.queues.clone());
     for (agent_idx, (group_idx, def)) in scenario.agents().into_iter().enumerate() {
         let group = scenario.agent_groups[group_idx].clone();
         let agent_seed = rng.next_u64();
         let (runtime, shared) = (runtime.clone(), shared.clone());
-        // The group's own handle time, or each queue's.
-        let handle_times: HashMap<String, crate::scenario::Dist> = scenario
-            .queues
-            .iter()
-            .map(|q| {
-                let d = group.handle_time.as_ref().unwrap_or(&q.handle_time);
-                (q.id.clone(), d.clone())
-            })
-            .collect();
-        let wrap_ups: HashMap<String, f64> = scenario
-            .queues
-            .iter()
-            .map(|q| (q.id.clone(), q.wrap_up_s))
-            .collect();
+        let queues = queues.clone();
         let id = def.id.clone();
         tokio::spawn(async move {
             let mut rng = SeededRng::new(agent_seed);
@@ -164,23 +152,13 @@ async fn simulate(
                     Push::Offer(offer) => {
                         let interaction = offer.interaction;
                         let auto = offer.auto_accepted;
-                        shared.records.lock().unwrap().offers += 1;
-                        let delay = group
-                            .accept_delay
-                            .as_ref()
-                            .map_or(0.0, |d| d.sample(&mut rng));
-                        let reject = group.reject_probability > 0.0
-                            && rng.next_f64() < group.reject_probability;
-                        let handle = handle_times
-                            .get(&offer.queue)
-                            .map_or(0.0, |d| d.sample(&mut rng));
-                        // Wrap-up ended by the agent, when it is done before the
-                        // queue's time.
-                        let ready_after = crate::scenario::ready_after(
-                            group.wrap_up.as_ref(),
-                            wrap_ups.get(&offer.queue).copied().unwrap_or(0.0),
-                            &mut rng,
-                        );
+                        let queue = queues.iter().find(|q| q.id == offer.queue);
+                        let crate::scenario::OfferPlan {
+                            delay_s: delay,
+                            reject,
+                            handle_s: handle,
+                            ready_after_s: ready_after,
+                        } = group.plan(queue, &mut rng);
                         let (session, shared, id) = (session.clone(), shared.clone(), id.clone());
                         tokio::spawn(async move {
                             // Auto-accepted (the channel's setting): the work is the
@@ -255,9 +233,6 @@ async fn simulate(
                                 }),
                             }
                         });
-                    }
-                    Push::OfferEnded { reason, .. } if reason == "timed_out" => {
-                        shared.records.lock().unwrap().timed_out += 1;
                     }
                     // Set away by the engine after missed offers: a real agent notices
                     // and makes itself available again (while on shift).

@@ -346,7 +346,7 @@ impl AgentState {
     }
 
     /// The offer's context from its conversation: the push takes its place.
-    fn on_offer(&mut self, push: Arc<OfferPush>) {
+    fn offer_context(&mut self, push: Arc<OfferPush>) {
         let slot = self.outbox.iter_mut().find(|s| {
             matches!(s, Slot::Awaiting { interaction, offer_seq }
                 if *interaction == push.interaction && *offer_seq == push.offer_seq)
@@ -562,7 +562,7 @@ impl AgentState {
             }
             AgentMsg::Offer { seq, push } => {
                 if seq > state.seen_seq {
-                    state.on_offer(push);
+                    state.offer_context(push);
                 }
             }
             AgentMsg::Routed { seq, at_ms, event } => {

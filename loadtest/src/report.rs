@@ -323,7 +323,7 @@ impl Records {
         }
         r.abandoned_ms = Some(at_ms);
         if let Some(id) = r.id {
-            self.watch.left(id);
+            self.watch.finished(id);
         }
     }
 
@@ -407,19 +407,25 @@ impl Records {
     /// The run is over at `at_ms`: every interaction must be accounted for.
     pub fn close(&mut self, at_ms: u64) {
         self.finished_ms = at_ms;
-        let names: Vec<String> = self.watch.agent_ids();
-        let open: Vec<(u64, u64, Option<usize>)> = self
+        let open: Vec<(u64, u64, String)> = self
             .interactions
             .iter()
             .filter(|r| !r.finished())
-            .map(|r| (r.id.unwrap_or(0), r.arrived_ms, r.agent))
+            .map(|r| {
+                let agent = r.agent.map_or("", |a| self.watch.agent_id(a));
+                (r.id.unwrap_or(0), r.arrived_ms, agent.to_string())
+            })
             .collect();
         for (id, arrived, agent) in open {
-            let held = agent.map_or(String::new(), |a| format!(" (accepted by {})", names[a]));
+            let held = if agent.is_empty() {
+                String::new()
+            } else {
+                format!(" (accepted by {agent})")
+            };
             self.violate(Violation {
                 kind: "unaccounted".into(),
                 interaction: id,
-                agent: agent.map_or(String::new(), |a| names[a].clone()),
+                agent,
                 at_ms,
                 detail: format!(
                     "arrived at {arrived} ms and was neither completed nor abandoned by the end{held}"

@@ -163,12 +163,6 @@ impl Watch {
         let Some(cost) = self.costs[a.group][queue][channel] else {
             return Some("not eligible".into());
         };
-        self.no_room_for(n, channel, cost)
-    }
-
-    /// Why agent `n` has no room for `cost` units on `channel` (None: it has).
-    fn no_room_for(&self, n: usize, channel: usize, cost: u16) -> Option<String> {
-        let a = &self.agents[n];
         if a.held + cost > a.total {
             return Some(format!("{} units held of {}", a.held, a.total));
         }
@@ -223,12 +217,8 @@ impl Watch {
         }
     }
 
-    /// The customer of `id` left (an abandon the engine took).
-    pub fn left(&mut self, id: u64) {
-        self.done(id);
-    }
-
-    fn done(&mut self, id: u64) {
+    /// Interaction `id` no longer waits for anyone: accepted, or its customer left.
+    pub fn finished(&mut self, id: u64) {
         if let Some(w) = self.watched.get_mut(&id) {
             if w.arrived {
                 self.watched.remove(&id);
@@ -331,7 +321,7 @@ impl Watch {
                 let id = interaction.0;
                 self.release(agent, id, at_ms);
                 match reason.as_str() {
-                    "customer_left" => self.done(id),
+                    "customer_left" => self.finished(id),
                     _ => {
                         // Back to waiting only if this agent's offer was the live
                         // one (a re-offer to another may have been read first).
@@ -348,7 +338,7 @@ impl Watch {
                     }
                 }
             }
-            Push::Assigned { interaction } => self.done(interaction.0),
+            Push::Assigned { interaction } => self.finished(interaction.0),
             Push::Completed {
                 interaction,
                 wrap_up_until_ms: None,
@@ -476,9 +466,9 @@ impl Watch {
         self.agents.iter().filter(|a| a.blind).count()
     }
 
-    /// The agents' ids, in scenario order.
-    pub fn agent_ids(&self) -> Vec<String> {
-        self.agents.iter().map(|a| a.id.clone()).collect()
+    /// Agent `n`'s id.
+    pub fn agent_id(&self, n: usize) -> &str {
+        &self.agents[n].id
     }
 
     /// Whether some agent is available, eligible and has room for work of `queue` on

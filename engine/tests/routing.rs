@@ -445,6 +445,14 @@ fn an_agent_ends_its_wrap_up_early_and_the_capacity_pulls_work_at_once() {
         .0
         .unwrap();
     let (next, _) = h.submit(NewInteraction::new("voice", "c2"));
+    // No such interaction.
+    let unknown = h
+        .engine
+        .end_wrap_up_early("ana", InteractionId(999), h.now, &mut Vec::new());
+    assert!(
+        matches!(unknown, Err(EngineError::UnknownInteraction(_))),
+        "{unknown:?}"
+    );
     // Not in wrap-up yet: nothing to end.
     let early = h
         .engine

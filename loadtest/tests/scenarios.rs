@@ -158,6 +158,26 @@ fn mistakes_are_reported_with_where_and_what() {
     assert!(e.contains("shift_end_s after it"), "{e}");
     let e = err(&good.replace("service_level_s = 20", "service_level_s = inf"));
     assert!(e.contains("service_level_s"), "{e}");
+    // Arrivals per channel with no queue taking the channel.
+    let e = err(&good.replace(
+        "queue = \"support\"\nchannel = \"voice\"",
+        "channel = \"chat\"",
+    ));
+    assert!(
+        e.contains("arrivals on `chat`: no queue takes this channel"),
+        "{e}"
+    );
+    // Capacity profiles name channels the agents handle.
+    let e = err(&good.replace(
+        "channels = { voice = 1 }",
+        "channels = { voice = 1 }\nblocking = { voice = [\"pigeon\"] }",
+    ));
+    assert!(e.contains("pigeon"), "{e}");
+    let e = err(&good.replace(
+        "channels = { voice = 1 }",
+        "channels = { voice = 1 }\nwrap_up = { dist = \"fixed\", s = -1 }",
+    ));
+    assert!(e.contains("agent_groups `tier1`.wrap_up"), "{e}");
 }
 
 #[test]

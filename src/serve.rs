@@ -128,7 +128,7 @@ async fn run(
     let identity = match (&cert, &key) {
         (Some(cert), Some(key)) => ServerIdentity::load(cert, key).map_err(|e| e.to_string())?,
         (None, None) => ServerIdentity::self_signed(dir).map_err(|e| e.to_string())?,
-        _ => return Err("give both --cert and --key, or neither".into()),
+        _ => unreachable!("--cert and --key are checked together above"),
     };
     say(format!("CERT {}", identity.cert_path.display()));
     say(format!("FINGERPRINT {}", identity.fingerprint));

@@ -1365,7 +1365,7 @@ impl Runtime {
         if let Some(interaction) = inbound.interaction {
             let (owner, _) = core
                 .shared
-                .read(|e| e.interaction(interaction).map(|i| i.customer));
+                .read(|e| e.interaction_owner(interaction).map(|(c, _)| c));
             match owner {
                 Ok(owner) if owner == inbound.customer => {
                     core.post(interaction, message(&inbound.text)).await?;

@@ -227,6 +227,20 @@ fn phase_name(phase: WorkPhase) -> &'static str {
 }
 
 impl Engine {
+    /// An interaction's customer and channel, without copying the rest (adapters'
+    /// and sessions' ownership checks, outbound pushes).
+    pub fn interaction_owner(&self, id: InteractionId) -> Result<(String, String)> {
+        let ic = self
+            .interaction_ref(id)
+            .ok_or(EngineError::UnknownInteraction(id))?;
+        let i = ic.lock();
+        let catalog = self.catalog.load();
+        Ok((
+            i.request.customer.clone(),
+            catalog.channel_name(i.channel).to_string(),
+        ))
+    }
+
     /// A live or finished interaction (finished ones stay until purged).
     pub fn interaction(&self, id: InteractionId) -> Result<InteractionSnapshot> {
         let ic = self

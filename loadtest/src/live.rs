@@ -13,7 +13,6 @@ use omniroute_transport::actors::engine::{CenterConfig, SeededRng};
 use omniroute_transport::client::{Client, ClientError};
 use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
 use omniroute_transport::tls;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -137,8 +136,6 @@ async fn setup(
 
 struct Shared {
     records: Mutex<Records>,
-    /// Customer number → record index, set when the customer is sent.
-    by_customer: Mutex<HashMap<u64, usize>>,
 }
 
 /// Runs `scenario` against the server in real time.
@@ -151,7 +148,6 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     records.watch.grace_ms = 2_000;
     let shared = Arc::new(Shared {
         records: Mutex::new(records),
-        by_customer: Mutex::new(HashMap::new()),
     });
     let mut rng = SeededRng::new(seed);
     // Every session is opened before the clock starts.
@@ -227,11 +223,35 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     None => pushes.recv().await,
                 };
                 let Some(push) = push else { return };
-                shared
-                    .records
-                    .lock()
-                    .unwrap()
-                    .push_seen(agent_idx, &push, ms());
+                // This run's customer `n` is record `n` (the pacer records them in
+                // order); None: another run's.
+                let idx = {
+                    let mut r = shared.records.lock().unwrap();
+                    r.push_seen(agent_idx, &push, ms());
+                    match &push {
+                        Push::Offer(offer) => {
+                            let idx = offer
+                                .customer
+                                .strip_prefix(&prefix)
+                                .and_then(|s| s.parse::<usize>().ok())
+                                .filter(|n| *n < r.interactions.len());
+                            // Routing latency: due time → this offer, for the first
+                            // offer of work that arrived while an eligible agent was
+                            // free (the rest waited for an agent: queue time, not
+                            // routing).
+                            if let Some(i) = idx
+                                && offer.offer_seq <= 1
+                                && r.interactions[i].found_free
+                            {
+                                let arrived = r.interactions[i].arrived_us;
+                                let now_us = start.elapsed().as_micros() as u64;
+                                r.routing_us(now_us.saturating_sub(arrived));
+                            }
+                            idx
+                        }
+                        _ => None,
+                    }
+                };
                 let Push::Offer(offer) = push else {
                     match push {
                         // Set away after missed offers: back at once while on shift.
@@ -246,27 +266,8 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                     continue;
                 };
                 let interaction = offer.interaction;
-                let n = offer
-                    .customer
-                    .strip_prefix(&prefix)
-                    .and_then(|s| s.parse::<u64>().ok());
-                let idx = n.and_then(|n| shared.by_customer.lock().unwrap().get(&n).copied());
                 let queue = queues.iter().find(|q| q.id == offer.queue);
                 let auto = offer.auto_accepted;
-                {
-                    let mut r = shared.records.lock().unwrap();
-                    // Routing latency: due time → this offer, for the first offer of
-                    // work that arrived while an eligible agent was free (the rest
-                    // waited for an agent: that is queue time, not routing).
-                    if let Some(i) = idx
-                        && offer.offer_seq <= 1
-                        && r.interactions[i].found_free
-                    {
-                        let arrived = r.interactions[i].arrived_us;
-                        let now_us = start.elapsed().as_micros() as u64;
-                        r.routing_us(now_us.saturating_sub(arrived));
-                    }
-                }
                 let Some(idx) = idx else {
                     continue; // not this run's customer
                 };
@@ -390,7 +391,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                         .unwrap_or(0);
                     record.found_free = r.watch.free_for(qi, record.channel);
                     let idx = r.arrive(record);
-                    shared.by_customer.lock().unwrap().insert(n as u64, idx);
+                    debug_assert_eq!(idx, n, "customer n is record n");
                     idx
                 };
                 let c = channels[n % channels.len()].clone();
@@ -399,17 +400,8 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
                 let customer = format!("{customer_tag}-{n}");
                 let shared = shared.clone();
                 tasks.push(handle.spawn(async move {
-                    let r: Result<InboundOutcome, ClientError> = c
-                        .request_as(ClientMsg::Inbound {
-                            id: c.id(),
-                            channel: stream.channel.clone(),
-                            customer,
-                            text: "hello".into(),
-                            attributes: Default::default(),
-                            queue: Some(queue),
-                            virtual_agent: None,
-                            interaction: None,
-                        })
+                    let r = c
+                        .inbound(&stream.channel, &customer, "hello", Some(&queue))
                         .await;
                     let interaction = match r {
                         Ok(InboundOutcome::Created { interaction }) => interaction,

@@ -683,7 +683,7 @@ impl Session {
             return Prepared::Reply(error(Some(id), "forbidden", why));
         }
         // A channel token scoped to some channels acts on those only.
-        let scope = grant.channels.clone();
+        let scope = &grant.channels;
         if !scope.is_empty() {
             let outside = match &msg {
                 ClientMsg::Inbound { channel, .. } => {
@@ -692,7 +692,7 @@ impl Session {
                 ClientMsg::CustomerLeft { interaction, .. } => self
                     .state
                     .runtime
-                    .read(|e| e.interaction(*interaction).ok().map(|s| s.channel))
+                    .read(|e| e.interaction_owner(*interaction).ok().map(|(_, c)| c))
                     .filter(|c| !grant.covers(c)),
                 ClientMsg::SubscribeOutbound { channels, .. } => {
                     channels.iter().find(|c| !grant.covers(c)).cloned()
@@ -784,7 +784,7 @@ impl Session {
                 let (runtime, out) = (self.state.runtime.clone(), self.out.clone());
                 // None named: every channel the token serves.
                 let channels = if channels.is_empty() {
-                    scope
+                    scope.clone()
                 } else {
                     channels.clone()
                 };
@@ -810,7 +810,7 @@ impl Session {
                                     message,
                                 } if message.from == Sender::Agent && wanted(&message.channel) => {
                                     let customer = runtime
-                                        .read(|e| e.interaction(*interaction).map(|i| i.customer))
+                                        .read(|e| e.interaction_owner(*interaction).map(|(c, _)| c))
                                         .unwrap_or_default();
                                     ServerPush::Outbound {
                                         interaction: *interaction,
@@ -824,9 +824,9 @@ impl Session {
                                 }
                                 Event::Completed { interaction, .. }
                                 | Event::Abandoned { interaction, .. } => {
-                                    let Ok((customer, channel)) = runtime.read(|e| {
-                                        e.interaction(*interaction).map(|i| (i.customer, i.channel))
-                                    }) else {
+                                    let Ok((customer, channel)) =
+                                        runtime.read(|e| e.interaction_owner(*interaction))
+                                    else {
                                         continue;
                                     };
                                     if !wanted(&channel) {
@@ -1065,8 +1065,8 @@ impl Job {
                     let serving = rt.read(|e| {
                         e.agent(me).is_ok_and(|a| {
                             a.work.iter().any(|w| {
-                                e.interaction(w.interaction)
-                                    .is_ok_and(|i| i.customer == customer)
+                                e.interaction_owner(w.interaction)
+                                    .is_ok_and(|(c, _)| c == customer)
                             })
                         })
                     });

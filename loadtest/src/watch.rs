@@ -75,6 +75,13 @@ pub struct Watch {
     queue_ids: Vec<String>,
     channel_names: Vec<String>,
     watched: HashMap<u64, Watched>,
+    /// Queue × channel → the agents (indices) eligible for its work.
+    eligible: Vec<Vec<Vec<usize>>>,
+    /// Interaction → the agents (indices) holding it (offered or working on it).
+    holders: HashMap<u64, Vec<usize>>,
+    /// Interactions held by more than one agent right now (a re-offer and the end of
+    /// the previous one read in either order, or a double assignment).
+    shared: std::collections::BTreeSet<u64>,
     /// Interactions already reported as waiting beside a free agent (once each).
     reported: std::collections::HashSet<u64>,
     /// Breaches found, to be moved into the records.
@@ -91,7 +98,7 @@ impl Watch {
             .collect();
         let agents_defs = scenario.agents();
         let groups = scenario.agent_groups.len();
-        let mut costs = vec![Vec::new(); groups];
+        let mut costs: Vec<Vec<Vec<Option<u16>>>> = vec![Vec::new(); groups];
         let mut max_concurrent = vec![Vec::new(); groups];
         let mut channel_costs = vec![Vec::new(); groups];
         let mut blocks = vec![Vec::new(); groups];
@@ -129,6 +136,20 @@ impl Watch {
                 })
                 .collect();
         }
+        let eligible: Vec<Vec<Vec<usize>>> = (0..scenario.queues.len())
+            .map(|q| {
+                (0..channel_names.len())
+                    .map(|c| {
+                        agents_defs
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (group, _))| costs[*group][q][c].is_some())
+                            .map(|(n, _)| n)
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         Watch {
             grace_ms,
             agents: agents_defs
@@ -151,6 +172,9 @@ impl Watch {
             queue_ids: scenario.queues.iter().map(|q| q.id.clone()).collect(),
             channel_names,
             watched: HashMap::new(),
+            eligible,
+            holders: HashMap::new(),
+            shared: Default::default(),
             reported: Default::default(),
             found: Vec::new(),
         }
@@ -232,6 +256,12 @@ impl Watch {
         let a = &mut self.agents[agent];
         if let Some((old, _, _)) = a.holds.insert(id, (cost, at_ms, channel)) {
             a.held -= old; // offered again (after a rebuild): one hold
+        } else {
+            let holders = self.holders.entry(id).or_default();
+            holders.push(agent);
+            if holders.len() > 1 {
+                self.shared.insert(id);
+            }
         }
         a.held += cost;
         a.since_ms = at_ms;
@@ -254,6 +284,18 @@ impl Watch {
         if let Some((units, _, _)) = a.holds.remove(&id) {
             a.held = a.held.saturating_sub(units);
             a.since_ms = at_ms;
+            if let Some(holders) = self.holders.get_mut(&id) {
+                holders.retain(|n| *n != agent);
+                match holders.len() {
+                    0 => {
+                        self.holders.remove(&id);
+                    }
+                    1 => {
+                        self.shared.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -366,22 +408,24 @@ impl Watch {
         // One interaction held (offered or assigned) by two agents at once, for longer
         // than the grace (a re-offer and the end of the previous one are read from two
         // sessions, in either order).
-        let mut holders: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (n, a) in self.agents.iter().enumerate() {
-            if a.blind {
+        let mut twice = Vec::new();
+        for id in &self.shared {
+            if self.reported.contains(id) {
                 continue;
             }
-            for (id, (_, since, _)) in &a.holds {
-                if *since <= cutoff {
-                    holders.entry(*id).or_default().push(n);
-                }
+            let mut agents: Vec<usize> = self.holders[id]
+                .iter()
+                .copied()
+                .filter(|n| {
+                    let a = &self.agents[*n];
+                    !a.blind && a.holds.get(id).is_some_and(|h| h.1 <= cutoff)
+                })
+                .collect();
+            if agents.len() > 1 {
+                agents.sort_unstable();
+                twice.push((*id, agents));
             }
         }
-        let mut twice: Vec<(u64, Vec<usize>)> = holders
-            .into_iter()
-            .filter(|(id, h)| h.len() > 1 && !self.reported.contains(id))
-            .collect();
-        twice.sort_unstable();
         for (id, agents) in twice {
             self.reported.insert(id);
             let names: Vec<&str> = agents.iter().map(|n| self.agents[*n].id.as_str()).collect();
@@ -412,8 +456,9 @@ impl Watch {
             // Agents available for this key (busy or not), and those free for it now.
             let mut available = Vec::new();
             let mut free = Vec::new();
-            for (n, a) in self.agents.iter().enumerate() {
-                if !a.available || a.blind || self.costs[a.group][queue][channel].is_none() {
+            for &n in &self.eligible[queue][channel] {
+                let a = &self.agents[n];
+                if !a.available || a.blind {
                     continue;
                 }
                 available.push(n);
@@ -474,10 +519,10 @@ impl Watch {
     /// Whether some agent is available, eligible and has room for work of `queue` on
     /// `channel` now, as far as the simulator knows.
     pub fn free_for(&self, queue: usize, channel: usize) -> bool {
-        self.agents
-            .iter()
-            .enumerate()
-            .any(|(n, a)| a.available && !a.blind && self.no_room(n, queue, channel).is_none())
+        self.eligible[queue][channel].iter().any(|&n| {
+            let a = &self.agents[n];
+            a.available && !a.blind && self.no_room(n, queue, channel).is_none()
+        })
     }
 }
 

@@ -72,16 +72,71 @@ pub enum ActorKey {
     Conversation(InteractionId),
 }
 
+/// What the router remembers of a customer for channel switching: kept while their
+/// conversation is live and for the switching window after (housekeeping forgets it).
 #[derive(Clone, Debug, Default)]
 struct CustomerTrack {
-    /// The customer's interactions the engine may still hold, oldest first (the index
-    /// `customer_history` reads; ids the engine has purged are dropped when read).
-    history: Vec<InteractionId>,
     live: Option<InteractionId>,
     last_activity_ms: TimeMs,
     last_agent: Option<Arc<str>>,
     last: Option<InteractionId>,
     ended_ms: Option<TimeMs>,
+}
+
+/// Each customer's interactions the engine still holds — the index
+/// `customer_history` reads — kept as long as the engine keeps them (its retention of
+/// finished work, 24 h by default), not just for the switching window.
+#[derive(Default)]
+struct Histories {
+    by_customer: DashMap<String, Vec<InteractionId>>,
+    /// Finished interactions with their customer, in the order they finished. The
+    /// engine purges finished work oldest first, so housekeeping forgets index
+    /// entries from the front while the engine no longer holds them.
+    finished: Mutex<VecDeque<(InteractionId, Arc<str>)>>,
+}
+
+impl Histories {
+    fn add(&self, customer: &str, interaction: InteractionId) {
+        match self.by_customer.get_mut(customer) {
+            Some(mut v) => v.push(interaction),
+            None => {
+                self.by_customer
+                    .insert(customer.to_string(), vec![interaction]);
+            }
+        }
+    }
+
+    /// Forgets the finished interactions the engine has purged (checking at most
+    /// `limit` from the oldest; `held` says whether the engine still holds an id).
+    fn forget_purged(&self, limit: usize, held: impl FnOnce(&[InteractionId]) -> usize) {
+        let front: Vec<InteractionId> = self
+            .finished
+            .lock()
+            .iter()
+            .take(limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if front.is_empty() {
+            return;
+        }
+        let gone = held(&front);
+        // Only housekeeping pops, and the router only pushes at the back: the first
+        // `gone` entries are still the ones looked at.
+        let forgotten: Vec<(InteractionId, Arc<str>)> =
+            self.finished.lock().drain(..gone).collect();
+        for (id, customer) in forgotten {
+            let empty = match self.by_customer.get_mut(&*customer) {
+                Some(mut v) => {
+                    v.retain(|x| *x != id);
+                    v.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+            }
+        }
+    }
 }
 
 struct LiveInfo {
@@ -159,6 +214,7 @@ pub(crate) struct Core {
     pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>>,
     identities: DashMap<ActorId, Identity>,
     customers: DashMap<String, CustomerTrack>,
+    histories: Histories,
     bots: DashMap<String, ActorRef<BotMsg>>,
     virtual_agents: HashMap<String, Arc<dyn VirtualAgent>>,
     live: AtomicUsize,
@@ -330,7 +386,8 @@ impl Core {
                         let mut t = self.customers.entry(c.to_string()).or_default();
                         t.live = Some(*interaction);
                         t.last_activity_ms = p.at_ms;
-                        t.history.push(*interaction);
+                        drop(t);
+                        self.histories.add(c, *interaction);
                     }
                     st.live.insert(
                         *interaction,
@@ -479,15 +536,16 @@ impl Core {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 Some(n.saturating_sub(1))
             });
-        if let Some(c) = info.customer
-            && let Some(mut t) = self.customers.get_mut(&*c)
-        {
-            if t.live == Some(interaction) {
-                t.live = None;
+        if let Some(c) = info.customer {
+            if let Some(mut t) = self.customers.get_mut(&*c) {
+                if t.live == Some(interaction) {
+                    t.live = None;
+                }
+                t.last = Some(interaction);
+                t.ended_ms = Some(at_ms);
+                t.last_activity_ms = at_ms;
             }
-            t.last = Some(interaction);
-            t.ended_ms = Some(at_ms);
-            t.last_activity_ms = at_ms;
+            self.histories.finished.lock().push_back((interaction, c));
         }
     }
 
@@ -1151,6 +1209,7 @@ impl Runtime {
             conversations: DashMap::new(),
             identities: DashMap::new(),
             customers: DashMap::new(),
+            histories: Histories::default(),
             bots: DashMap::new(),
             virtual_agents: virtual_agents
                 .into_iter()
@@ -1182,18 +1241,23 @@ impl Runtime {
         let ((agents, queues, live), _) = core.shared.read(|engine| {
             let config = engine.config();
             let mut live = Vec::new();
+            let mut finished = Vec::new();
             for id in engine.interaction_ids() {
                 if let Ok(s) = engine.interaction(id) {
-                    core.customers
-                        .entry(s.customer.clone())
-                        .or_default()
-                        .history
-                        .push(id);
+                    core.histories.add(&s.customer, id);
                     if !s.state.is_terminal() {
                         live.push(s);
+                    } else {
+                        let at = s.history.last().map_or(0, |h| h.at_ms());
+                        finished.push((at, id, Arc::<str>::from(s.customer.as_str())));
                     }
                 }
             }
+            finished.sort_unstable();
+            core.histories
+                .finished
+                .lock()
+                .extend(finished.into_iter().map(|(_, id, c)| (id, c)));
             (
                 config.agents.into_iter().map(|a| a.id).collect::<Vec<_>>(),
                 config.queues.into_iter().map(|q| q.id).collect::<Vec<_>>(),
@@ -1264,7 +1328,8 @@ impl Runtime {
         let router = core.clone();
         journal.observe(move |p: &Published| router.route(p));
         // Housekeeping every 10 s: customers not seen within the switching window are
-        // forgotten (bounded memory), and restart grace periods whose agent actor is
+        // forgotten (bounded memory), so are the history index's entries of work the
+        // engine has purged, and restart grace periods whose agent actor is
         // gone are fired by the journal so held work is not stranded.
         let weak = Arc::downgrade(&core);
         let grace_driver = tokio::spawn(async move {
@@ -1275,6 +1340,15 @@ impl Runtime {
                 let window = core.shared.config.switch_window_ms;
                 core.customers.retain(|_, t| {
                     t.live.is_some() || now.saturating_sub(t.last_activity_ms) <= window
+                });
+                core.histories.forget_purged(4_096, |ids| {
+                    core.shared
+                        .read(|e| {
+                            ids.iter()
+                                .take_while(|id| e.interaction_owner(**id).is_err())
+                                .count()
+                        })
+                        .0
                 });
                 let orphaned = core
                     .shared
@@ -1491,8 +1565,6 @@ impl Runtime {
         Ok(InboundOutcome::Created { interaction })
     }
 
-    /// Submits and posts the first message; if the message cannot be kept, the
-    /// interaction is withdrawn (abandoned) rather than left without it.
     /// Creates an interaction with the customer's first message, in one logged
     /// operation (an agent cannot finish the work before the message is in it).
     async fn submit_with(
@@ -1585,8 +1657,15 @@ impl Runtime {
 
     /// Every conversation of a customer the engine still holds, oldest first.
     pub fn customer_history(&self, customer: &str) -> Vec<ConversationView> {
-        // The customer's own index, not a scan of every interaction.
-        let Some(ids) = self.core.customers.get(customer).map(|t| t.history.clone()) else {
+        // The customer's own index, not a scan of every interaction (an id the engine
+        // purged since housekeeping last ran is skipped).
+        let Some(ids) = self
+            .core
+            .histories
+            .by_customer
+            .get(customer)
+            .map(|v| v.clone())
+        else {
             return Vec::new();
         };
         let (mut found, _) = self.core.shared.read(|e| {
@@ -1595,14 +1674,6 @@ impl Runtime {
                 .filter(|s| s.customer == customer)
                 .collect::<Vec<_>>()
         });
-        if found.len() < ids.len()
-            && let Some(mut t) = self.core.customers.get_mut(customer)
-        {
-            // Purged by the engine (finished long ago): forget them.
-            // (Only ids this read looked for: one created meanwhile stays.)
-            t.history
-                .retain(|id| !ids.contains(id) || found.iter().any(|s| s.id == *id));
-        }
         found.sort_by_key(|s| s.id);
         found.into_iter().map(view_from_snapshot).collect()
     }
@@ -1611,6 +1682,17 @@ impl Runtime {
     /// is told how many records it missed).
     pub fn subscribe(&self) -> Subscription {
         self.core.bus.subscribe()
+    }
+
+    /// The interactions the runtime's history index lists for `customer` (what
+    /// `customer_history` looks up; entries of purged work go at housekeeping).
+    pub fn indexed_history(&self, customer: &str) -> Vec<InteractionId> {
+        self.core
+            .histories
+            .by_customer
+            .get(customer)
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Live interactions (admitted, not yet completed or abandoned).

@@ -1076,3 +1076,55 @@ async fn while_an_actor_is_being_restarted_callers_hear_unavailable_not_unknown(
     let v = rt.conversation(id).await.unwrap();
     assert!(texts(&v).contains(&"still there?".to_string()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_customers_history_outlives_the_switching_window_until_the_engine_purges_it() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let first = chat_accepted(&rt, &mut ana, "cust-9", "first question").await;
+    ana.complete(first, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await; // wrap-up ends
+    while ana.try_next().is_some() {}
+    // Past the switching window: a new conversation, not a continuation.
+    tokio::time::sleep(Duration::from_secs(11 * 60)).await;
+    let second = chat_accepted(&rt, &mut ana, "cust-9", "second question").await;
+    ana.complete(second, None).await.unwrap();
+    // Long past the switching window (housekeeping runs every 10 s and forgets the
+    // customer's switching state), the engine still holds both conversations.
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    settle().await;
+    let history = rt.customer_history("cust-9");
+    let ids: Vec<InteractionId> = history.iter().map(|v| v.interaction).collect();
+    assert_eq!(ids, vec![first, second], "both conversations, oldest first");
+    assert!(texts(&history[0]).contains(&"first question".to_string()));
+    assert!(rt.customer_history("nobody").is_empty());
+    // The engine forgets work finished before a cutoff: the first conversation goes,
+    // from the history at once and from the index at the next housekeeping.
+    let cutoff = rt.read(|e| e.interaction(second).unwrap().created_ms);
+    rt.execute(Command::PurgeFinished {
+        finished_before_ms: cutoff,
+    })
+    .await
+    .unwrap();
+    let ids: Vec<InteractionId> = rt
+        .customer_history("cust-9")
+        .iter()
+        .map(|v| v.interaction)
+        .collect();
+    assert_eq!(ids, vec![second]);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle().await;
+    assert_eq!(rt.indexed_history("cust-9"), vec![second]);
+    rt.execute(Command::PurgeFinished {
+        finished_before_ms: u64::MAX,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle().await;
+    assert!(rt.customer_history("cust-9").is_empty());
+    assert!(
+        rt.indexed_history("cust-9").is_empty(),
+        "the index forgot the customer"
+    );
+}

@@ -330,8 +330,11 @@ struct State {
     config: ServerConfig,
     connections: AtomicUsize,
     sessions: DashMap<[u8; 32], usize>,
-    /// The tokens (changed by `create_token` / `delete_token`).
+    /// The tokens (changed by `create_token` / `delete_token`, see
+    /// `Job::edit_tokens`).
     tokens: std::sync::RwLock<Tokens>,
+    /// Token edits run one at a time (each saves the whole tokens file).
+    token_edits: std::sync::Mutex<()>,
     /// Configuration changes run one at a time (each reads, changes and writes the
     /// whole configuration).
     admin: tokio::sync::Mutex<()>,
@@ -344,6 +347,7 @@ pub async fn serve(endpoint: quinn::Endpoint, runtime: Arc<Runtime>, config: Ser
     let state = Arc::new(State {
         runtime,
         tokens: std::sync::RwLock::new(config.tokens.clone()),
+        token_edits: std::sync::Mutex::new(()),
         config,
         connections: AtomicUsize::new(0),
         sessions: DashMap::new(),
@@ -1131,25 +1135,26 @@ impl Job {
                 channels,
             } => self.create_token(id, name, role, agent, channels)?,
             ClientMsg::DeleteToken { id, name } => {
-                let mut tokens = self.state.tokens.write().expect("tokens lock");
-                let hashes = tokens.hashes_named(&name);
-                if !tokens.remove(&name) {
-                    return Ok(error(
-                        Some(id),
-                        "unknown_id",
-                        format!("no token is named `{name}`"),
-                    ));
+                let edited = self.edit_tokens(|tokens| {
+                    let hashes = tokens.hashes_named(&name);
+                    if !tokens.remove(&name) {
+                        return Err(error(
+                            Some(id),
+                            "unknown_id",
+                            format!("no token is named `{name}`"),
+                        ));
+                    }
+                    Ok(hashes)
+                })?;
+                match edited {
+                    Ok(hashes) => {
+                        for h in hashes {
+                            let _ = self.state.revoked.send(h);
+                        }
+                        done(id)
+                    }
+                    Err(reply) => reply,
                 }
-                if let Some(path) = &self.state.config.tokens_file {
-                    tokens.save(path).map_err(|e| {
-                        RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
-                    })?;
-                }
-                drop(tokens);
-                for h in hashes {
-                    let _ = self.state.revoked.send(h);
-                }
-                done(id)
             }
             ClientMsg::ListTokens { id } => {
                 let list: Vec<TokenInfo> = self
@@ -1243,11 +1248,11 @@ impl Job {
                 format!("channels: unknown channel `{c}`"),
             ));
         }
-        if name.is_empty() || name.contains(['\t', '\n']) {
+        if name.is_empty() || name.contains(['\t', '\n', '\r']) {
             return Ok(error(
                 Some(id),
                 "bad_field",
-                "name: a token needs a name without tabs or newlines",
+                "name: a token needs a name without tabs or line breaks",
             ));
         }
         match (&role, &agent) {
@@ -1284,32 +1289,52 @@ impl Job {
         }
         let token = random_token()
             .map_err(|e| RuntimeError::Unavailable(format!("cannot make a token: {e}")))?;
-        let mut tokens = self.state.tokens.write().expect("tokens lock");
-        if tokens.has_name(&name) {
-            return Ok(error(
-                Some(id),
-                "bad_request",
-                format!("a token named `{name}` exists; delete it first"),
-            ));
+        let edited = self.edit_tokens(|tokens| {
+            if tokens.has_name(&name) {
+                return Err(error(
+                    Some(id),
+                    "bad_request",
+                    format!("a token named `{name}` exists; delete it first"),
+                ));
+            }
+            tokens.put_hashed(
+                hash(&token),
+                Grant {
+                    role,
+                    agent,
+                    name: name.clone(),
+                    channels,
+                },
+            );
+            Ok(())
+        })?;
+        Ok(match edited {
+            Ok(()) => ok(id, &NewToken { name, token }),
+            Err(reply) => reply,
+        })
+    }
+
+    /// Changes the tokens, one edit at a time: `edit` works on a copy, which is saved
+    /// to the tokens file (synced to disk) before it replaces the tokens every request
+    /// reads — so no request waits on the disk, and a failed save changes nothing.
+    /// `edit` may refuse with a reply (`Ok(Err(reply))`).
+    fn edit_tokens<R>(
+        &self,
+        edit: impl FnOnce(&mut Tokens) -> Result<R, ServerMsg>,
+    ) -> Result<Result<R, ServerMsg>, RuntimeError> {
+        let _one_at_a_time = self.state.token_edits.lock().expect("token edits lock");
+        let mut next = self.state.tokens.read().expect("tokens lock").clone();
+        let done = match edit(&mut next) {
+            Ok(done) => done,
+            Err(reply) => return Ok(Err(reply)),
+        };
+        if let Some(path) = &self.state.config.tokens_file {
+            next.save(path).map_err(|e| {
+                RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
+            })?;
         }
-        tokens.put_hashed(
-            hash(&token),
-            Grant {
-                role,
-                agent,
-                name: name.clone(),
-                channels,
-            },
-        );
-        if let Some(path) = &self.state.config.tokens_file
-            && let Err(e) = tokens.save(path)
-        {
-            tokens.remove(&name);
-            return Err(RuntimeError::Unavailable(format!(
-                "cannot save the tokens file: {e}"
-            )));
-        }
-        Ok(ok(id, &NewToken { name, token }))
+        *self.state.tokens.write().expect("tokens lock") = next;
+        Ok(Ok(done))
     }
 }
 

@@ -804,6 +804,19 @@ async fn an_admin_edits_one_entity_at_a_time_and_manages_tokens() {
             .await,
         "unknown_id",
     );
+    // A name the tokens file could not hold (a line break) is refused.
+    refused(
+        admin
+            .request(ClientMsg::CreateToken {
+                id: admin.id(),
+                name: "bob\rdesk".into(),
+                role: Role::Agent,
+                agent: Some("bob".into()),
+                channels: Vec::new(),
+            })
+            .await,
+        "bad_field",
+    );
     let bob = f.client(&made.token).await.unwrap();
     assert_eq!(bob.agent.as_deref(), Some("bob"));
     let listed: Vec<TokenInfo> = admin

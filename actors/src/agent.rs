@@ -5,12 +5,12 @@
 
 use crate::runtime::Core;
 use crate::session::{AgentView, OfferPush, Push, SessionSet};
+use crate::timers::TimerHandle;
 use omniroute_engine::journal::Command;
 use omniroute_engine::{Event, InteractionId, Presence, TimeMs, Timer, WorkSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 
 /// How often a reclaim that a full queue refused is retried.
 const RECLAIM_RETRY_MS: u64 = 10_000;
@@ -88,24 +88,23 @@ pub(crate) struct AgentState {
     seen_seq: u64,
     presence: Presence,
     work: HashMap<InteractionId, WorkSnapshot>,
-    offers: HashMap<InteractionId, (TimeMs, JoinHandle<()>)>,
-    wrap_ups: HashMap<InteractionId, JoinHandle<()>>,
+    offers: HashMap<InteractionId, (TimeMs, TimerHandle)>,
+    wrap_ups: HashMap<InteractionId, TimerHandle>,
     misses: u32,
     /// Pushes held back behind an offer whose context (customer, transcript) its
     /// conversation actor has not sent yet: the sessions see the engine's order.
     outbox: VecDeque<Slot>,
-    grace: Option<(u64, TimeMs, JoinHandle<()>)>,
+    grace: Option<(u64, TimeMs, TimerHandle)>,
     generation: u64,
     restarted: bool,
     initial_grace: Option<TimeMs>,
 }
 
 impl AgentState {
-    fn arm(&self, myself: &ActorRef<AgentMsg>, due_ms: TimeMs, msg: AgentMsg) -> JoinHandle<()> {
+    fn arm(&self, myself: &ActorRef<AgentMsg>, due_ms: TimeMs, msg: AgentMsg) -> TimerHandle {
         let at = self.core.shared.clock.instant(due_ms);
         let me = myself.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
+        self.core.timers.arm(at, move || {
             let _ = me.cast(msg);
         })
     }
@@ -146,13 +145,13 @@ impl AgentState {
 
     fn clear_timers(&mut self) {
         for (_, (_, h)) in self.offers.drain() {
-            h.abort();
+            h.cancel();
         }
         for (_, h) in self.wrap_ups.drain() {
-            h.abort();
+            h.cancel();
         }
         if let Some((_, _, h)) = self.grace.take() {
-            h.abort();
+            h.cancel();
         }
     }
 
@@ -250,7 +249,7 @@ impl AgentState {
                 Timer::WrapUpEnd { interaction } => {
                     self.wrap_ups.insert(interaction, h);
                 }
-                _ => h.abort(),
+                _ => h.cancel(),
             }
         }
         // No session but present (or holding work after a server restart): the grace
@@ -276,7 +275,7 @@ impl AgentState {
 
     fn start_grace(&mut self, myself: &ActorRef<AgentMsg>, until: TimeMs) {
         if let Some((_, _, h)) = self.grace.take() {
-            h.abort();
+            h.cancel();
         }
         self.generation += 1;
         let h = self.arm(myself, until, AgentMsg::GraceOver(self.generation));
@@ -317,7 +316,7 @@ impl AgentState {
         auto_accepted: bool,
     ) {
         if let Some((_, h)) = self.offers.remove(&interaction) {
-            h.abort();
+            h.cancel();
         }
         if !auto_accepted {
             let h = self.arm(
@@ -366,7 +365,7 @@ impl AgentState {
 
     fn end_offer(&mut self, interaction: InteractionId, reason: &str) {
         if let Some((_, h)) = self.offers.remove(&interaction) {
-            h.abort();
+            h.cancel();
         }
         self.work.remove(&interaction);
         self.emit(Push::OfferEnded {
@@ -394,7 +393,7 @@ impl AgentState {
             ),
             Event::Accepted { interaction, .. } => {
                 if let Some((_, h)) = self.offers.remove(&interaction) {
-                    h.abort();
+                    h.cancel();
                 }
                 self.misses = 0;
                 if let Some(w) = self.work.get_mut(&interaction) {
@@ -435,7 +434,7 @@ impl AgentState {
                             AgentMsg::Fire(Timer::WrapUpEnd { interaction }),
                         );
                         if let Some(old) = self.wrap_ups.insert(interaction, h) {
-                            old.abort();
+                            old.cancel();
                         }
                     }
                     None => {
@@ -449,7 +448,7 @@ impl AgentState {
             }
             Event::WrapUpEnded { interaction, .. } => {
                 if let Some(h) = self.wrap_ups.remove(&interaction) {
-                    h.abort();
+                    h.cancel();
                 }
                 self.work.remove(&interaction);
                 self.emit(Push::WrapUpEnded { interaction });
@@ -480,7 +479,7 @@ impl AgentState {
                 if presence != Presence::Offline
                     && let Some((_, _, h)) = self.grace.take()
                 {
-                    h.abort();
+                    h.cancel();
                 }
                 self.presence = presence.clone();
                 self.emit(Push::Presence { presence });
@@ -572,7 +571,7 @@ impl AgentState {
             }
             AgentMsg::SessionOpened => {
                 if let Some((_, _, h)) = state.grace.take() {
-                    h.abort();
+                    h.cancel();
                 }
             }
             AgentMsg::SessionClosed => {

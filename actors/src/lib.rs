@@ -22,6 +22,7 @@ pub mod queue;
 pub mod runtime;
 pub mod session;
 pub mod stats;
+mod timers;
 pub mod transcript;
 pub mod virtual_agent;
 

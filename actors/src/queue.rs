@@ -5,13 +5,13 @@
 
 use crate::runtime::Core;
 use crate::stats::{Outcome, QueueWindow, WindowStats};
+use crate::timers::TimerHandle;
 use omniroute_engine::journal::Command;
 use omniroute_engine::{Event, InteractionId, TimeMs, Timer};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 
 /// Windows every queue reports (5 min, 15 min, 1 hour).
 pub const STAT_WINDOWS_MS: [u64; 3] = [300_000, 900_000, 3_600_000];
@@ -91,7 +91,7 @@ pub(crate) struct QueueState {
     stash: Vec<QueueMsg>,
     seen_seq: u64,
     window: QueueWindow,
-    timers: HashMap<(InteractionId, u8), JoinHandle<()>>,
+    timers: HashMap<(InteractionId, u8), TimerHandle>,
 }
 
 impl QueueState {
@@ -103,18 +103,17 @@ impl QueueState {
         };
         let at = self.core.shared.clock.instant(due_ms);
         let me = myself.clone();
-        let h = tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
+        let h = self.core.timers.arm(at, move || {
             let _ = me.cast(QueueMsg::Fire(timer));
         });
         if let Some(old) = self.timers.insert((interaction, kind), h) {
-            old.abort();
+            old.cancel();
         }
     }
 
     fn rebuild(&mut self, myself: &ActorRef<QueueMsg>) {
         for (_, h) in self.timers.drain() {
-            h.abort();
+            h.cancel();
         }
         let id = self.id.clone();
         let retain = self.core.shared.config.stats_retain_ms;
@@ -246,7 +245,7 @@ impl Actor for QueueActor {
         state: &mut QueueState,
     ) -> Result<(), ActorProcessingErr> {
         for (_, h) in state.timers.drain() {
-            h.abort();
+            h.cancel();
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::core::{JournalHandle, RuntimeConfig, RuntimeError, Shared};
 use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
 use crate::session::{AgentView, Push, SessionSet};
 use crate::stats::Outcome;
+use crate::timers::Timers;
 use crate::transcript;
 use crate::virtual_agent::{BotMemory, BotTurn, VirtualAgent};
 use dashmap::DashMap;
@@ -227,6 +228,8 @@ pub(crate) struct Core {
     bus: EventBus,
     supervisor: std::sync::OnceLock<ActorCell>,
     handle: tokio::runtime::Handle,
+    /// The actors' timers (one driver task for all).
+    pub timers: Arc<Timers>,
 }
 
 impl Core {
@@ -1176,6 +1179,7 @@ pub struct Runtime {
     core: Arc<Core>,
     supervisor: ActorRef<()>,
     grace_driver: tokio::task::JoinHandle<()>,
+    timer_driver: AbortOnDrop,
 }
 
 impl Runtime {
@@ -1223,7 +1227,9 @@ impl Runtime {
             bus,
             supervisor: std::sync::OnceLock::new(),
             handle: tokio::runtime::Handle::current(),
+            timers: Arc::new(Timers::default()),
         });
+        let timer_driver = AbortOnDrop(tokio::spawn(core.timers.clone().drive()));
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
@@ -1365,6 +1371,7 @@ impl Runtime {
             core,
             supervisor,
             grace_driver,
+            timer_driver,
         })
     }
 
@@ -1741,8 +1748,18 @@ impl Runtime {
     pub fn shutdown(&self) {
         self.core.stopping.store(true, Ordering::Release);
         self.grace_driver.abort();
+        self.timer_driver.0.abort();
         self.supervisor.stop_children(None);
         self.supervisor.stop(None);
+    }
+}
+
+/// A task stopped when this is dropped (also when `Runtime::start` fails half-way).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -9,7 +9,8 @@ use crate::timers::TimerHandle;
 use omniroute_engine::journal::Command;
 use omniroute_engine::{Event, InteractionId, Presence, TimeMs, Timer, WorkSnapshot};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// How often a reclaim that a full queue refused is retried.
@@ -87,9 +88,9 @@ pub(crate) struct AgentState {
     stash: Vec<AgentMsg>,
     seen_seq: u64,
     presence: Presence,
-    work: HashMap<InteractionId, WorkSnapshot>,
-    offers: HashMap<InteractionId, (TimeMs, TimerHandle)>,
-    wrap_ups: HashMap<InteractionId, TimerHandle>,
+    work: FxHashMap<InteractionId, WorkSnapshot>,
+    offers: FxHashMap<InteractionId, (TimeMs, TimerHandle)>,
+    wrap_ups: FxHashMap<InteractionId, TimerHandle>,
     misses: u32,
     /// Pushes held back behind an offer whose context (customer, transcript) its
     /// conversation actor has not sent yet: the sessions see the engine's order.
@@ -507,9 +508,9 @@ impl Actor for AgentActor {
             stash: Vec::new(),
             seen_seq: 0,
             presence: Presence::Offline,
-            work: HashMap::new(),
-            offers: HashMap::new(),
-            wrap_ups: HashMap::new(),
+            work: FxHashMap::default(),
+            offers: FxHashMap::default(),
+            wrap_ups: FxHashMap::default(),
             misses: 0,
             outbox: VecDeque::new(),
             grace: None,

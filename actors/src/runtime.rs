@@ -44,6 +44,7 @@ use omniroute_engine::{
 use parking_lot::Mutex;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -203,17 +204,20 @@ impl RouterState {
 
 #[derive(Default)]
 struct RouterState {
-    live: HashMap<InteractionId, LiveInfo>,
+    live: FxHashMap<InteractionId, LiveInfo>,
 }
 
 /// What the actors share.
 pub(crate) struct Core {
     pub shared: Arc<Shared>,
-    pub agents: DashMap<Arc<str>, ActorRef<AgentMsg>>,
-    pub sessions: DashMap<Arc<str>, Arc<SessionSet>>,
-    pub queues: DashMap<Arc<str>, ActorRef<QueueMsg>>,
-    pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>>,
-    identities: DashMap<ActorId, Identity>,
+    // Keyed by ids the server hands out or its configuration names: a fast hash.
+    // (Maps keyed by what customers send — `customers`, `bots`, the history index —
+    // keep the default, randomly seeded one.)
+    pub agents: DashMap<Arc<str>, ActorRef<AgentMsg>, FxBuildHasher>,
+    pub sessions: DashMap<Arc<str>, Arc<SessionSet>, FxBuildHasher>,
+    pub queues: DashMap<Arc<str>, ActorRef<QueueMsg>, FxBuildHasher>,
+    pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>, FxBuildHasher>,
+    identities: DashMap<ActorId, Identity, FxBuildHasher>,
     customers: DashMap<String, CustomerTrack>,
     histories: Histories,
     bots: DashMap<String, ActorRef<BotMsg>>,
@@ -1207,11 +1211,11 @@ impl Runtime {
                 clock,
                 config,
             }),
-            agents: DashMap::new(),
-            sessions: DashMap::new(),
-            queues: DashMap::new(),
-            conversations: DashMap::new(),
-            identities: DashMap::new(),
+            agents: DashMap::default(),
+            sessions: DashMap::default(),
+            queues: DashMap::default(),
+            conversations: DashMap::default(),
+            identities: DashMap::default(),
             customers: DashMap::new(),
             histories: Histories::default(),
             bots: DashMap::new(),

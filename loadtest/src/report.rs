@@ -141,7 +141,7 @@ pub struct Records {
     /// The simulator's view of agents and waiting work, and its checks.
     pub watch: Watch,
     /// Engine id → index in `interactions`.
-    by_id: std::collections::HashMap<u64, usize>,
+    by_id: rustc_hash::FxHashMap<u64, usize>,
     /// Wall-clock time spent setting up before the run's clock started.
     pub setup_wall: std::time::Duration,
 }
@@ -178,7 +178,7 @@ impl Records {
                 .collect(),
             sl_so_far: (0, 0),
             watch: Watch::new(scenario, 1_000),
-            by_id: std::collections::HashMap::new(),
+            by_id: Default::default(),
             setup_wall: std::time::Duration::ZERO,
         }
     }

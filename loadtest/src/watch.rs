@@ -16,7 +16,7 @@ use crate::report::Violation;
 use crate::scenario::{AgentProfile, Scenario};
 use omniroute_transport::actors::Push;
 use omniroute_transport::actors::engine::Presence;
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 /// An agent as the simulator sees it.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub struct Watch {
     /// the previous one read in either order, or a double assignment).
     shared: std::collections::BTreeSet<u64>,
     /// Interactions already reported as waiting beside a free agent (once each).
-    reported: std::collections::HashSet<u64>,
+    reported: FxHashSet<u64>,
     /// Breaches found, to be moved into the records.
     pub found: Vec<Violation>,
 }
@@ -161,7 +161,7 @@ impl Watch {
                     held: 0,
                     total: def.capacity.total_units,
                     since_ms: 0,
-                    holds: HashMap::new(),
+                    holds: HashMap::default(),
                     blind: false,
                 })
                 .collect(),
@@ -171,9 +171,9 @@ impl Watch {
             blocks,
             queue_ids: scenario.queues.iter().map(|q| q.id.clone()).collect(),
             channel_names,
-            watched: HashMap::new(),
+            watched: HashMap::default(),
             eligible,
-            holders: HashMap::new(),
+            holders: HashMap::default(),
             shared: Default::default(),
             reported: Default::default(),
             found: Vec::new(),
@@ -433,7 +433,7 @@ impl Watch {
             self.breach("assigned_twice", id, agents[1], now_ms, detail);
         }
         // Keys (queue, channel) with something waiting long enough: the oldest.
-        let mut oldest: HashMap<(usize, usize), (u64, u64)> = HashMap::new();
+        let mut oldest: HashMap<(usize, usize), (u64, u64)> = HashMap::default();
         // Only work this run submitted (an offer of another run's leftover work, say,
         // is never judged).
         for (id, w) in &self.watched {

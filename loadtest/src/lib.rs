@@ -15,6 +15,7 @@
 
 pub use omniroute_transport as transport;
 
+pub mod agent;
 pub mod connect;
 pub mod html;
 pub mod live;

@@ -5,11 +5,11 @@
 //! virtual time, except the engine's internal invariant check (it is in another
 //! process); the routing latency is submit → offer at the agent's client.
 
+use crate::agent::{Desk, OfferRecords, Shared, SimAgent};
 use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::InboundOutcome;
-use omniroute_transport::actors::Push;
-use omniroute_transport::actors::engine::{CenterConfig, SeededRng};
+use omniroute_transport::actors::engine::{CenterConfig, InteractionId, SeededRng};
 use omniroute_transport::client::{Client, ClientError};
 use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
 use omniroute_transport::tls;
@@ -134,8 +134,47 @@ async fn setup(
     Ok((admin, channel, tokens))
 }
 
-struct Shared {
-    records: Mutex<Records>,
+/// A QUIC client session is a simulated agent's desk in connect mode.
+impl Desk for Client {
+    async fn available(&self, on: bool) -> Result<(), String> {
+        let presence = if on {
+            PresenceArg::Available
+        } else {
+            PresenceArg::Offline
+        };
+        self.set_presence(presence).await.map_err(|e| e.to_string())
+    }
+    async fn accept(&self, interaction: InteractionId) -> Result<(), String> {
+        Client::accept(self, interaction)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn reject(&self, interaction: InteractionId) -> Result<(), String> {
+        let id = self.id();
+        self.request(ClientMsg::Reject { id, interaction })
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    async fn complete(&self, interaction: InteractionId) -> Result<(), String> {
+        let id = self.id();
+        self.request(ClientMsg::Complete {
+            id,
+            interaction,
+            wrap_up_code: None,
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+    async fn end_wrap_up(&self, interaction: InteractionId) -> Result<(), String> {
+        let id = self.id();
+        match self.request(ClientMsg::EndWrapUp { id, interaction }).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Refused { code, .. }) if code == "invalid_state" => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// Runs `scenario` against the server in real time.
@@ -185,172 +224,23 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let customer_tag = format!("{run_tag}-{}", wall.elapsed().as_nanos());
 
     let queues = Arc::new(scenario.queues.clone());
-    for (agent_idx, ((group_idx, def), (client, mut pushes))) in
+    let tokio_start = tokio::time::Instant::from_std(start);
+    for (index, ((group_index, def), (client, pushes))) in
         agents.into_iter().zip(sessions).enumerate()
     {
-        let group = scenario.agent_groups[group_idx].clone();
-        let mut arng = SeededRng::new(rng.next_u64());
-        let shared = shared.clone();
-        let queues = queues.clone();
-        let prefix = format!("{customer_tag}-");
-        let id = def.id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until((start + Duration::from_secs_f64(group.shift_start_s)).into())
-                .await;
-            if client.set_presence(PresenceArg::Available).await.is_err() {
-                return;
-            }
-            shared
-                .records
-                .lock()
-                .unwrap()
-                .shift(agent_idx, group_idx, ms(), true);
-            let shift_end = group
-                .shift_end_s
-                .map(|e| start + Duration::from_secs_f64(e));
-            let mut out = false;
-            loop {
-                let push = match shift_end.filter(|_| !out) {
-                    Some(at) => tokio::select! {
-                        p = pushes.recv() => p,
-                        _ = tokio::time::sleep_until(at.into()) => {
-                            out = true;
-                            let _ = client.set_presence(PresenceArg::Offline).await;
-                            shared.records.lock().unwrap().shift(agent_idx, group_idx, ms(), false);
-                            continue;
-                        }
-                    },
-                    None => pushes.recv().await,
-                };
-                let Some(push) = push else { return };
-                // This run's customer `n` is record `n` (the pacer records them in
-                // order); None: another run's.
-                let idx = {
-                    let mut r = shared.records.lock().unwrap();
-                    r.push_seen(agent_idx, &push, ms());
-                    match &push {
-                        Push::Offer(offer) => {
-                            let idx = offer
-                                .customer
-                                .strip_prefix(&prefix)
-                                .and_then(|s| s.parse::<usize>().ok())
-                                .filter(|n| *n < r.interactions.len());
-                            // Routing latency: due time → this offer, for the first
-                            // offer of work that arrived while an eligible agent was
-                            // free (the rest waited for an agent: queue time, not
-                            // routing).
-                            if let Some(i) = idx
-                                && offer.offer_seq <= 1
-                                && r.interactions[i].found_free
-                            {
-                                let arrived = r.interactions[i].arrived_us;
-                                let now_us = start.elapsed().as_micros() as u64;
-                                r.routing_us(now_us.saturating_sub(arrived));
-                            }
-                            idx
-                        }
-                        _ => None,
-                    }
-                };
-                let Push::Offer(offer) = push else {
-                    match push {
-                        // Set away after missed offers: back at once while on shift.
-                        Push::Presence {
-                            presence: omniroute_transport::actors::engine::Presence::Away { .. },
-                        } if !out => {
-                            shared.records.lock().unwrap().set_away += 1;
-                            let _ = client.set_presence(PresenceArg::Available).await;
-                        }
-                        _ => {}
-                    }
-                    continue;
-                };
-                let interaction = offer.interaction;
-                let queue = queues.iter().find(|q| q.id == offer.queue);
-                let auto = offer.auto_accepted;
-                let Some(idx) = idx else {
-                    continue; // not this run's customer
-                };
-                let crate::scenario::OfferPlan {
-                    delay_s: delay,
-                    reject,
-                    handle_s: handle,
-                    ready_after_s: ready_after,
-                } = group.plan(queue, &mut arng);
-                let (client, shared, id) = (client.clone(), shared.clone(), id.clone());
-                tokio::spawn(async move {
-                    // Auto-accepted (the channel's setting): already the agent's.
-                    if !auto {
-                        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                        if reject {
-                            let r = client
-                                .request(ClientMsg::Reject {
-                                    id: client.id(),
-                                    interaction,
-                                })
-                                .await;
-                            if r.is_ok() {
-                                shared.records.lock().unwrap().rejected += 1;
-                            }
-                            return;
-                        }
-                        if client.accept(interaction).await.is_err() {
-                            return;
-                        }
-                    }
-                    shared
-                        .records
-                        .lock()
-                        .unwrap()
-                        .answered(idx, ms(), &id, agent_idx);
-                    tokio::time::sleep(Duration::from_secs_f64(handle)).await;
-                    let done = client
-                        .request(ClientMsg::Complete {
-                            id: client.id(),
-                            interaction,
-                            wrap_up_code: None,
-                        })
-                        .await;
-                    let completed = done.is_ok();
-                    {
-                        let mut r = shared.records.lock().unwrap();
-                        match done {
-                            Ok(_) => r.completed(idx, ms()),
-                            Err(e) => r.violate(Violation {
-                                kind: "complete_refused".into(),
-                                interaction: interaction.0,
-                                agent: id.clone(),
-                                at_ms: ms(),
-                                detail: e.to_string(),
-                            }),
-                        }
-                    }
-                    let Some(ready) = ready_after.filter(|_| completed) else {
-                        return;
-                    };
-                    tokio::time::sleep(Duration::from_secs_f64(ready)).await;
-                    let ended = client
-                        .request(ClientMsg::EndWrapUp {
-                            id: client.id(),
-                            interaction,
-                        })
-                        .await;
-                    // Refused as over: the queue's wrap-up time ran out first (the
-                    // race a real agent has too).
-                    if let Err(e) = ended
-                        && !matches!(&e, ClientError::Refused { code, .. } if code == "invalid_state")
-                    {
-                        shared.records.lock().unwrap().violate(Violation {
-                            kind: "end_wrap_up_refused".into(),
-                            interaction: interaction.0,
-                            agent: id.clone(),
-                            at_ms: ms(),
-                            detail: e.to_string(),
-                        });
-                    }
-                });
-            }
-        });
+        let agent = SimAgent {
+            index,
+            group_index,
+            group: scenario.agent_groups[group_index].clone(),
+            id: def.id.clone(),
+            queues: queues.clone(),
+            rng: SeededRng::new(rng.next_u64()),
+            start: tokio_start,
+            offers: OfferRecords::ByCustomer {
+                prefix: format!("{customer_tag}-"),
+            },
+        };
+        tokio::spawn(agent.run(client, pushes, shared.clone()));
     }
 
     // The arrival plan, drawn up front (open loop).

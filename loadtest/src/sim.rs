@@ -9,6 +9,7 @@
 //!
 //! Same scenario, same seed → the same run: one thread, a paused clock, seeded draws.
 
+use crate::agent::{Desk, OfferRecords, Shared, SimAgent};
 use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
@@ -18,12 +19,54 @@ use omniroute_transport::actors::engine::journal::{
 use omniroute_transport::actors::engine::{
     EngineError, InteractionId, NewInteraction, Presence, SeededRng,
 };
-use omniroute_transport::actors::{Push, Runtime, RuntimeConfig, RuntimeError};
+use omniroute_transport::actors::{AgentSession, Runtime, RuntimeConfig, RuntimeError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The runtime's in-process session is a simulated agent's desk on virtual time.
+impl Desk for AgentSession {
+    async fn available(&self, on: bool) -> Result<(), String> {
+        let presence = if on {
+            Presence::Available
+        } else {
+            Presence::Offline
+        };
+        self.set_presence(presence)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    async fn accept(&self, interaction: InteractionId) -> Result<(), String> {
+        AgentSession::accept(self, interaction)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    async fn reject(&self, interaction: InteractionId) -> Result<(), String> {
+        AgentSession::reject(self, interaction)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    async fn complete(&self, interaction: InteractionId) -> Result<(), String> {
+        AgentSession::complete(self, interaction, None)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    async fn end_wrap_up(&self, interaction: InteractionId) -> Result<(), String> {
+        match AgentSession::end_wrap_up(self, interaction).await {
+            Ok(_)
+            | Err(RuntimeError::Journal(JournalError::Engine(EngineError::InvalidState {
+                ..
+            }))) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
 
 /// Where simulated time starts (2026-01-01T00:00:00Z, Unix ms).
 pub const BASE_MS: u64 = 1_767_225_600_000;
@@ -41,10 +84,6 @@ pub fn run(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(simulate(scenario, seed, progress))
-}
-
-struct Shared {
-    records: Mutex<Records>,
 }
 
 async fn simulate(
@@ -98,153 +137,30 @@ async fn simulate(
     let mut rng = SeededRng::new(seed);
     let end = Duration::from_secs_f64(scenario.duration_s);
 
-    // Agents: one task each, logging in and out for its shift.
+    // Agents: one task each, working its shift (see `crate::agent`).
     let queues = Arc::new(scenario.queues.clone());
-    for (agent_idx, (group_idx, def)) in scenario.agents().into_iter().enumerate() {
-        let group = scenario.agent_groups[group_idx].clone();
-        let agent_seed = rng.next_u64();
+    for (index, (group_index, def)) in scenario.agents().into_iter().enumerate() {
+        let agent = SimAgent {
+            index,
+            group_index,
+            group: scenario.agent_groups[group_index].clone(),
+            id: def.id.clone(),
+            queues: queues.clone(),
+            rng: SeededRng::new(rng.next_u64()),
+            start,
+            offers: OfferRecords::ById,
+        };
         let (runtime, shared) = (runtime.clone(), shared.clone());
-        let queues = queues.clone();
-        let id = def.id.clone();
         tokio::spawn(async move {
-            let mut rng = SeededRng::new(agent_seed);
-            tokio::time::sleep_until(start + Duration::from_secs_f64(group.shift_start_s)).await;
-            let Ok(mut session) = runtime.connect_agent(&id) else {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(agent.group.shift_start_s))
+                .await;
+            let Ok(mut session) = runtime.connect_agent(&agent.id) else {
                 return;
             };
-            let Some(mut pushes) = session.take_pushes() else {
+            let Some(pushes) = session.take_pushes() else {
                 return;
             };
-            let session = Arc::new(session);
-            if session.set_presence(Presence::Available).await.is_err() {
-                return;
-            }
-            let now = |s: &Instant| s.elapsed().as_millis() as u64;
-            shared
-                .records
-                .lock()
-                .unwrap()
-                .shift(agent_idx, group_idx, now(&start), true);
-            let shift_end = group
-                .shift_end_s
-                .map(|e| start + Duration::from_secs_f64(e));
-            let mut logged_out = false;
-            loop {
-                let push = match shift_end.filter(|_| !logged_out) {
-                    Some(at) => tokio::select! {
-                        p = pushes.recv() => p,
-                        _ = tokio::time::sleep_until(at) => {
-                            logged_out = true;
-                            let _ = session.set_presence(Presence::Offline).await;
-                            shared.records.lock().unwrap().shift(agent_idx, group_idx, now(&start), false);
-                            continue;
-                        }
-                    },
-                    None => pushes.recv().await,
-                };
-                let Some(push) = push else { return };
-                shared
-                    .records
-                    .lock()
-                    .unwrap()
-                    .push_seen(agent_idx, &push, now(&start));
-                match push {
-                    Push::Offer(offer) => {
-                        let interaction = offer.interaction;
-                        let auto = offer.auto_accepted;
-                        let queue = queues.iter().find(|q| q.id == offer.queue);
-                        let crate::scenario::OfferPlan {
-                            delay_s: delay,
-                            reject,
-                            handle_s: handle,
-                            ready_after_s: ready_after,
-                        } = group.plan(queue, &mut rng);
-                        let (session, shared, id) = (session.clone(), shared.clone(), id.clone());
-                        tokio::spawn(async move {
-                            // Auto-accepted (the channel's setting): the work is the
-                            // agent's already, nothing to answer.
-                            if !auto {
-                                if delay > 0.0 {
-                                    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-                                }
-                                if reject {
-                                    if session.reject(interaction).await.is_ok() {
-                                        shared.records.lock().unwrap().rejected += 1;
-                                    }
-                                    return;
-                                }
-                                if session.accept(interaction).await.is_err() {
-                                    // Timed out, withdrawn or the customer left meanwhile.
-                                    return;
-                                }
-                            }
-                            let at = start.elapsed().as_millis() as u64;
-                            {
-                                let mut r = shared.records.lock().unwrap();
-                                match r.index_of(interaction.0) {
-                                    Some(i) => r.answered(i, at, &id, agent_idx),
-                                    None => r.violate(Violation {
-                                        kind: "unknown_interaction".into(),
-                                        interaction: interaction.0,
-                                        agent: id.clone(),
-                                        at_ms: at,
-                                        detail:
-                                            "accepted an interaction the simulator did not submit"
-                                                .into(),
-                                    }),
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_secs_f64(handle)).await;
-                            let done = session.complete(interaction, None).await;
-                            let at = start.elapsed().as_millis() as u64;
-                            let completed = done.is_ok();
-                            {
-                                let mut r = shared.records.lock().unwrap();
-                                let idx = r.index_of(interaction.0);
-                                match (done, idx) {
-                                    (Ok(_), Some(i)) => r.completed(i, at),
-                                    (Err(e), _) => r.violate(Violation {
-                                        kind: "complete_refused".into(),
-                                        interaction: interaction.0,
-                                        agent: id.clone(),
-                                        at_ms: at,
-                                        detail: e.to_string(),
-                                    }),
-                                    _ => {}
-                                }
-                            }
-                            let Some(ready) = ready_after.filter(|_| completed) else {
-                                return;
-                            };
-                            tokio::time::sleep(Duration::from_secs_f64(ready)).await;
-                            match session.end_wrap_up(interaction).await {
-                                // The queue's wrap-up time ran out just before (the
-                                // race a real agent has too): nothing wrong.
-                                Ok(_)
-                                | Err(RuntimeError::Journal(JournalError::Engine(
-                                    EngineError::InvalidState { .. },
-                                ))) => {}
-                                Err(e) => shared.records.lock().unwrap().violate(Violation {
-                                    kind: "end_wrap_up_refused".into(),
-                                    interaction: interaction.0,
-                                    agent: id.clone(),
-                                    at_ms: start.elapsed().as_millis() as u64,
-                                    detail: e.to_string(),
-                                }),
-                            }
-                        });
-                    }
-                    // Set away by the engine after missed offers: a real agent notices
-                    // and makes itself available again (while on shift).
-                    Push::Presence {
-                        presence: Presence::Away { .. },
-                    } if !logged_out => {
-                        shared.records.lock().unwrap().set_away += 1;
-                        let _ = session.set_presence(Presence::Available).await;
-                    }
-                    _ => {}
-                }
-            }
+            agent.run(Arc::new(session), pushes, shared).await;
         });
     }
 

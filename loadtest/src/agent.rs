@@ -7,7 +7,7 @@
 //! behind [`Desk`].
 
 use crate::report::{Records, Violation};
-use crate::scenario::{AgentGroup, OfferPlan, QueueSpec};
+use crate::scenario::{AgentGroup, OfferPlan, QueueSpec, Scenario};
 use omniroute_transport::actors::engine::{InteractionId, Presence, SeededRng};
 use omniroute_transport::actors::{OfferPush, Push};
 use std::future::Future;
@@ -96,6 +96,31 @@ pub struct SimAgent {
     pub start: Instant,
     /// How offers find their records.
     pub offers: OfferRecords,
+}
+
+/// The scenario's agents in order, each with its own seed drawn from `rng`.
+pub fn roster(
+    scenario: &Scenario,
+    rng: &mut SeededRng,
+    start: Instant,
+    offers: OfferRecords,
+) -> Vec<SimAgent> {
+    let queues = Arc::new(scenario.queues.clone());
+    scenario
+        .agents()
+        .into_iter()
+        .enumerate()
+        .map(|(index, (group_index, def))| SimAgent {
+            index,
+            group_index,
+            group: scenario.agent_groups[group_index].clone(),
+            id: def.id,
+            queues: queues.clone(),
+            rng: SeededRng::new(rng.next_u64()),
+            start,
+            offers: offers.clone(),
+        })
+        .collect()
 }
 
 fn secs(s: f64) -> Duration {

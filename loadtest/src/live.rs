@@ -5,7 +5,7 @@
 //! virtual time, except the engine's internal invariant check (it is in another
 //! process); the routing latency is submit → offer at the agent's client.
 
-use crate::agent::{Desk, OfferRecords, Shared, SimAgent};
+use crate::agent::{self, Desk, OfferRecords, Shared};
 use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::InboundOutcome;
@@ -190,8 +190,7 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     });
     let mut rng = SeededRng::new(seed);
     // Every session is opened before the clock starts.
-    let agents = scenario.agents();
-    let mut sessions = Vec::with_capacity(agents.len());
+    let mut sessions = Vec::with_capacity(agent_tokens.len());
     for (n, token) in agent_tokens.iter().enumerate() {
         let mut c = session(target, token).await?;
         let pushes = c.pushes().expect("first call");
@@ -223,23 +222,15 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let ms = move || start.elapsed().as_millis() as u64;
     let customer_tag = format!("{run_tag}-{}", wall.elapsed().as_nanos());
 
-    let queues = Arc::new(scenario.queues.clone());
-    let tokio_start = tokio::time::Instant::from_std(start);
-    for (index, ((group_index, def), (client, pushes))) in
-        agents.into_iter().zip(sessions).enumerate()
-    {
-        let agent = SimAgent {
-            index,
-            group_index,
-            group: scenario.agent_groups[group_index].clone(),
-            id: def.id.clone(),
-            queues: queues.clone(),
-            rng: SeededRng::new(rng.next_u64()),
-            start: tokio_start,
-            offers: OfferRecords::ByCustomer {
-                prefix: format!("{customer_tag}-"),
-            },
-        };
+    let roster = agent::roster(
+        scenario,
+        &mut rng,
+        tokio::time::Instant::from_std(start),
+        OfferRecords::ByCustomer {
+            prefix: format!("{customer_tag}-"),
+        },
+    );
+    for (agent, (client, pushes)) in roster.into_iter().zip(sessions) {
         tokio::spawn(agent.run(client, pushes, shared.clone()));
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Same scenario, same seed → the same run: one thread, a paused clock, seeded draws.
 
-use crate::agent::{Desk, OfferRecords, Shared, SimAgent};
+use crate::agent::{self, Desk, OfferRecords, Shared};
 use crate::report::{Record, Records, Report, Violation};
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
@@ -138,18 +138,7 @@ async fn simulate(
     let end = Duration::from_secs_f64(scenario.duration_s);
 
     // Agents: one task each, working its shift (see `crate::agent`).
-    let queues = Arc::new(scenario.queues.clone());
-    for (index, (group_index, def)) in scenario.agents().into_iter().enumerate() {
-        let agent = SimAgent {
-            index,
-            group_index,
-            group: scenario.agent_groups[group_index].clone(),
-            id: def.id.clone(),
-            queues: queues.clone(),
-            rng: SeededRng::new(rng.next_u64()),
-            start,
-            offers: OfferRecords::ById,
-        };
+    for agent in agent::roster(scenario, &mut rng, start, OfferRecords::ById) {
         let (runtime, shared) = (runtime.clone(), shared.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(start + Duration::from_secs_f64(agent.group.shift_start_s))

@@ -10,7 +10,7 @@ use omniroute_engine::{CenterConfig, InteractionId, TransferTarget};
 use omniroute_transport::client::{Client, ClientError};
 use omniroute_transport::config::FileConfig;
 use omniroute_transport::proto::{
-    CenterStats, ClientMsg, Entity, EntityKind, PresenceArg, Role, ServerPush, Subscription,
+    CenterStats, ClientMsg, Entity, EntityKind, PresenceArg, ServerPush, Subscription,
 };
 use omniroute_transport::tls;
 use std::collections::BTreeMap;
@@ -141,18 +141,6 @@ fn print_data(data: Option<rmpv::Value>) {
     }
 }
 
-fn parse_role(role: &str) -> Result<Role, String> {
-    match role {
-        "admin" => Ok(Role::Admin),
-        "supervisor" => Ok(Role::Supervisor),
-        "agent" => Ok(Role::Agent),
-        "channel" => Ok(Role::Channel),
-        other => Err(format!(
-            "unknown role `{other}`: expected admin, supervisor, agent or channel"
-        )),
-    }
-}
-
 fn parse_kind(kind: &str) -> Result<EntityKind, String> {
     match kind {
         "channel" => Ok(EntityKind::Channel),
@@ -231,7 +219,7 @@ pub fn admin(conn: Conn, cmd: AdminCmd) -> Result<(), String> {
             } => ClientMsg::CreateToken {
                 id,
                 name,
-                role: parse_role(&role)?,
+                role: role.parse()?,
                 agent,
                 channels,
             },

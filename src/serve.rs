@@ -255,7 +255,7 @@ fn load_tokens(
         let token = server::random_token().map_err(|e| e.to_string())?;
         say(format!(
             "TOKEN {} {} {token}",
-            format!("{:?}", g.role).to_lowercase(),
+            g.role.as_str(),
             g.agent.as_deref().unwrap_or("-")
         ));
         tokens.put_hashed(server::hash(&token), g);

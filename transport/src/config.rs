@@ -765,12 +765,19 @@ impl Doc<'_> {
             let span = t.span();
             let spec = t.get_ref();
             let f = |name: &str| format!("tokens[{i}].{name}");
-            if spec.name.is_empty() || spec.name.contains(['\t', '\n', '\r']) {
-                return Err(self.error_in(
-                    span,
-                    &f("name"),
-                    "a token needs a name, without tabs or line breaks",
-                ));
+            if let Err((field, why)) = crate::server::token_shape(
+                spec.role,
+                spec.agent.as_deref(),
+                &spec.name,
+                &spec.channels,
+            ) {
+                let why = match field {
+                    "agent" if spec.agent.is_none() => {
+                        "an agent token names its agent (`agent = \"…\"`)"
+                    }
+                    _ => why,
+                };
+                return Err(self.error_in(span, &f(field), why));
             }
             if !names.insert(spec.name.as_str()) {
                 return Err(self.error_in(
@@ -806,42 +813,13 @@ impl Doc<'_> {
             if !hashes.insert(spec.hash()) {
                 return Err(self.error_in(span, &f("token"), "the same token is given twice"));
             }
-            match (&spec.role, &spec.agent) {
-                (Role::Agent, None) => {
-                    return Err(self.error_in(
-                        span,
-                        &f("agent"),
-                        "an agent token names its agent (`agent = \"…\"`)",
-                    ));
-                }
-                (Role::Agent, Some(a)) if a == "-" || a.contains(['\t', '\n', '\r']) => {
-                    return Err(self.error_in(
-                        span,
-                        &f("agent"),
-                        "an agent id usable in a token has no tabs or line breaks and is not `-`",
-                    ));
-                }
-                (Role::Agent, Some(a)) if !center.agents.iter().any(|x| &x.id == a) => {
-                    return Err(self.error_in(
-                        span,
-                        &f("agent"),
-                        format!("unknown agent `{a}`: not in [[agents]]"),
-                    ));
-                }
-                (role, Some(_)) if *role != Role::Agent => {
-                    return Err(self.error_in(
-                        span,
-                        &f("agent"),
-                        "only agent tokens name an agent",
-                    ));
-                }
-                _ => {}
-            }
-            if !spec.channels.is_empty() && spec.role != Role::Channel {
+            if let Some(a) = &spec.agent
+                && !center.agents.iter().any(|x| &x.id == a)
+            {
                 return Err(self.error_in(
                     span,
-                    &f("channels"),
-                    "only channel tokens are scoped to channels",
+                    &f("agent"),
+                    format!("unknown agent `{a}`: not in [[agents]]"),
                 ));
             }
             if let Some(c) = spec

@@ -21,6 +21,39 @@ pub enum Role {
     Channel,
 }
 
+impl Role {
+    /// Every role, in the order documents list them.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Supervisor, Role::Agent, Role::Channel];
+
+    /// The role's name on the wire, in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Supervisor => "supervisor",
+            Role::Agent => "agent",
+            Role::Channel => "channel",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    /// A role by its name; the error names the ones there are.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}` (admin, supervisor, agent, channel)"))
+    }
+}
+
 /// Presence as a client sets it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

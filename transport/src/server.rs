@@ -33,6 +33,44 @@ pub struct Grant {
     pub channels: Vec<String>,
 }
 
+/// The rules every token obeys, wherever it comes from (the configuration file's
+/// `[[tokens]]`, `create_token`, the tokens file): `Err((field, why))` names the first
+/// broken. (Whether its agent and channels exist is the caller's to check.)
+pub fn token_shape(
+    role: Role,
+    agent: Option<&str>,
+    name: &str,
+    channels: &[String],
+) -> Result<(), (&'static str, &'static str)> {
+    if name.is_empty() || name.contains(['\t', '\n', '\r']) {
+        return Err(("name", "a token needs a name, without tabs or line breaks"));
+    }
+    match (role, agent) {
+        (Role::Agent, None) => return Err(("agent", "an agent token names its agent")),
+        (Role::Agent, Some(a)) if a == "-" || a.contains(['\t', '\n', '\r']) => {
+            return Err((
+                "agent",
+                "an agent id usable in a token has no tabs or line breaks and is not `-`",
+            ));
+        }
+        (Role::Agent, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(("agent", "only agent tokens name an agent")),
+    }
+    if role != Role::Channel && !channels.is_empty() {
+        return Err(("channels", "only channel tokens are scoped to channels"));
+    }
+    if channels
+        .iter()
+        .any(|c| c.is_empty() || c.contains([',', '\t', '\n', '\r']))
+    {
+        return Err((
+            "channels",
+            "a channel name in a token has no commas, tabs or line breaks",
+        ));
+    }
+    Ok(())
+}
+
 impl Grant {
     /// Whether this grant covers `channel` (a channel token scoped to others does not).
     pub fn covers(&self, channel: &str) -> bool {
@@ -115,26 +153,10 @@ impl Tokens {
             } else if source != "api" {
                 return Err(bad("the source is `file` or `api`"));
             }
-            let role = match role {
-                "admin" => Role::Admin,
-                "supervisor" => Role::Supervisor,
-                "agent" => Role::Agent,
-                "channel" => Role::Channel,
-                other => {
-                    return Err(bad(&format!(
-                        "unknown role `{other}` (admin, supervisor, agent, channel)"
-                    )));
-                }
-            };
+            let role: Role = role.parse().map_err(|e: String| bad(&e))?;
             let agent = (agent != "-").then(|| agent.to_string());
-            if (role == Role::Agent) != agent.is_some() {
-                return Err(bad("an agent token names its agent; other roles give `-`"));
-            }
-            if role != Role::Channel && !channels.is_empty() {
-                return Err(bad(
-                    "only channel tokens are scoped to channels; others give `-`",
-                ));
-            }
+            token_shape(role, agent.as_deref(), name, &channels)
+                .map_err(|(field, why)| bad(&format!("{field}: {why} (`-` for none)")))?;
             tokens.grants.insert(
                 hash,
                 Grant {
@@ -238,7 +260,7 @@ impl Tokens {
             text.push_str(&format!(
                 "{}\t{}\t{}\t{}\t{}\t{}\n",
                 h.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                format!("{:?}", g.role).to_lowercase(),
+                g.role.as_str(),
                 g.agent.as_deref().unwrap_or("-"),
                 g.name,
                 if self.from_file.contains(&g.name) {
@@ -678,11 +700,7 @@ impl Session {
                     "a supervisor names the agent: send `{}` with `agent`",
                     msg.kind()
                 ),
-                _ => format!(
-                    "the {} role may not send `{}`",
-                    format!("{role:?}").to_lowercase(),
-                    msg.kind()
-                ),
+                _ => format!("the {} role may not send `{}`", role.as_str(), msg.kind()),
             };
             return Prepared::Reply(error(Some(id), "forbidden", why));
         }
@@ -1231,12 +1249,8 @@ impl Job {
         agent: Option<String>,
         channels: Vec<String>,
     ) -> Result<ServerMsg, RuntimeError> {
-        if !channels.is_empty() && role != Role::Channel {
-            return Ok(error(
-                Some(id),
-                "bad_field",
-                "channels: only channel tokens are scoped to channels",
-            ));
+        if let Err((field, why)) = token_shape(role, agent.as_deref(), &name, &channels) {
+            return Ok(error(Some(id), "bad_field", format!("{field}: {why}")));
         }
         if let Some(c) = channels
             .iter()
@@ -1248,44 +1262,14 @@ impl Job {
                 format!("channels: unknown channel `{c}`"),
             ));
         }
-        if name.is_empty() || name.contains(['\t', '\n', '\r']) {
+        if let Some(a) = &agent
+            && self.state.runtime.read(|e| e.agent(a).is_err())
+        {
             return Ok(error(
                 Some(id),
-                "bad_field",
-                "name: a token needs a name without tabs or line breaks",
+                "unknown_id",
+                format!("unknown agent `{a}`"),
             ));
-        }
-        match (&role, &agent) {
-            (Role::Agent, None) => {
-                return Ok(error(
-                    Some(id),
-                    "bad_field",
-                    "agent: an agent token names its agent",
-                ));
-            }
-            (Role::Agent, Some(a)) if a == "-" || a.contains(['\t', '\n', '\r']) => {
-                return Ok(error(
-                    Some(id),
-                    "bad_field",
-                    "agent: an agent id usable in a token has no tabs or line breaks and is not `-`",
-                ));
-            }
-            (Role::Agent, Some(a)) if self.state.runtime.read(|e| e.agent(a).is_err()) => {
-                return Ok(error(
-                    Some(id),
-                    "unknown_id",
-                    format!("unknown agent `{a}`"),
-                ));
-            }
-            (Role::Agent, Some(_)) => {}
-            (_, Some(_)) => {
-                return Ok(error(
-                    Some(id),
-                    "bad_field",
-                    "agent: only agent tokens name an agent",
-                ));
-            }
-            _ => {}
         }
         let token = random_token()
             .map_err(|e| RuntimeError::Unavailable(format!("cannot make a token: {e}")))?;
@@ -1498,6 +1482,48 @@ pub async fn center_stats(rt: &Runtime) -> CenterStats {
 #[cfg(test)]
 mod token_file_tests {
     use super::*;
+
+    #[test]
+    fn every_token_obeys_one_set_of_rules_and_roles_read_back_from_their_names() {
+        let ch = |v: &[&str]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            token_shape(Role::Agent, Some("ana"), "ana-desk", &[]),
+            Ok(())
+        );
+        assert_eq!(
+            token_shape(Role::Channel, None, "sms", &ch(&["sms"])),
+            Ok(())
+        );
+        let field = |r: Result<(), (&'static str, &'static str)>| r.unwrap_err().0;
+        assert_eq!(field(token_shape(Role::Admin, None, "a\rb", &[])), "name");
+        assert_eq!(field(token_shape(Role::Admin, None, "", &[])), "name");
+        assert_eq!(field(token_shape(Role::Agent, None, "x", &[])), "agent");
+        assert_eq!(
+            field(token_shape(Role::Agent, Some("-"), "x", &[])),
+            "agent"
+        );
+        assert_eq!(
+            field(token_shape(Role::Agent, Some("a\tb"), "x", &[])),
+            "agent"
+        );
+        assert_eq!(
+            field(token_shape(Role::Supervisor, Some("ana"), "x", &[])),
+            "agent"
+        );
+        let sms = ch(&["sms"]);
+        assert_eq!(field(token_shape(Role::Admin, None, "x", &sms)), "channels");
+        let comma = ch(&["sms,chat"]);
+        assert_eq!(
+            field(token_shape(Role::Channel, None, "x", &comma)),
+            "channels"
+        );
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(role.to_string(), role.as_str());
+        }
+        let e = "root".parse::<Role>().unwrap_err();
+        assert!(e.contains("unknown role `root`"), "{e}");
+    }
 
     #[test]
     fn a_tokens_file_keeps_roles_agents_sources_and_channel_scopes() {

@@ -286,8 +286,9 @@ fn codec() {
 }
 
 /// A snapshot with `waiting` interactions in queue: how long `snapshot_now` takes (the
-/// rebase under the sequencer, then the write), and how long one operation issued
-/// meanwhile waits.
+/// rebase under the sequencer, then the encoding and the write), how long a read
+/// issued 1 ms in waits for the sequencer, and how long one operation issued meanwhile
+/// waits (to its acknowledgement: its batched flush included).
 fn snapshot(waiting: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let batched = Durability::Batched {
@@ -316,13 +317,19 @@ fn snapshot(waiting: u64) {
         (export, restore)
     });
     println!("snapshot     waiting={waiting:<7} export {export:.1?}, restore {restore:.1?}");
-    let (total, blocked) = std::thread::scope(|s| {
+    let (total, blocked, stalled) = std::thread::scope(|s| {
         let snap = s.spawn(|| {
             let started = Instant::now();
             journal.snapshot_now(2).unwrap();
             started.elapsed()
         });
         std::thread::sleep(Duration::from_millis(1));
+        // A read needs the sequencer only: how long the snapshot holds it.
+        let reader = s.spawn(|| {
+            let started = Instant::now();
+            journal.read(|_| ());
+            started.elapsed()
+        });
         let started = Instant::now();
         journal
             .execute(
@@ -333,7 +340,8 @@ fn snapshot(waiting: u64) {
                 2,
             )
             .unwrap();
-        (snap.join().unwrap(), started.elapsed())
+        let blocked = started.elapsed();
+        (snap.join().unwrap(), blocked, reader.join().unwrap())
     });
     let bytes: u64 = std::fs::read_dir(tmp.path().join("snapshots"))
         .unwrap()
@@ -341,7 +349,7 @@ fn snapshot(waiting: u64) {
         .map(|e| e.metadata().unwrap().len())
         .sum();
     println!(
-        "snapshot     waiting={waiting:<7} snapshot_now {total:>8.1?}  an operation issued meanwhile waited {blocked:>8.1?}  file {:.1} MB",
+        "snapshot     waiting={waiting:<7} snapshot_now {total:>8.1?}  sequencer held {stalled:>8.1?}  an operation issued meanwhile waited {blocked:>8.1?} (with its flush)  file {:.1} MB",
         bytes as f64 / 1e6
     );
 }

@@ -426,7 +426,8 @@ impl HistoryEntry {
 pub(crate) struct Interaction {
     pub id: InteractionId,
     pub channel: ChannelIdx,
-    pub request: NewInteraction,
+    /// Shared with snapshot images (never changed after submit).
+    pub request: Arc<NewInteraction>,
     pub queue: u32,
     pub priority: i32,
     pub created_ms: TimeMs,
@@ -456,7 +457,16 @@ pub(crate) struct Interaction {
     pub answered_ms: Option<TimeMs>,
     pub wrap_up_until_ms: Option<TimeMs>,
     pub wrap_up_code: Option<String>,
-    pub history: Vec<HistoryEntry>,
+    /// Shared with snapshot images until the next entry (copy on write: see
+    /// [`Interaction::record`]).
+    pub history: Arc<Vec<HistoryEntry>>,
+}
+
+impl Interaction {
+    /// Appends to the history (a snapshot image still holding the old one keeps it).
+    pub fn record(&mut self, entry: HistoryEntry) {
+        Arc::make_mut(&mut self.history).push(entry);
+    }
 }
 
 pub(crate) type InteractionRef = Arc<Mutex<Interaction>>;

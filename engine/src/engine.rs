@@ -376,7 +376,7 @@ impl Engine {
         let interaction = Interaction {
             id,
             channel,
-            request,
+            request: Arc::new(request),
             queue: queue_idx,
             priority,
             created_ms: now_ms,
@@ -400,7 +400,7 @@ impl Engine {
             answered_ms: None,
             wrap_up_until_ms: None,
             wrap_up_code: None,
-            history,
+            history: Arc::new(history),
         };
         let ic = Arc::new(Mutex::new(interaction));
         self.interactions.insert(id, ic.clone());
@@ -437,7 +437,7 @@ impl Engine {
                         agent: cell.id.clone(),
                         reason: RescindReason::CustomerLeft,
                     });
-                    i.history.push(HistoryEntry::OfferEnded {
+                    i.record(HistoryEntry::OfferEnded {
                         at_ms: now_ms,
                         agent: cell.id.clone(),
                         how: Arc::from("customer_left"),
@@ -456,7 +456,7 @@ impl Engine {
             uncount_waiting(&queue, &mut i);
             i.state = InteractionState::Abandoned;
             let detached = detach(&mut i);
-            i.history.push(HistoryEntry::Abandoned { at_ms: now_ms });
+            i.record(HistoryEntry::Abandoned { at_ms: now_ms });
             out.push(Event::Abandoned {
                 interaction,
                 queue: queue.id.clone(),
@@ -524,7 +524,7 @@ impl Engine {
                 return Err(EngineError::NotAssignedToAgent { interaction, agent });
             }
         }
-        i.history.push(HistoryEntry::Message {
+        i.record(HistoryEntry::Message {
             at_ms: now_ms,
             message: message.clone(),
         });
@@ -724,7 +724,7 @@ impl Engine {
             let mut s = cell.state.lock();
             let code = wrap_up_code.map(str::to_string);
             i.wrap_up_code = code.clone();
-            i.history.push(HistoryEntry::Completed {
+            i.record(HistoryEntry::Completed {
                 at_ms: now_ms,
                 agent: cell.id.clone(),
                 wrap_up_code: code.clone(),
@@ -858,7 +858,7 @@ impl Engine {
                         from_agent: Some(cell.id.clone()),
                         to: to.clone(),
                     });
-                    i.history.push(HistoryEntry::Transferred {
+                    i.record(HistoryEntry::Transferred {
                         at_ms: now_ms,
                         from_agent: Some(cell.id.clone()),
                         to: Arc::from(format!("agent:{b}")),
@@ -886,7 +886,7 @@ impl Engine {
                     to: to.clone(),
                 });
                 if let TransferTarget::Queue(q) = &to {
-                    i.history.push(HistoryEntry::Transferred {
+                    i.record(HistoryEntry::Transferred {
                         at_ms: now_ms,
                         from_agent: Some(cell.id.clone()),
                         to: Arc::from(format!("queue:{q}")),
@@ -1018,7 +1018,7 @@ impl Engine {
             let cell = catalog.agent(agent).expect("wrap-up agent exists").clone();
             release_agent(&cell, interaction, now_ms);
             i.state = InteractionState::Completed;
-            i.history.push(HistoryEntry::WrapUpEnded { at_ms: now_ms });
+            i.record(HistoryEntry::WrapUpEnded { at_ms: now_ms });
             out.push(Event::WrapUpEnded {
                 interaction,
                 agent: cell.id.clone(),
@@ -1063,7 +1063,7 @@ impl Engine {
                 }
             }
             let detached = detach(&mut i);
-            i.history.push(HistoryEntry::Relaxed {
+            i.record(HistoryEntry::Relaxed {
                 at_ms: now_ms,
                 step,
             });
@@ -1098,8 +1098,7 @@ impl Engine {
                 return true;
             }
             let detached = detach(&mut i);
-            i.history
-                .push(HistoryEntry::PreferredFallback { at_ms: now_ms });
+            i.record(HistoryEntry::PreferredFallback { at_ms: now_ms });
             out.push(Event::PreferredFallback { interaction });
             detached
         };
@@ -1204,7 +1203,7 @@ impl Engine {
                     "server_restart"
                 }
             };
-            i.history.push(HistoryEntry::OfferEnded {
+            i.record(HistoryEntry::OfferEnded {
                 at_ms: now_ms,
                 agent: cell.id.clone(),
                 how: Arc::from(how_name),
@@ -1230,7 +1229,7 @@ impl Engine {
                     offers: i.offers_in_queue,
                 });
                 let offers = i.offers_in_queue;
-                i.history.push(HistoryEntry::OfferLimitReached {
+                i.record(HistoryEntry::OfferLimitReached {
                     at_ms: now_ms,
                     offers,
                 });
@@ -1250,7 +1249,7 @@ impl Engine {
                     i.next_step = 0;
                     i.overflow_targets.clear();
                     i.queue_entered_ms = now_ms;
-                    i.history.push(HistoryEntry::Transferred {
+                    i.record(HistoryEntry::Transferred {
                         at_ms: now_ms,
                         from_agent: None,
                         to: Arc::from(format!("queue:{}", target.id)),
@@ -1562,7 +1561,7 @@ impl Engine {
         i.offer_deadline_ms = now_ms.saturating_add(queue.def.offer_timeout_ms);
         i.offered_generation = catalog.generation;
         i.epoch += 1;
-        i.history.push(HistoryEntry::Offered {
+        i.record(HistoryEntry::Offered {
             at_ms: now_ms,
             agent: cell.id.clone(),
             rank: match reason {
@@ -1887,7 +1886,7 @@ fn accept_locked(
     s.consecutive_misses = 0;
     i.state = InteractionState::Assigned;
     i.answered_ms.get_or_insert(now_ms);
-    i.history.push(HistoryEntry::Accepted {
+    i.record(HistoryEntry::Accepted {
         at_ms: now_ms,
         agent: cell.id.clone(),
     });

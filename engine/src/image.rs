@@ -99,8 +99,8 @@ pub struct AgentImage {
 pub struct InteractionImage {
     /// Id.
     pub id: InteractionId,
-    /// The request as submitted.
-    pub request: NewInteraction,
+    /// The request as submitted (shared with the engine: an image costs no copy of it).
+    pub request: Arc<NewInteraction>,
     /// Current queue id.
     pub queue: String,
     /// Priority.
@@ -145,8 +145,8 @@ pub struct InteractionImage {
     pub wrap_up_until_ms: Option<TimeMs>,
     /// Wrap-up code.
     pub wrap_up_code: Option<String>,
-    /// History.
-    pub history: Vec<HistoryEntry>,
+    /// History (shared with the engine until its next entry).
+    pub history: Arc<Vec<HistoryEntry>>,
 }
 
 fn corrupt(what: String) -> EngineError {
@@ -269,34 +269,43 @@ impl Engine {
     /// its own configuration (unknown ids, capacity over the profile, work held by an
     /// agent the interaction does not name) is refused with [`EngineError::InvalidImage`].
     pub fn restore(image: EngineImage) -> Result<Engine> {
-        let engine = Engine::new(image.config)?;
+        Engine::restore_from(&image)
+    }
+
+    /// [`Engine::restore`] from a borrowed image: requests and histories are shared
+    /// with it (the journal keeps the image of a snapshot to encode it off the
+    /// sequencer while the restored engine runs on).
+    pub fn restore_from(image: &EngineImage) -> Result<Engine> {
+        let engine = Engine::new(image.config.clone())?;
         engine
             .next_interaction
             .store(image.next_interaction, Ordering::Release);
         let catalog = engine.catalog.load_full();
-        let queue_idx = |id: &str, what: &str| -> Result<u32> {
+        // `what` names the part of the image, for errors only (not built otherwise).
+        type What<'a> = &'a dyn Fn() -> String;
+        let queue_idx = |id: &str, what: What| -> Result<u32> {
             catalog
                 .queue_by_id
                 .get(id)
                 .copied()
-                .ok_or_else(|| corrupt(format!("{what} names unknown queue `{id}`")))
+                .ok_or_else(|| corrupt(format!("{} names unknown queue `{id}`", what())))
         };
-        let agent_idx = |id: &str, what: &str| -> Result<u32> {
+        let agent_idx = |id: &str, what: What| -> Result<u32> {
             catalog
                 .agent_by_id
                 .get(id)
                 .copied()
-                .ok_or_else(|| corrupt(format!("{what} names unknown agent `{id}`")))
+                .ok_or_else(|| corrupt(format!("{} names unknown agent `{id}`", what())))
         };
-        let channel_idx = |name: &str, what: &str| -> Result<ChannelIdx> {
+        let channel_idx = |name: &str, what: What| -> Result<ChannelIdx> {
             catalog
                 .channel_by_name
                 .get(name)
                 .copied()
-                .ok_or_else(|| corrupt(format!("{what} names unknown channel `{name}`")))
+                .ok_or_else(|| corrupt(format!("{} names unknown channel `{name}`", what())))
         };
         for q in &image.queues {
-            let idx = queue_idx(&q.id, "queue counters")?;
+            let idx = queue_idx(&q.id, &|| "queue counters".to_string())?;
             catalog
                 .queue(idx)
                 .counters
@@ -304,7 +313,7 @@ impl Engine {
                 .store(q.round_robin, Ordering::Release);
         }
         for a in &image.agents {
-            let what = format!("agent `{}`", a.id);
+            let what = || format!("agent `{}`", a.id);
             let cell = catalog
                 .agent(agent_idx(&a.id, &what)?)
                 .expect("agent of the catalog")
@@ -335,13 +344,15 @@ impl Engine {
             }
             if s.usage.used_units > s.profile.total_units {
                 return Err(corrupt(format!(
-                    "{what} holds {} capacity units, its profile allows {}",
-                    s.usage.used_units, s.profile.total_units
+                    "{} holds {} capacity units, its profile allows {}",
+                    what(),
+                    s.usage.used_units,
+                    s.profile.total_units
                 )));
             }
         }
-        for im in image.interactions {
-            let what = format!("interaction {}", im.id);
+        for im in &image.interactions {
+            let what = || format!("interaction {}", im.id);
             let queue = queue_idx(&im.queue, &what)?;
             let channel = channel_idx(&im.request.channel, &what)?;
             let overflow_targets = im
@@ -360,7 +371,8 @@ impl Engine {
                     .is_some_and(|c| c.state.lock().work_index(im.id).is_some());
                 if !holds && !im.state.is_terminal() {
                     return Err(corrupt(format!(
-                        "{what} is held by agent `{}`, who does not list it as work",
+                        "{} is held by agent `{}`, who does not list it as work",
+                        what(),
                         im.agent.as_deref().unwrap_or_default()
                     )));
                 }
@@ -371,7 +383,8 @@ impl Engine {
             // but an interaction waiting there cannot be.
             if im.waiting && im.level as usize >= rt.targets.len() {
                 return Err(corrupt(format!(
-                    "{what} is at relaxation level {} of queue `{}`, which has {}",
+                    "{} is at relaxation level {} of queue `{}`, which has {}",
+                    what(),
                     im.level,
                     rt.id,
                     rt.targets.len()
@@ -380,7 +393,7 @@ impl Engine {
             let mut i = Interaction {
                 id: im.id,
                 channel,
-                request: im.request,
+                request: im.request.clone(),
                 queue,
                 priority: im.priority,
                 created_ms: im.created_ms,
@@ -395,7 +408,8 @@ impl Engine {
                 epoch: im.epoch,
                 preferred: im
                     .preferred
-                    .map(|(a, at)| Ok::<_, EngineError>((agent_idx(&a, &what)?, at)))
+                    .as_ref()
+                    .map(|(a, at)| Ok::<_, EngineError>((agent_idx(a, &what)?, *at)))
                     .transpose()?,
                 declined: im
                     .declined
@@ -412,8 +426,8 @@ impl Engine {
                 offer_deadline_ms: im.offer_deadline_ms,
                 answered_ms: im.answered_ms,
                 wrap_up_until_ms: im.wrap_up_until_ms,
-                wrap_up_code: im.wrap_up_code,
-                history: im.history,
+                wrap_up_code: im.wrap_up_code.clone(),
+                history: im.history.clone(),
             };
             if i.counted_waiting {
                 rt.counters.waiting.fetch_add(1, Ordering::AcqRel);

@@ -273,7 +273,7 @@ impl Engine {
             preferred_until_ms: i.preferred.map(|(_, until)| until),
             answered_ms: i.answered_ms,
             wrap_up_code: i.wrap_up_code.clone(),
-            history: i.history.clone(),
+            history: i.history.to_vec(),
         })
     }
 
@@ -300,6 +300,14 @@ impl Engine {
         }
         self.interactions.remove(&id);
         Ok(())
+    }
+
+    /// The request interaction `id` was submitted with, shared with the engine (its
+    /// first messages are in its history, not here).
+    pub fn request_of(&self, id: InteractionId) -> Option<Arc<NewInteraction>> {
+        self.interactions
+            .get(&id)
+            .map(|ic| ic.lock().request.clone())
     }
 
     /// Forgets every finished interaction (completed or abandoned); returns how many.

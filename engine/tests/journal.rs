@@ -915,3 +915,48 @@ fn observers_see_every_record_in_log_order_once_durable() {
     let seen = seen.lock().clone();
     assert_eq!(seen, acked, "every record once, in log order");
 }
+
+/// A state image shares each interaction's request and history with the engine it
+/// came from and with engines restored from it: what either engine does afterwards
+/// (the snapshot writer encodes the image while the journal runs on) never shows in it.
+#[test]
+fn an_image_keeps_its_state_while_the_engines_sharing_it_run_on() {
+    let store = Arc::new(MemoryStore::new());
+    let (j, id) = assigned_to_a1(&store, "chat");
+    let image = j.read(Engine::export);
+    let restored = Engine::restore_from(&image).unwrap();
+    let message = |text: &str| Message {
+        from: Sender::Agent,
+        from_id: Some("a1".into()),
+        channel: "chat".into(),
+        text: text.into(),
+        sent_ms: 12,
+    };
+    let mut out = Vec::new();
+    restored
+        .post_message(id, message("from the restored engine"), 12, &mut out)
+        .unwrap();
+    j.execute(
+        Command::Post {
+            interaction: id,
+            message: message("from the journal's engine"),
+        },
+        12,
+    )
+    .unwrap();
+    let held = |e: &Engine| e.interaction(id).unwrap().history.len();
+    let in_image = image
+        .interactions
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap()
+        .history
+        .len();
+    assert_eq!(held(&restored), in_image + 1);
+    assert_eq!(j.read(held), in_image + 1);
+    assert_eq!(
+        Engine::restore_from(&image).unwrap().export(),
+        image,
+        "the image is as it was taken"
+    );
+}

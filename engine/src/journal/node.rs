@@ -337,9 +337,12 @@ pub struct Journal<S: LogStore> {
 /// A snapshot taken under the sequencer, to be written outside it.
 struct PendingSnapshot {
     seq: u64,
-    /// The encoded snapshot (encoding it under the sequencer is cheaper than keeping a
-    /// copy of the image for later).
-    bytes: Vec<u8>,
+    /// The snapshot, encoded by the writer off the sequencer. Its image shares each
+    /// interaction's request and history with the engine (copy on write), so keeping
+    /// it costs no copy of them.
+    snapshot: Snapshot,
+    /// The engine the rebase replaced (freeing it is left to the writer too).
+    retired: Engine,
 }
 
 impl<S: LogStore> Journal<S> {
@@ -754,8 +757,11 @@ impl<S: LogStore> Shared<S> {
                 at_ms: now_ms,
                 command: command.name(),
                 events: events.clone(),
-                request: match &command {
-                    Command::Submit { request } => Some(Arc::new(request.clone())),
+                // The engine's own copy, shared (its first messages are events).
+                request: match (&command, events.first()) {
+                    (Command::Submit { .. }, Some(Event::Created { interaction, .. })) => {
+                        inner.engine.request_of(*interaction)
+                    }
                     _ => None,
                 },
             });
@@ -817,28 +823,29 @@ impl<S: LogStore> Shared<S> {
             image: inner.engine.export(),
         };
         let exported = started.elapsed();
-        let bytes = codec::encode_snapshot(&snapshot);
-        let encoded = started.elapsed();
         let interactions = snapshot.image.interactions.len();
-        let engine = Engine::restore(snapshot.image).map_err(|e| {
+        let engine = Engine::restore_from(&snapshot.image).map_err(|e| {
             self.fail(format!(
                 "the engine's state image does not restore ({e}); refusing to continue"
             ))
         })?;
         let seq = self.append_plain(inner, Command::Rebase, now_ms)?;
         debug_assert_eq!(seq, snapshot.seq);
-        inner.engine = engine;
+        // The old engine is dropped by the snapshot's writer, off the sequencer.
+        let retired = std::mem::replace(&mut inner.engine, engine);
         // Operations wait for this (it runs under the sequencer): worth seeing.
         tracing::info!(
             seq,
             interactions,
-            bytes = bytes.len(),
             export_ms = exported.as_millis() as u64,
-            encode_ms = (encoded - exported).as_millis() as u64,
-            restore_ms = (started.elapsed() - encoded).as_millis() as u64,
+            restore_ms = (started.elapsed() - exported).as_millis() as u64,
             "snapshot taken"
         );
-        Ok(PendingSnapshot { seq, bytes })
+        Ok(PendingSnapshot {
+            seq,
+            snapshot,
+            retired,
+        })
     }
 
     /// Appends a record with no events and no further bookkeeping.
@@ -1022,12 +1029,21 @@ impl<S: LogStore> Shared<S> {
     /// since the previous snapshot, and the next snapshot tries again.
     fn write_snapshot(
         &self,
-        PendingSnapshot { seq, bytes }: PendingSnapshot,
+        PendingSnapshot {
+            seq,
+            snapshot,
+            retired,
+        }: PendingSnapshot,
     ) -> Result<(), JournalError> {
+        drop(retired);
         let mut newest = self.snapshots.lock();
         if seq <= *newest {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let bytes = codec::encode_snapshot(&snapshot);
+        drop(snapshot);
+        let encode_ms = started.elapsed().as_millis() as u64;
         // The snapshot stands for the log up to its `rebase` record: that record must be
         // durable first (in batched mode it may not be yet), so no snapshot ever sits
         // ahead of a gap in the log.
@@ -1048,7 +1064,7 @@ impl<S: LogStore> Shared<S> {
             self.store.remove_through(previous)?;
         }
         *newest = seq;
-        tracing::info!(seq, bytes = bytes.len(), "snapshot written");
+        tracing::info!(seq, bytes = bytes.len(), encode_ms, "snapshot written");
         Ok(())
     }
 }

@@ -65,12 +65,21 @@ enum Claim {
 impl Engine {
     /// Validates `config` and builds an engine. Agents start offline.
     pub fn new(config: CenterConfig) -> Result<Engine> {
+        Engine::with_capacity(config, 0)
+    }
+
+    /// [`Engine::new`] with room for `interactions` interactions before its map grows
+    /// (a restore knows how many it brings).
+    pub(crate) fn with_capacity(config: CenterConfig, interactions: usize) -> Result<Engine> {
         let compiled = compile(config, None)?;
         let node = u64::from(compiled.catalog.settings.node_id) << 48;
         let engine = Engine {
             catalog: ArcSwap::from_pointee(compiled.catalog),
             admin: Mutex::new(()),
-            interactions: DashMap::with_hasher(rustc_hash::FxBuildHasher),
+            interactions: DashMap::with_capacity_and_hasher(
+                interactions,
+                rustc_hash::FxBuildHasher,
+            ),
             next_interaction: AtomicU64::new(node + 1),
         };
         let catalog = engine.catalog.load();

@@ -217,11 +217,17 @@ impl Engine {
                 }
             })
             .collect();
-        let mut interactions: Vec<InteractionImage> = self
+        // In id order: the references sorted (not the images, which are large).
+        let mut held: Vec<(InteractionId, InteractionRef)> = self
             .interactions
             .iter()
-            .map(|e| {
-                let i = e.value().lock();
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        held.sort_unstable_by_key(|(id, _)| *id);
+        let interactions: Vec<InteractionImage> = held
+            .iter()
+            .map(|(_, ic)| {
+                let i = ic.lock();
                 InteractionImage {
                     id: i.id,
                     request: i.request.clone(),
@@ -255,7 +261,7 @@ impl Engine {
                 }
             })
             .collect();
-        interactions.sort_by_key(|i| i.id);
+        drop(held);
         EngineImage {
             config: catalog.config.clone(),
             next_interaction: self.next_interaction.load(Ordering::Acquire),
@@ -276,7 +282,7 @@ impl Engine {
     /// with it (the journal keeps the image of a snapshot to encode it off the
     /// sequencer while the restored engine runs on).
     pub fn restore_from(image: &EngineImage) -> Result<Engine> {
-        let engine = Engine::new(image.config.clone())?;
+        let engine = Engine::with_capacity(image.config.clone(), image.interactions.len())?;
         engine
             .next_interaction
             .store(image.next_interaction, Ordering::Release);

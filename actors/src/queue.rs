@@ -71,12 +71,12 @@ pub(crate) struct QueueActor;
 
 /// A queue's service-level threshold (the default's when it is gone).
 fn threshold_of(engine: &omniroute_engine::Engine, queue: &str) -> u64 {
-    engine
-        .config()
-        .queues
-        .iter()
-        .find(|q| q.id == queue)
-        .map_or(20_000, |q| q.service_level.threshold_ms)
+    engine.with_config(|c| {
+        c.queues
+            .iter()
+            .find(|q| q.id == queue)
+            .map_or(20_000, |q| q.service_level.threshold_ms)
+    })
 }
 
 pub(crate) struct QueueArgs {
@@ -178,7 +178,7 @@ impl QueueState {
         let now = self.core.shared.now_ms();
         let id = self.id.clone();
         let ((snapshot, def), _) = self.core.shared.read(|engine| {
-            let def = engine.config().queues.into_iter().find(|q| *q.id == *id);
+            let def = engine.with_config(|c| c.queues.iter().find(|q| *q.id == *id).cloned());
             (engine.queue(&id, now).ok(), def)
         });
         let (threshold, percent, max_waiting) = def

@@ -102,6 +102,12 @@ impl Engine {
         self.catalog.load().config.clone()
     }
 
+    /// Reads the configuration in force without copying it (a copy of a large center's
+    /// configuration, its agents and their skills, is not free).
+    pub fn with_config<R>(&self, f: impl FnOnce(&CenterConfig) -> R) -> R {
+        f(&self.catalog.load().config)
+    }
+
     /// Replaces the configuration. Validation happens first: on error nothing changes.
     /// Agents, queues and interactions that the change does not touch keep their state;
     /// interactions waiting in a queue whose routing changed are re-routed with their

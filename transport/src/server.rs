@@ -1437,28 +1437,29 @@ pub async fn center_stats(rt: &Runtime) -> CenterStats {
     use omniroute_actors::engine::AgentStatus;
     let at_ms = rt.clock().now_ms();
     let (queue_ids, agents, used, total) = rt.read(|e| {
-        let config = e.config();
-        let mut counts = AgentCounts::default();
-        let (mut used, mut total) = (0u64, 0u64);
-        for a in &config.agents {
-            let Ok(s) = e.agent(&a.id) else { continue };
-            match s.status {
-                AgentStatus::Offline => counts.offline += 1,
-                AgentStatus::Idle => counts.idle += 1,
-                AgentStatus::Busy => counts.busy += 1,
-                AgentStatus::WrapUp => counts.wrap_up += 1,
-                AgentStatus::Away => counts.away += 1,
+        e.with_config(|config| {
+            let mut counts = AgentCounts::default();
+            let (mut used, mut total) = (0u64, 0u64);
+            for a in &config.agents {
+                let Ok(s) = e.agent(&a.id) else { continue };
+                match s.status {
+                    AgentStatus::Offline => counts.offline += 1,
+                    AgentStatus::Idle => counts.idle += 1,
+                    AgentStatus::Busy => counts.busy += 1,
+                    AgentStatus::WrapUp => counts.wrap_up += 1,
+                    AgentStatus::Away => counts.away += 1,
+                }
+                if matches!(
+                    s.status,
+                    AgentStatus::Idle | AgentStatus::Busy | AgentStatus::WrapUp
+                ) {
+                    used += u64::from(s.used_units);
+                    total += u64::from(s.total_units);
+                }
             }
-            if matches!(
-                s.status,
-                AgentStatus::Idle | AgentStatus::Busy | AgentStatus::WrapUp
-            ) {
-                used += u64::from(s.used_units);
-                total += u64::from(s.total_units);
-            }
-        }
-        let queues: Vec<String> = config.queues.into_iter().map(|q| q.id).collect();
-        (queues, counts, used, total)
+            let queues: Vec<String> = config.queues.iter().map(|q| q.id.clone()).collect();
+            (queues, counts, used, total)
+        })
     });
     let mut queues = Vec::with_capacity(queue_ids.len());
     for q in queue_ids {

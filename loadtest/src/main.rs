@@ -34,6 +34,10 @@ struct Args {
     /// and report each figure's mean with a 95 % confidence interval.
     #[arg(long, requires = "scenario", conflicts_with_all = ["connect", "html"])]
     replications: Option<u32>,
+    /// With --replications: how many run at once, one per thread (default: the
+    /// machine's cores). The summary is the same for any value.
+    #[arg(long, requires = "replications")]
+    jobs: Option<usize>,
     /// Write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -136,8 +140,14 @@ fn main() {
             fail("--replications must be at least 1".into());
         }
         let seeds: Vec<u64> = (0..u64::from(n)).map(|i| seed.wrapping_add(i)).collect();
-        let summary =
-            omniroute_loadtest::replications::run(&scenario, &seeds).unwrap_or_else(|e| fail(e));
+        let jobs = a.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if jobs == 0 {
+            fail("--jobs must be at least 1".into());
+        }
+        let summary = omniroute_loadtest::replications::run(&scenario, &seeds, jobs)
+            .unwrap_or_else(|e| fail(e));
         print!("{}", summary.table());
         if let Some(path) = &a.report {
             write_json(path, &summary);

@@ -100,10 +100,39 @@ pub struct Summary {
 }
 
 /// Runs `scenario` once per seed on virtual time.
-pub fn run(scenario: &Scenario, seeds: &[u64]) -> Result<Summary, String> {
+///
+/// Up to `jobs` replications run at once, each on a thread of its own (a run is
+/// single-threaded: its own paused clock and runtime), so a machine's cores all work;
+/// each run depends only on its seed, so the summary is the same for any `jobs`.
+pub fn run(scenario: &Scenario, seeds: &[u64], jobs: usize) -> Result<Summary, String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<std::sync::Mutex<Option<Result<Report, String>>>> =
+        seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(seed) = seeds.get(i) else { return };
+                    let run = sim::run(scenario, *seed, &mut |_, _| {});
+                    let failed = run.is_err();
+                    *done[i].lock().unwrap() = Some(run);
+                    if failed {
+                        // The others finish what they run; nothing new starts.
+                        next.store(seeds.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
     let mut runs = Vec::with_capacity(seeds.len());
-    for seed in seeds {
-        runs.push(sim::run(scenario, *seed, &mut |_, _| {})?);
+    for (seed, run) in seeds.iter().zip(done) {
+        match run.into_inner().unwrap() {
+            Some(Ok(report)) => runs.push(report),
+            Some(Err(e)) => return Err(format!("seed {seed}: {e}")),
+            // Not started: an earlier seed failed (runs start in seed order).
+            None => return Err(format!("seed {seed}: not run")),
+        }
     }
     Ok(summarise(scenario, seeds, runs))
 }

@@ -92,50 +92,80 @@ struct CustomerTrack {
 struct Histories {
     by_customer: DashMap<String, Vec<InteractionId>>,
     /// Finished interactions with their customer, in the order they finished. The
-    /// engine purges finished work oldest first, so housekeeping forgets index
-    /// entries from the front while the engine no longer holds them.
+    /// engine purges finished work by when it finished (its last step: the end of its
+    /// wrap-up), so housekeeping walks this from the front, forgetting what the engine
+    /// no longer holds, until a batch in which it holds everything.
     finished: Mutex<VecDeque<(InteractionId, Arc<str>)>>,
 }
 
 impl Histories {
+    /// Interactions looked at per batch (the engine's read lock is taken per batch).
+    const BATCH: usize = 4_096;
+
     fn add(&self, customer: &str, interaction: InteractionId) {
         match self.by_customer.get_mut(customer) {
             Some(mut v) => v.push(interaction),
-            None => {
-                self.by_customer
-                    .insert(customer.to_string(), vec![interaction]);
-            }
+            None => self
+                .by_customer
+                .entry(customer.to_string())
+                .or_default()
+                .push(interaction),
         }
     }
 
-    /// Forgets the finished interactions the engine has purged (checking at most
-    /// `limit` from the oldest; `held` says whether the engine still holds an id).
-    fn forget_purged(&self, limit: usize, held: impl FnOnce(&[InteractionId]) -> usize) {
-        let front: Vec<InteractionId> = self
-            .finished
-            .lock()
-            .iter()
-            .take(limit)
-            .map(|(id, _)| *id)
-            .collect();
-        if front.is_empty() {
-            return;
-        }
-        let gone = held(&front);
-        // Only housekeeping pops, and the router only pushes at the back: the first
-        // `gone` entries are still the ones looked at.
-        let forgotten: Vec<(InteractionId, Arc<str>)> =
-            self.finished.lock().drain(..gone).collect();
-        for (id, customer) in forgotten {
-            let empty = match self.by_customer.get_mut(&*customer) {
-                Some(mut v) => {
-                    v.retain(|x| *x != id);
-                    v.is_empty()
+    /// Forgets the finished interactions the engine has purged. `purged` answers, for
+    /// a batch of ids, which the engine no longer holds. Entries still held at the
+    /// front (a long wrap-up finishing after later work) stay there, in order; the
+    /// walk ends at a batch with nothing to forget.
+    fn forget_purged(&self, purged: impl Fn(&[InteractionId]) -> Vec<bool>) {
+        // Held entries kept at the front (only housekeeping takes entries out; the
+        // router only adds at the back).
+        let mut kept = 0;
+        loop {
+            let batch: Vec<InteractionId> = self
+                .finished
+                .lock()
+                .iter()
+                .skip(kept)
+                .take(Self::BATCH)
+                .map(|(id, _)| *id)
+                .collect();
+            if batch.is_empty() {
+                return;
+            }
+            let gone = purged(&batch);
+            if !gone.contains(&true) {
+                return;
+            }
+            let mut forgotten: HashMap<Arc<str>, Vec<InteractionId>> = HashMap::new();
+            {
+                let mut q = self.finished.lock();
+                let looked: Vec<_> = q.drain(kept..kept + batch.len()).collect();
+                let mut at = kept;
+                for ((id, customer), gone) in looked.into_iter().zip(&gone) {
+                    if *gone {
+                        forgotten.entry(customer).or_default().push(id);
+                    } else {
+                        q.insert(at, (id, customer));
+                        at += 1;
+                    }
                 }
-                None => false,
-            };
-            if empty {
-                self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+                kept = at;
+            }
+            for (customer, ids) in forgotten {
+                let empty = match self.by_customer.get_mut(&*customer) {
+                    Some(mut v) => {
+                        v.retain(|x| !ids.contains(x));
+                        v.is_empty()
+                    }
+                    None => false,
+                };
+                if empty {
+                    self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+                }
+            }
+            if batch.len() < Self::BATCH {
+                return;
             }
         }
     }
@@ -474,6 +504,13 @@ impl Core {
                     }
                 }
                 Event::Completed { interaction, .. } => {
+                    if let Some(info) = st.live.remove(interaction) {
+                        self.finished(*interaction, info, p.at_ms);
+                    }
+                }
+                // Work in wrap-up when the server started (its `completed` came before
+                // the restart) finishes here.
+                Event::WrapUpEnded { interaction, .. } => {
                     if let Some(info) = st.live.remove(interaction) {
                         self.finished(*interaction, info, p.at_ms);
                     }
@@ -1351,13 +1388,9 @@ impl Runtime {
                 core.customers.retain(|_, t| {
                     t.live.is_some() || now.saturating_sub(t.last_activity_ms) <= window
                 });
-                core.histories.forget_purged(4_096, |ids| {
+                core.histories.forget_purged(|ids| {
                     core.shared
-                        .read(|e| {
-                            ids.iter()
-                                .take_while(|id| e.interaction_owner(**id).is_err())
-                                .count()
-                        })
+                        .read(|e| ids.iter().map(|id| !e.holds(*id)).collect())
                         .0
                 });
                 let orphaned = core
@@ -1808,5 +1841,41 @@ fn view_from_snapshot(s: omniroute_engine::InteractionSnapshot) -> ConversationV
         participants,
         channels,
         transcript: entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_index_forgets_all_purged_work_past_one_batch_and_keeps_the_rest() {
+        let h = Histories::default();
+        let n = 3 * Histories::BATCH as u64 + 10;
+        let customer = |i: u64| -> Arc<str> { Arc::from(format!("c{}", i % 7).as_str()) };
+        for i in 0..n {
+            h.add(&customer(i), InteractionId(i));
+            h.finished.lock().push_back((InteractionId(i), customer(i)));
+        }
+        // The engine still holds a long wrap-up near the front (5) and everything from
+        // 2 * BATCH on.
+        let held = |id: InteractionId| id.0 == 5 || id.0 >= 2 * Histories::BATCH as u64;
+        let looked = std::sync::atomic::AtomicUsize::new(0);
+        h.forget_purged(|ids| {
+            looked.fetch_add(ids.len(), Ordering::Relaxed);
+            ids.iter().map(|id| !held(*id)).collect()
+        });
+        let left: Vec<u64> = h.finished.lock().iter().map(|(id, _)| id.0).collect();
+        let expected: Vec<u64> = (0..n).filter(|i| held(InteractionId(*i))).collect();
+        assert_eq!(left, expected, "held entries stay, in order");
+        let indexed: usize = h.by_customer.iter().map(|e| e.value().len()).sum();
+        assert_eq!(indexed, expected.len());
+        assert!(h.by_customer.get("c5").unwrap().contains(&InteractionId(5)));
+        // It stopped at the first batch with nothing to forget.
+        assert!(looked.load(Ordering::Relaxed) <= 3 * Histories::BATCH + 1);
+        // Once the engine lets go of everything, so does the index.
+        h.forget_purged(|ids| vec![true; ids.len()]);
+        assert!(h.finished.lock().is_empty());
+        assert!(h.by_customer.is_empty());
     }
 }

@@ -5,7 +5,9 @@
 
 use omniroute_actors::center::Clock;
 use omniroute_actors::engine::journal::Command;
-use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, MemoryStore};
+use omniroute_actors::engine::journal::{
+    Durability, Journal, JournalConfig, MemoryStore, RecoveryReport,
+};
 use omniroute_actors::engine::*;
 use omniroute_actors::virtual_agent::{BotMemory, BotTurn, RuleBasedAgent, VirtualAgent};
 use omniroute_actors::*;
@@ -57,6 +59,31 @@ async fn start(config: CenterConfig, rc: RuntimeConfig) -> Runtime {
     )
     .await
     .unwrap()
+}
+
+/// A runtime on `store` at `at` (sync durability, a 60 s reconnect grace): a server
+/// started afresh (with `config`) or again after a crash (`None`).
+async fn start_durable(
+    store: &Arc<MemoryStore>,
+    config: Option<CenterConfig>,
+    at: u64,
+) -> (Runtime, RecoveryReport) {
+    let jc = JournalConfig {
+        durability: Durability::Sync,
+        external_timers: true,
+        reconnect_grace_ms: 60_000,
+        ..Default::default()
+    };
+    let (journal, report) = Journal::open(store.clone(), config, jc, at).unwrap();
+    let rt = Runtime::start(
+        journal,
+        Clock::starting_at(at),
+        RuntimeConfig::default(),
+        vec![],
+    )
+    .await
+    .unwrap();
+    (rt, report)
 }
 
 /// Lets the actors drain their mailboxes (virtual time does not move while tasks run).
@@ -586,22 +613,7 @@ async fn the_event_stream_carries_routing_events_in_order() {
 #[tokio::test(start_paused = true)]
 async fn after_a_server_restart_the_actors_rebuild_from_the_log_and_agents_get_their_grace() {
     let store = Arc::new(MemoryStore::new());
-    let jc = || JournalConfig {
-        durability: Durability::Sync,
-        external_timers: true,
-        reconnect_grace_ms: 60_000,
-        ..Default::default()
-    };
-    let (journal, _) =
-        Journal::open(store.clone(), Some(center(&["ana", "bob"])), jc(), BASE).unwrap();
-    let rt = Runtime::start(
-        journal,
-        Clock::starting_at(BASE),
-        RuntimeConfig::default(),
-        vec![],
-    )
-    .await
-    .unwrap();
+    let (rt, _) = start_durable(&store, Some(center(&["ana", "bob"])), BASE).await;
     let mut ana = online(&rt, "ana").await;
     let id = chat_accepted(&rt, &mut ana, "c1", "before the restart").await;
     ana.send_message(id, "on it", None).await.unwrap();
@@ -614,17 +626,8 @@ async fn after_a_server_restart_the_actors_rebuild_from_the_log_and_agents_get_t
     drop(rt);
     // Power cut (sync mode: everything acknowledged is in the store), then a new server.
     store.crash();
-    let later = BASE + 5_000;
-    let (journal, report) = Journal::open(store.clone(), None, jc(), later).unwrap();
+    let (rt, report) = start_durable(&store, None, BASE + 5_000).await;
     assert!(report.agents_in_grace.contains(&"ana".to_string()));
-    let rt = Runtime::start(
-        journal,
-        Clock::starting_at(later),
-        RuntimeConfig::default(),
-        vec![],
-    )
-    .await
-    .unwrap();
     assert_eq!(rt.live_interactions(), 2);
     assert_eq!(rt.conversation_actors(), 2);
     let after = rt.conversation(id).await.unwrap();
@@ -1127,4 +1130,35 @@ async fn a_customers_history_outlives_the_switching_window_until_the_engine_purg
         rt.indexed_history("cust-9").is_empty(),
         "the index forgot the customer"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_in_wrap_up_at_a_restart_stops_counting_as_live_when_its_wrap_up_ends() {
+    let store = Arc::new(MemoryStore::new());
+    let (rt, _) = start_durable(&store, Some(center(&["ana"])), BASE).await;
+    let mut ana = online(&rt, "ana").await;
+    let id = chat_accepted(&rt, &mut ana, "c9", "hello").await;
+    ana.complete(id, None).await.unwrap(); // a 60 s wrap-up starts
+    assert_eq!(rt.live_interactions(), 0);
+    drop(ana);
+    drop(rt);
+    store.crash();
+    let (rt, _) = start_durable(&store, None, BASE + 5_000).await;
+    // Held by ana (in wrap-up) through the restart.
+    let mut ana = rt.connect_agent("ana").unwrap();
+    ana.set_presence(Presence::Available).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(next(&mut ana).await, Push::WrapUpEnded { interaction: id });
+    settle().await;
+    assert_eq!(
+        rt.live_interactions(),
+        0,
+        "finished: no longer held against the admission limit"
+    );
+    let history: Vec<InteractionId> = rt
+        .customer_history("c9")
+        .iter()
+        .map(|v| v.interaction)
+        .collect();
+    assert_eq!(history, vec![id]);
 }

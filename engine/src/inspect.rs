@@ -227,6 +227,11 @@ fn phase_name(phase: WorkPhase) -> &'static str {
 }
 
 impl Engine {
+    /// Whether the engine holds interaction `id` (live, or finished and not purged).
+    pub fn holds(&self, id: InteractionId) -> bool {
+        self.interactions.contains_key(&id)
+    }
+
     /// An interaction's customer and channel, without copying the rest (adapters'
     /// and sessions' ownership checks, outbound pushes).
     pub fn interaction_owner(&self, id: InteractionId) -> Result<(String, String)> {

@@ -155,8 +155,11 @@ impl Tokens {
             }
             let role: Role = role.parse().map_err(|e: String| bad(&e))?;
             let agent = (agent != "-").then(|| agent.to_string());
-            token_shape(role, agent.as_deref(), name, &channels)
-                .map_err(|(field, why)| bad(&format!("{field}: {why} (`-` for none)")))?;
+            // Names as earlier versions wrote them load (one with a carriage return
+            // could be created then); the rest is checked as everywhere.
+            token_shape(role, agent.as_deref(), "-", &channels).map_err(|(field, why)| {
+                bad(&format!("{field}: {why} (the file gives `-` for none)"))
+            })?;
             tokens.grants.insert(
                 hash,
                 Grant {
@@ -356,7 +359,7 @@ struct State {
     /// `Job::edit_tokens`).
     tokens: std::sync::RwLock<Tokens>,
     /// Token edits run one at a time (each saves the whole tokens file).
-    token_edits: std::sync::Mutex<()>,
+    token_edits: tokio::sync::Mutex<()>,
     /// Configuration changes run one at a time (each reads, changes and writes the
     /// whole configuration).
     admin: tokio::sync::Mutex<()>,
@@ -369,7 +372,7 @@ pub async fn serve(endpoint: quinn::Endpoint, runtime: Arc<Runtime>, config: Ser
     let state = Arc::new(State {
         runtime,
         tokens: std::sync::RwLock::new(config.tokens.clone()),
-        token_edits: std::sync::Mutex::new(()),
+        token_edits: tokio::sync::Mutex::new(()),
         config,
         connections: AtomicUsize::new(0),
         sessions: DashMap::new(),
@@ -1151,19 +1154,21 @@ impl Job {
                 role,
                 agent,
                 channels,
-            } => self.create_token(id, name, role, agent, channels)?,
+            } => self.create_token(id, name, role, agent, channels).await?,
             ClientMsg::DeleteToken { id, name } => {
-                let edited = self.edit_tokens(|tokens| {
-                    let hashes = tokens.hashes_named(&name);
-                    if !tokens.remove(&name) {
-                        return Err(error(
-                            Some(id),
-                            "unknown_id",
-                            format!("no token is named `{name}`"),
-                        ));
-                    }
-                    Ok(hashes)
-                })?;
+                let edited = self
+                    .edit_tokens(|tokens| {
+                        let hashes = tokens.hashes_named(&name);
+                        if !tokens.remove(&name) {
+                            return Err(error(
+                                Some(id),
+                                "unknown_id",
+                                format!("no token is named `{name}`"),
+                            ));
+                        }
+                        Ok(hashes)
+                    })
+                    .await?;
                 match edited {
                     Ok(hashes) => {
                         for h in hashes {
@@ -1241,7 +1246,7 @@ impl Job {
         apply_config(rt, id, config).await
     }
 
-    fn create_token(
+    async fn create_token(
         &self,
         id: u64,
         name: String,
@@ -1273,25 +1278,27 @@ impl Job {
         }
         let token = random_token()
             .map_err(|e| RuntimeError::Unavailable(format!("cannot make a token: {e}")))?;
-        let edited = self.edit_tokens(|tokens| {
-            if tokens.has_name(&name) {
-                return Err(error(
-                    Some(id),
-                    "bad_request",
-                    format!("a token named `{name}` exists; delete it first"),
-                ));
-            }
-            tokens.put_hashed(
-                hash(&token),
-                Grant {
-                    role,
-                    agent,
-                    name: name.clone(),
-                    channels,
-                },
-            );
-            Ok(())
-        })?;
+        let edited = self
+            .edit_tokens(|tokens| {
+                if tokens.has_name(&name) {
+                    return Err(error(
+                        Some(id),
+                        "bad_request",
+                        format!("a token named `{name}` exists; delete it first"),
+                    ));
+                }
+                tokens.put_hashed(
+                    hash(&token),
+                    Grant {
+                        role,
+                        agent,
+                        name: name.clone(),
+                        channels,
+                    },
+                );
+                Ok(())
+            })
+            .await?;
         Ok(match edited {
             Ok(()) => ok(id, &NewToken { name, token }),
             Err(reply) => reply,
@@ -1302,20 +1309,25 @@ impl Job {
     /// to the tokens file (synced to disk) before it replaces the tokens every request
     /// reads — so no request waits on the disk, and a failed save changes nothing.
     /// `edit` may refuse with a reply (`Ok(Err(reply))`).
-    fn edit_tokens<R>(
+    async fn edit_tokens<R>(
         &self,
         edit: impl FnOnce(&mut Tokens) -> Result<R, ServerMsg>,
     ) -> Result<Result<R, ServerMsg>, RuntimeError> {
-        let _one_at_a_time = self.state.token_edits.lock().expect("token edits lock");
+        let _one_at_a_time = self.state.token_edits.lock().await;
         let mut next = self.state.tokens.read().expect("tokens lock").clone();
         let done = match edit(&mut next) {
             Ok(done) => done,
             Err(reply) => return Ok(Err(reply)),
         };
-        if let Some(path) = &self.state.config.tokens_file {
-            next.save(path).map_err(|e| {
-                RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
-            })?;
+        if let Some(path) = self.state.config.tokens_file.clone() {
+            // The file is written and synced on a blocking thread, not a worker.
+            let copy = next.clone();
+            tokio::task::spawn_blocking(move || copy.save(&path))
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("the tokens writer ({e})")))?
+                .map_err(|e| {
+                    RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
+                })?;
         }
         *self.state.tokens.write().expect("tokens lock") = next;
         Ok(Ok(done))
@@ -1569,6 +1581,9 @@ mod token_file_tests {
         )
         .unwrap();
         assert_eq!(Tokens::load_file(&path).unwrap().len(), 1);
+        // A name with a carriage return, as an earlier version could write, loads.
+        std::fs::write(&path, format!("{h}\tadmin\t-\tdesk\r2\tapi\n")).unwrap();
+        assert_eq!(Tokens::load_file(&path).unwrap().list()[0].name, "desk\r2");
         std::fs::write(&path, format!("{h}\tadmin\t-\tx\tapi\tsms\n")).unwrap();
         let e = Tokens::load_file(&path).unwrap_err().to_string();
         assert!(

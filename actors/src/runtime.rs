@@ -134,23 +134,27 @@ impl Histories {
                 return;
             }
             let gone = purged(&batch);
+            debug_assert_eq!(gone.len(), batch.len(), "one answer per id");
             if !gone.contains(&true) {
                 return;
             }
-            let mut forgotten: HashMap<Arc<str>, Vec<InteractionId>> = HashMap::new();
+            let mut forgotten: HashMap<Arc<str>, std::collections::HashSet<InteractionId>> =
+                HashMap::new();
             {
+                // Held entries moved up in place (in order), the purged ones after
+                // them, then drained: linear in the batch.
                 let mut q = self.finished.lock();
-                let looked: Vec<_> = q.drain(kept..kept + batch.len()).collect();
-                let mut at = kept;
-                for ((id, customer), gone) in looked.into_iter().zip(&gone) {
-                    if *gone {
-                        forgotten.entry(customer).or_default().push(id);
-                    } else {
-                        q.insert(at, (id, customer));
-                        at += 1;
+                let mut held = kept;
+                for (at, gone) in (kept..kept + batch.len()).zip(&gone) {
+                    if !*gone {
+                        q.swap(held, at);
+                        held += 1;
                     }
                 }
-                kept = at;
+                for (id, customer) in q.drain(held..kept + batch.len()) {
+                    forgotten.entry(customer).or_default().insert(id);
+                }
+                kept = held;
             }
             for (customer, ids) in forgotten {
                 let empty = match self.by_customer.get_mut(&*customer) {
@@ -1857,9 +1861,11 @@ mod tests {
             h.add(&customer(i), InteractionId(i));
             h.finished.lock().push_back((InteractionId(i), customer(i)));
         }
-        // The engine still holds a long wrap-up near the front (5) and everything from
-        // 2 * BATCH on.
-        let held = |id: InteractionId| id.0 == 5 || id.0 >= 2 * Histories::BATCH as u64;
+        // The engine still holds long wrap-ups near the front (5, 7, 100, 4,200) and
+        // everything from 2 * BATCH on.
+        let held = |id: InteractionId| {
+            [5, 7, 100, 4_200].contains(&id.0) || id.0 >= 2 * Histories::BATCH as u64
+        };
         let looked = std::sync::atomic::AtomicUsize::new(0);
         h.forget_purged(|ids| {
             looked.fetch_add(ids.len(), Ordering::Relaxed);

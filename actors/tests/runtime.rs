@@ -1140,20 +1140,39 @@ async fn work_in_wrap_up_at_a_restart_stops_counting_as_live_when_its_wrap_up_en
     let id = chat_accepted(&rt, &mut ana, "c9", "hello").await;
     ana.complete(id, None).await.unwrap(); // a 60 s wrap-up starts
     assert_eq!(rt.live_interactions(), 0);
+    // Another customer's work stays live through it all (a miscount would show).
+    ana.set_presence(Presence::Away {
+        reason: "break".into(),
+    })
+    .await
+    .unwrap();
+    rt.submit(NewInteraction::new("chat", "c10").to_queue("billing"))
+        .await
+        .unwrap();
+    assert_eq!(rt.live_interactions(), 1);
     drop(ana);
     drop(rt);
     store.crash();
     let (rt, _) = start_durable(&store, None, BASE + 5_000).await;
     // Held by ana (in wrap-up) through the restart.
     let mut ana = rt.connect_agent("ana").unwrap();
-    ana.set_presence(Presence::Available).await.unwrap();
+    assert_eq!(
+        rt.live_interactions(),
+        2,
+        "the wrap-up and the waiting work"
+    );
     tokio::time::sleep(Duration::from_secs(61)).await;
-    assert_eq!(next(&mut ana).await, Push::WrapUpEnded { interaction: id });
+    loop {
+        match next(&mut ana).await {
+            Push::WrapUpEnded { interaction } if interaction == id => break,
+            _ => {}
+        }
+    }
     settle().await;
     assert_eq!(
         rt.live_interactions(),
-        0,
-        "finished: no longer held against the admission limit"
+        1,
+        "the wrap-up finished: only the waiting work is live (counted once)"
     );
     let history: Vec<InteractionId> = rt
         .customer_history("c9")

@@ -157,6 +157,9 @@ impl Tokens {
             let agent = (agent != "-").then(|| agent.to_string());
             // Names as earlier versions wrote them load (one with a carriage return
             // could be created then); the rest is checked as everywhere.
+            if name.is_empty() {
+                return Err(bad("a token needs a name"));
+            }
             token_shape(role, agent.as_deref(), "-", &channels).map_err(|(field, why)| {
                 bad(&format!("{field}: {why} (the file gives `-` for none)"))
             })?;
@@ -359,7 +362,7 @@ struct State {
     /// `Job::edit_tokens`).
     tokens: std::sync::RwLock<Tokens>,
     /// Token edits run one at a time (each saves the whole tokens file).
-    token_edits: tokio::sync::Mutex<()>,
+    token_edits: Arc<tokio::sync::Mutex<()>>,
     /// Configuration changes run one at a time (each reads, changes and writes the
     /// whole configuration).
     admin: tokio::sync::Mutex<()>,
@@ -372,7 +375,7 @@ pub async fn serve(endpoint: quinn::Endpoint, runtime: Arc<Runtime>, config: Ser
     let state = Arc::new(State {
         runtime,
         tokens: std::sync::RwLock::new(config.tokens.clone()),
-        token_edits: tokio::sync::Mutex::new(()),
+        token_edits: Arc::new(tokio::sync::Mutex::new(())),
         config,
         connections: AtomicUsize::new(0),
         sessions: DashMap::new(),
@@ -1313,23 +1316,27 @@ impl Job {
         &self,
         edit: impl FnOnce(&mut Tokens) -> Result<R, ServerMsg>,
     ) -> Result<Result<R, ServerMsg>, RuntimeError> {
-        let _one_at_a_time = self.state.token_edits.lock().await;
+        let one_at_a_time = self.state.token_edits.clone().lock_owned().await;
         let mut next = self.state.tokens.read().expect("tokens lock").clone();
         let done = match edit(&mut next) {
             Ok(done) => done,
             Err(reply) => return Ok(Err(reply)),
         };
-        if let Some(path) = self.state.config.tokens_file.clone() {
-            // The file is written and synced on a blocking thread, not a worker.
-            let copy = next.clone();
-            tokio::task::spawn_blocking(move || copy.save(&path))
-                .await
-                .map_err(|e| RuntimeError::Unavailable(format!("the tokens writer ({e})")))?
-                .map_err(|e| {
+        let state = self.state.clone();
+        // Saved and swapped in on a blocking thread (not a worker), which also holds
+        // the edit lock: an edit finishes even if its request is dropped meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = one_at_a_time;
+            if let Some(path) = &state.config.tokens_file {
+                next.save(path).map_err(|e| {
                     RuntimeError::Unavailable(format!("cannot save the tokens file: {e}"))
                 })?;
-        }
-        *self.state.tokens.write().expect("tokens lock") = next;
+            }
+            *state.tokens.write().expect("tokens lock") = next;
+            Ok::<(), RuntimeError>(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("the tokens writer ({e})")))??;
         Ok(Ok(done))
     }
 }
@@ -1584,6 +1591,9 @@ mod token_file_tests {
         // A name with a carriage return, as an earlier version could write, loads.
         std::fs::write(&path, format!("{h}\tadmin\t-\tdesk\r2\tapi\n")).unwrap();
         assert_eq!(Tokens::load_file(&path).unwrap().list()[0].name, "desk\r2");
+        std::fs::write(&path, format!("{h}\tadmin\t-\t\tapi\n")).unwrap();
+        let e = Tokens::load_file(&path).unwrap_err().to_string();
+        assert!(e.contains("a token needs a name"), "{e}");
         std::fs::write(&path, format!("{h}\tadmin\t-\tx\tapi\tsms\n")).unwrap();
         let e = Tokens::load_file(&path).unwrap_err().to_string();
         assert!(

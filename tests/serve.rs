@@ -1,11 +1,12 @@
 //! Black box: `omniroute serve` on loopback, driven through the Rust client: a first
 //! start prints its certificate, fingerprint and tokens; a customer's chat reaches an
 //! agent, who answers and completes it; after a SIGKILL and a restart the same
-//! certificate and tokens work and the conversation is still there.
+//! certificate and tokens (those printed, and one made through the API) work and the
+//! conversation is still there.
 
 use omniroute_actors::{InboundOutcome, Push};
 use omniroute_transport::client::Client;
-use omniroute_transport::proto::PresenceArg;
+use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
 use omniroute_transport::tls::SELF_SIGNED_NAME;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -127,6 +128,23 @@ async fn serve_survives_a_kill_with_its_identity_tokens_and_conversations() {
     ana.send_message(interaction, "let me fix that")
         .await
         .unwrap();
+    // A token made through the API is in the tokens file the restart reads.
+    #[derive(serde::Deserialize)]
+    struct NewToken {
+        token: String,
+    }
+    let admin = connect(server.addr, server.tokens["admin"].clone()).await;
+    let desk: NewToken = admin
+        .request_as(ClientMsg::CreateToken {
+            id: admin.id(),
+            name: "ana-second-desk".into(),
+            role: Role::Agent,
+            agent: Some("ana".into()),
+            channels: Vec::new(),
+        })
+        .await
+        .unwrap();
+    admin.close();
     // Batched durability: give the flusher its few ms, then kill it hard.
     tokio::time::sleep(Duration::from_millis(100)).await;
     ana.close();
@@ -149,6 +167,8 @@ async fn serve_survives_a_kill_with_its_identity_tokens_and_conversations() {
         Some("ana"),
         "still ana's after the restart"
     );
+    let second = connect(again.addr, desk.token).await;
+    assert_eq!(second.agent.as_deref(), Some("ana"), "the API's token kept");
     again.child.kill().unwrap();
     again.child.wait().unwrap();
 }

@@ -1707,15 +1707,10 @@ impl Runtime {
     pub fn customer_history(&self, customer: &str) -> Vec<ConversationView> {
         // The customer's own index, not a scan of every interaction (an id the engine
         // purged since housekeeping last ran is skipped).
-        let Some(ids) = self
-            .core
-            .histories
-            .by_customer
-            .get(customer)
-            .map(|v| v.clone())
-        else {
+        let ids = self.indexed_history(customer);
+        if ids.is_empty() {
             return Vec::new();
-        };
+        }
         let (mut found, _) = self.core.shared.read(|e| {
             ids.iter()
                 .filter_map(|id| e.interaction(*id).ok())

@@ -127,9 +127,14 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
+/// Milliseconds of the run's clock since `start`.
+fn ms_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
 impl SimAgent {
     fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        ms_since(self.start)
     }
 
     /// Works the shift: until the push stream ends.
@@ -253,7 +258,7 @@ impl<D: Desk> Answer<D> {
             kind: kind.into(),
             interaction: self.interaction.0,
             agent: self.agent.clone(),
-            at_ms: self.start.elapsed().as_millis() as u64,
+            at_ms: ms_since(self.start),
             detail,
         });
     }
@@ -277,7 +282,7 @@ impl<D: Desk> Answer<D> {
                 return;
             }
         }
-        let at = self.start.elapsed().as_millis() as u64;
+        let at = ms_since(self.start);
         let record = {
             let mut r = self.shared.records.lock().unwrap();
             let record = match self.record {
@@ -299,7 +304,7 @@ impl<D: Desk> Answer<D> {
         match self.desk.complete(interaction).await {
             Ok(()) => {
                 if let Some(i) = record {
-                    let at = self.start.elapsed().as_millis() as u64;
+                    let at = ms_since(self.start);
                     self.shared.records.lock().unwrap().completed(i, at);
                 }
             }

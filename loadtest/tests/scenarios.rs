@@ -344,3 +344,26 @@ fn agents_done_with_wrap_up_sooner_end_it_themselves() {
         "{wrap_s} vs {all}"
     );
 }
+
+#[test]
+fn replications_and_jobs_below_one_are_refused_by_name() {
+    for (flag, args) in [
+        ("--replications", ["--replications", "0", "--jobs", "1"]),
+        ("--jobs", ["--replications", "2", "--jobs", "0"]),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .arg("--scenario")
+            .arg(shipped("small.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{flag} must be at least 1")), "{err}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing ran: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

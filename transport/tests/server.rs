@@ -1151,6 +1151,14 @@ async fn a_channel_token_scoped_to_channels_acts_on_those_only() {
         "unknown_id",
     );
     assert!(m.contains("pigeon"), "{m}");
+    // A channel name the tokens file could not hold is refused, and nothing is made.
+    let m = refused(
+        admin
+            .request(create("two-in-one", Role::Channel, &["sms,chat"]))
+            .await,
+        "bad_field",
+    );
+    assert!(m.contains("no commas"), "{m}");
     let made: NewToken = admin
         .request_as(create("sms-gateway", Role::Channel, &["sms"]))
         .await
@@ -1164,6 +1172,7 @@ async fn a_channel_token_scoped_to_channels_acts_on_those_only() {
         .request_as(ClientMsg::ListTokens { id: admin.id() })
         .await
         .unwrap();
+    assert!(listed.iter().all(|t| t.name != "two-in-one"));
     let sms_entry = listed.iter().find(|t| t.name == "sms-gateway").unwrap();
     assert_eq!(sms_entry.channels, vec!["sms".to_string()]);
 

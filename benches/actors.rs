@@ -14,7 +14,11 @@
 //! * `memory`: resident memory per idle agent actor (10,000 agents) and per live
 //!   conversation (10,000 waiting interactions), from `/proc/self/statm` deltas.
 //!
-//! `cargo bench --bench actors` (all) or name parts: `-- latency lifecycles memory`.
+//! * `floor`: what one simulated interaction cannot cost less than on the simulator's
+//!   single thread — a full lifecycle through the engine and its log alone (no
+//!   actors), one actor message, one short actor life (spawn, message, stop).
+//!
+//! `cargo bench --bench actors` (all) or name parts: `-- latency lifecycles memory floor`.
 //! `OMNIROUTE_BENCH_QUICK=1` runs each for a fraction of the time.
 
 /// The binary's allocator (see the workspace Cargo.toml).
@@ -373,4 +377,281 @@ fn main() {
     if want("memory") {
         memory();
     }
+    if want("floor") {
+        floor();
+    }
+}
+
+/// What one simulated interaction cannot cost less than, on one thread as the
+/// simulator runs (a current-thread tokio runtime): the engine and its log alone for a
+/// full lifecycle, one actor message (a cast that wakes the receiving actor), and one
+/// actor's life (spawned linked to a supervisor, one message, stopped, its supervisor
+/// told).
+fn floor() {
+    let lifecycles = if quick() { 50_000 } else { 500_000 };
+    // A first pass grows the allocator's memory (every interaction stays in the
+    // engine, as finished work does for a day): measured, not reported.
+    engine_lifecycles(lifecycles, 2_000);
+    for in_flight in [500, 2_000] {
+        let (took, records) = engine_lifecycles(lifecycles, in_flight);
+        println!(
+            "floor        engine + log, {in_flight:>5} live: {:.2} µs per lifecycle ({records} records), {:.0} lifecycles/s",
+            took.as_secs_f64() * 1e6 / lifecycles as f64,
+            lifecycles as f64 / took.as_secs_f64()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let hops = if quick() { 200_000 } else { 2_000_000 };
+    let took = rt.block_on(ping_pong(hops));
+    println!(
+        "floor        actor message (cast, the receiver woken, handled): {:.2} µs per hop ({hops} hops)",
+        took.as_secs_f64() * 1e6 / hops as f64
+    );
+    let lives = if quick() { 20_000 } else { 200_000 };
+    let took = rt.block_on(actor_lives(lives));
+    println!(
+        "floor        actor life (spawn linked, one message, stop, supervisor told): {:.2} µs per actor ({lives} actors)",
+        took.as_secs_f64() * 1e6 / lives as f64
+    );
+}
+
+/// Full lifecycles (submit → offer → accept → complete → end of wrap-up: 4 records)
+/// through the engine and the log on the simulator's store (records encoded, then
+/// dropped), 1,000 agents taking one call each, `in_flight` live (the rest wait).
+fn engine_lifecycles(lifecycles: u64, in_flight: u64) -> (Duration, u64) {
+    use omniroute_actors::engine::journal::{Command, DiscardStore};
+    use std::collections::VecDeque;
+    let mut config = center(1_000, 60_000);
+    for a in &mut config.agents {
+        a.capacity = CapacityProfile::simple(10, &["voice"]);
+    }
+    let (journal, _) = Journal::open(
+        Arc::new(DiscardStore::new()),
+        Some(config),
+        JournalConfig {
+            durability: Durability::Batched {
+                flush_every_ms: 100,
+            },
+            snapshot_every: 0,
+            external_timers: true,
+            ..JournalConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let mut now: TimeMs = 1;
+    for n in 0..1_000 {
+        journal
+            .execute(
+                Command::SetPresence {
+                    agent: format!("a{n}"),
+                    presence: Presence::Available,
+                },
+                now,
+            )
+            .unwrap();
+    }
+    let mut offered: VecDeque<(InteractionId, String)> = VecDeque::new();
+    let take = |events: &[Event], offered: &mut VecDeque<(InteractionId, String)>| {
+        for e in events {
+            if let Event::Offered {
+                interaction, agent, ..
+            } = e
+            {
+                offered.push_back((*interaction, agent.to_string()));
+            }
+        }
+    };
+    let (mut records, mut done, mut submitted) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    while done < lifecycles {
+        while submitted - done < in_flight && submitted < lifecycles {
+            let ack = journal
+                .execute(
+                    Command::Submit {
+                        request: NewInteraction::new("voice", "c").to_queue("q"),
+                    },
+                    now,
+                )
+                .unwrap();
+            records += 1;
+            submitted += 1;
+            take(&ack.events, &mut offered);
+        }
+        let (interaction, agent) = offered.pop_front().expect("an offer is out");
+        now += 1;
+        for command in [
+            Command::Accept {
+                agent: agent.clone(),
+                interaction,
+            },
+            Command::Complete {
+                agent: agent.clone(),
+                interaction,
+                wrap_up_code: None,
+            },
+            Command::EndWrapUp { agent, interaction },
+        ] {
+            let ack = journal.execute(command, now).unwrap();
+            records += 1;
+            take(&ack.events, &mut offered);
+        }
+        done += 1;
+    }
+    (started.elapsed(), records)
+}
+
+struct Pong;
+
+/// Hops left, and (once) who to send it on to.
+struct Ball(u64, Option<ractor::ActorRef<Ball>>);
+
+impl ractor::Actor for Pong {
+    type Msg = Ball;
+    type State = (
+        Option<ractor::ActorRef<Ball>>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    );
+    type Arguments = Option<tokio::sync::oneshot::Sender<()>>;
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        done: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok((None, done))
+    }
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        Ball(left, peer): Ball,
+        state: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let Some(peer) = peer {
+            state.0 = Some(peer);
+        }
+        if left == 0 {
+            if let Some(done) = state.1.take() {
+                let _ = done.send(());
+            }
+            return Ok(());
+        }
+        if let Some(peer) = &state.0 {
+            let _ = peer.cast(Ball(left - 1, None));
+        }
+        Ok(())
+    }
+}
+
+/// Two actors passing one message back and forth `hops` times: each hop is a cast that
+/// wakes the other actor's task.
+async fn ping_pong(hops: u64) -> Duration {
+    let (done_a, a_done) = tokio::sync::oneshot::channel();
+    let (done_b, b_done) = tokio::sync::oneshot::channel();
+    let (a, _ha) = ractor::Actor::spawn(None, Pong, Some(done_a))
+        .await
+        .unwrap();
+    let (b, _hb) = ractor::Actor::spawn(None, Pong, Some(done_b))
+        .await
+        .unwrap();
+    // Introduce them (b learns a with the first message; a learns b here).
+    a.cast(Ball(u64::MAX, Some(b.clone()))).unwrap();
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    b.cast(Ball(hops, Some(a.clone()))).unwrap();
+    tokio::select! {
+        _ = a_done => {}
+        _ = b_done => {}
+    }
+    let took = started.elapsed();
+    a.stop(None);
+    b.stop(None);
+    took
+}
+
+struct Brief;
+
+impl ractor::Actor for Brief {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<()>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(
+        &self,
+        myself: ractor::ActorRef<()>,
+        _: (),
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+struct Counting;
+
+impl ractor::Actor for Counting {
+    type Msg = ();
+    type State = (u64, Option<tokio::sync::oneshot::Sender<()>>);
+    type Arguments = (u64, tokio::sync::oneshot::Sender<()>);
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<()>,
+        (n, done): Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok((n, Some(done)))
+    }
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<()>,
+        _: (),
+        _: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle_supervisor_evt(
+        &self,
+        _: ractor::ActorRef<()>,
+        event: ractor::SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        if let ractor::SupervisionEvent::ActorTerminated(..) = event {
+            state.0 -= 1;
+            if state.0 == 0
+                && let Some(done) = state.1.take()
+            {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `lives` short-lived actors, as the runtime runs a conversation: spawned linked to a
+/// supervisor, sent one message, stopped; the supervisor hears of each end.
+async fn actor_lives(lives: u64) -> Duration {
+    let (done, all_done) = tokio::sync::oneshot::channel();
+    let (supervisor, _h) = ractor::Actor::spawn(None, Counting, (lives, done))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..lives {
+        let (actor, _) =
+            ractor::ActorRuntime::spawn_linked_instant(None, Brief, (), supervisor.get_cell())
+                .unwrap();
+        actor.cast(()).unwrap();
+        // Let it run, as an interaction's conversation lives across many turns.
+        tokio::task::yield_now().await;
+    }
+    all_done.await.unwrap();
+    let took = started.elapsed();
+    supervisor.stop(None);
+    took
 }

@@ -96,6 +96,9 @@ struct Histories {
     /// wrap-up), so housekeeping walks this from the front, forgetting what the engine
     /// no longer holds, until a batch in which it holds everything.
     finished: Mutex<VecDeque<(InteractionId, Arc<str>)>>,
+    /// The engine's [`forget_epoch`](omniroute_engine::Engine::forget_epoch) when the
+    /// index was last checked: until the engine forgets something, nothing is checked.
+    checked: Mutex<Option<(u64, u64)>>,
 }
 
 impl Histories {
@@ -111,6 +114,12 @@ impl Histories {
                 .or_default()
                 .push(interaction),
         }
+    }
+
+    /// Whether the engine may have forgotten indexed work since the last check (its
+    /// forget epoch is now `epoch`); notes `epoch` as checked.
+    fn needs_check(&self, epoch: (u64, u64)) -> bool {
+        self.checked.lock().replace(epoch) != Some(epoch)
     }
 
     /// Forgets the finished interactions the engine has purged. `purged` answers, for
@@ -1392,11 +1401,15 @@ impl Runtime {
                 core.customers.retain(|_, t| {
                     t.live.is_some() || now.saturating_sub(t.last_activity_ms) <= window
                 });
-                core.histories.forget_purged(|ids| {
-                    core.shared
-                        .read(|e| ids.iter().map(|id| !e.holds(*id)).collect())
-                        .0
-                });
+                // Read before the walk: a purge during it shows at the next round.
+                let epoch = core.shared.read(|e| e.forget_epoch()).0;
+                if core.histories.needs_check(epoch) {
+                    core.histories.forget_purged(|ids| {
+                        core.shared
+                            .read(|e| ids.iter().map(|id| !e.holds(*id)).collect())
+                            .0
+                    });
+                }
                 let orphaned = core
                     .shared
                     .journal

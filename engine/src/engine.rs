@@ -36,7 +36,14 @@ pub struct Engine {
     admin: Mutex<()>,
     pub(crate) interactions: DashMap<InteractionId, InteractionRef, rustc_hash::FxBuildHasher>,
     pub(crate) next_interaction: AtomicU64,
+    /// Which engine this is in the process (see [`Engine::forget_epoch`]).
+    pub(crate) instance: u64,
+    /// How many times this engine has forgotten interactions.
+    pub(crate) forgets: AtomicU64,
 }
+
+/// Numbers each engine built in this process (see [`Engine::forget_epoch`]).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// Who routed an offer, for the history.
 #[derive(Clone, Copy)]
@@ -81,6 +88,8 @@ impl Engine {
                 rustc_hash::FxBuildHasher,
             ),
             next_interaction: AtomicU64::new(node + 1),
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            forgets: AtomicU64::new(0),
         };
         let catalog = engine.catalog.load();
         for update in compiled.agent_updates {

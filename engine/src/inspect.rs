@@ -232,6 +232,21 @@ impl Engine {
         self.interactions.contains_key(&id)
     }
 
+    /// Changes whenever this engine forgets interactions (a purge or [`Engine::forget`]
+    /// that removed any) and differs between engines (a snapshot's restore builds a
+    /// new one): an index of what the engine holds need not be checked again while
+    /// this stays the same.
+    pub fn forget_epoch(&self) -> (u64, u64) {
+        (self.instance, self.forgets.load(Ordering::Acquire))
+    }
+
+    fn forgot(&self, how_many: usize) -> usize {
+        if how_many > 0 {
+            self.forgets.fetch_add(1, Ordering::AcqRel);
+        }
+        how_many
+    }
+
     /// An interaction's customer and channel, without copying the rest (adapters'
     /// and sessions' ownership checks, outbound pushes).
     pub fn interaction_owner(&self, id: InteractionId) -> Result<(String, String)> {
@@ -304,6 +319,7 @@ impl Engine {
             });
         }
         self.interactions.remove(&id);
+        self.forgot(1);
         Ok(())
     }
 
@@ -320,7 +336,7 @@ impl Engine {
         let before = self.interactions.len();
         self.interactions
             .retain(|_, ic| !ic.lock().state.is_terminal());
-        before - self.interactions.len()
+        self.forgot(before - self.interactions.len())
     }
 
     /// Forgets the finished interactions (completed or abandoned) that finished before
@@ -331,7 +347,7 @@ impl Engine {
             let i = ic.lock();
             !i.state.is_terminal() || i.history.last().is_some_and(|h| h.at_ms() >= cutoff_ms)
         });
-        before - self.interactions.len()
+        self.forgot(before - self.interactions.len())
     }
 
     /// An agent's state.

@@ -1029,3 +1029,29 @@ fn explanations_include_agents_reached_through_overflow() {
     let (_, ev) = h.step(|e, now, out| e.complete("techie", busy, None, now, out));
     assert_eq!(offered_to(&ev, id).as_deref(), Some("techie"));
 }
+
+#[test]
+fn the_forget_epoch_moves_only_when_the_engine_forgets_work() {
+    let mut h = Harness::new(center(vec![voice_chat_agent("ana", &[("billing", 5)])]));
+    let start = h.engine.forget_epoch();
+    let (a, _) = h.submit(NewInteraction::new("chat", "c1"));
+    let (b, _) = h.submit(NewInteraction::new("chat", "c2"));
+    h.step(|e, now, out| e.abandon(a, now, out)).0.unwrap();
+    assert_eq!(
+        h.engine.forget_epoch(),
+        start,
+        "new and finished work forget nothing"
+    );
+    // A purge that removes nothing leaves it; one that removes something moves it.
+    assert_eq!(h.engine.purge_finished_before(0), 0);
+    assert_eq!(h.engine.forget_epoch(), start);
+    assert_eq!(h.engine.purge_finished(), 1);
+    let after_purge = h.engine.forget_epoch();
+    assert_ne!(after_purge, start);
+    h.step(|e, now, out| e.abandon(b, now, out)).0.unwrap();
+    h.engine.forget(b).unwrap();
+    assert_ne!(h.engine.forget_epoch(), after_purge, "forget moves it too");
+    // Another engine (a snapshot's restore) never shares an epoch.
+    let restored = Engine::restore(h.engine.export()).unwrap();
+    assert_ne!(restored.forget_epoch(), h.engine.forget_epoch());
+}

@@ -262,6 +262,9 @@ pub(crate) struct Core {
     pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>, FxBuildHasher>,
     identities: DashMap<ActorId, Identity, FxBuildHasher>,
     customers: DashMap<String, CustomerTrack>,
+    /// Customers whose work finished, with when, oldest first: housekeeping forgets
+    /// those still idle past the switching window without visiting every customer.
+    expiring: Mutex<VecDeque<(TimeMs, Arc<str>)>>,
     histories: Histories,
     bots: DashMap<String, ActorRef<BotMsg>>,
     virtual_agents: HashMap<String, Arc<dyn VirtualAgent>>,
@@ -602,7 +605,31 @@ impl Core {
                 t.ended_ms = Some(at_ms);
                 t.last_activity_ms = at_ms;
             }
+            self.expiring.lock().push_back((at_ms, c.clone()));
             self.histories.finished.lock().push_back((interaction, c));
+        }
+    }
+
+    /// Forgets customers with no live work and no activity within the switching
+    /// window. A customer's activity after its work finished only comes with new work,
+    /// whose end queues it again: the queue's front is all that needs looking at.
+    fn forget_idle_customers(&self, now: TimeMs) {
+        let window = self.shared.config.switch_window_ms;
+        loop {
+            let customer = {
+                let mut q = self.expiring.lock();
+                match q.front() {
+                    Some((at, _)) if now.saturating_sub(*at) > window => {
+                        q.pop_front().map(|(_, c)| c)
+                    }
+                    _ => return,
+                }
+            };
+            if let Some(c) = customer {
+                self.customers.remove_if(&*c, |_, t| {
+                    t.live.is_none() && now.saturating_sub(t.last_activity_ms) > window
+                });
+            }
         }
     }
 
@@ -1267,6 +1294,7 @@ impl Runtime {
             conversations: DashMap::default(),
             identities: DashMap::default(),
             customers: DashMap::new(),
+            expiring: Mutex::default(),
             histories: Histories::default(),
             bots: DashMap::new(),
             virtual_agents: virtual_agents
@@ -1397,10 +1425,7 @@ impl Runtime {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
                 let Some(core) = weak.upgrade() else { return };
                 let now = core.shared.now_ms();
-                let window = core.shared.config.switch_window_ms;
-                core.customers.retain(|_, t| {
-                    t.live.is_some() || now.saturating_sub(t.last_activity_ms) <= window
-                });
+                core.forget_idle_customers(now);
                 // Read before the walk: a purge during it shows at the next round.
                 let epoch = core.shared.read(|e| e.forget_epoch()).0;
                 if core.histories.needs_check(epoch) {
@@ -1749,6 +1774,13 @@ impl Runtime {
             .get(customer)
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Customers the runtime keeps switching state for: those with live work and
+    /// those whose work ended within the switching window (housekeeping, every 10 s,
+    /// forgets the rest).
+    pub fn tracked_customers(&self) -> usize {
+        self.core.customers.len()
     }
 
     /// Live interactions (admitted, not yet completed or abandoned).

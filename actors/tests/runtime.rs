@@ -1181,3 +1181,47 @@ async fn work_in_wrap_up_at_a_restart_stops_counting_as_live_when_its_wrap_up_en
         .collect();
     assert_eq!(history, vec![id]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn customers_are_forgotten_once_idle_past_the_switching_window_and_not_before() {
+    // The default switching window: 10 minutes; housekeeping every 10 s.
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let c1 = chat_accepted(&rt, &mut ana, "c1", "hello").await;
+    let mut bob = online(&rt, "bob").await;
+    let c2 = chat_accepted(&rt, &mut bob, "c2", "hi").await;
+    ana.complete(c1, None).await.unwrap();
+    let first_end = tokio::time::Instant::now();
+    settle().await;
+    assert_eq!(rt.tracked_customers(), 2);
+    // Within the window c1 is kept (its switching state), c2 is live.
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    settle().await;
+    assert_eq!(rt.tracked_customers(), 2);
+    // c1 comes back with new work before the window ends, which finishes soon: its
+    // first end must not make housekeeping forget it early.
+    while ana.try_next().is_some() {}
+    let again = rt
+        .submit(NewInteraction::new("chat", "c1").to_queue("q"))
+        .await
+        .unwrap();
+    let Push::Offer(_) = next(&mut ana).await else {
+        panic!("offer expected")
+    };
+    ana.accept(again).await.unwrap();
+    ana.complete(again, None).await.unwrap();
+    let second_end = tokio::time::Instant::now();
+    assert!(second_end - first_end < Duration::from_secs(9 * 60));
+    // Past the window after its first end, within it after its second.
+    tokio::time::sleep_until(first_end + Duration::from_secs(10 * 60 + 30)).await;
+    settle().await;
+    assert_eq!(rt.tracked_customers(), 2, "c1 active lately; c2 live");
+    // Past the window after its last end: c1 is forgotten, live c2 is not.
+    tokio::time::sleep_until(second_end + Duration::from_secs(10 * 60 + 11)).await;
+    settle().await;
+    assert_eq!(rt.tracked_customers(), 1, "c2 only");
+    bob.complete(c2, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10 * 60 + 11)).await;
+    settle().await;
+    assert_eq!(rt.tracked_customers(), 0);
+}

@@ -622,7 +622,14 @@ impl Core {
                     Some((at, _)) if now.saturating_sub(*at) > window => {
                         q.pop_front().map(|(_, c)| c)
                     }
-                    _ => return,
+                    _ => {
+                        // A peak's capacity is not kept for good.
+                        let len = q.len();
+                        if q.capacity() > 1_024 && len < q.capacity() / 4 {
+                            q.shrink_to(len * 2);
+                        }
+                        return;
+                    }
                 }
             };
             if let Some(c) = customer {
@@ -1427,6 +1434,9 @@ impl Runtime {
                 let now = core.shared.now_ms();
                 core.forget_idle_customers(now);
                 // Read before the walk: a purge during it shows at the next round.
+                // (A record routed only after a purge that already forgot its
+                // interaction — delivery later than the retention — leaves its entry
+                // until the engine's next purge moves the epoch.)
                 let epoch = core.shared.read(|e| e.forget_epoch()).0;
                 if core.histories.needs_check(epoch) {
                     core.histories.forget_purged(|ids| {

@@ -236,8 +236,10 @@ impl Engine {
         }
         // Finished interactions of removed queues are forgotten (live ones were refused).
         if !compiled.removed_queues.is_empty() {
+            let before = self.interactions.len();
             self.interactions
                 .retain(|_, ic| !compiled.removed_queues.contains(&ic.lock().queue));
+            self.forgot(before - self.interactions.len());
         }
         // Every live interaction of a changed queue has its relaxation state repaired
         // against the new definition; queued ones route again keeping their age (which

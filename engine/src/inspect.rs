@@ -232,15 +232,16 @@ impl Engine {
         self.interactions.contains_key(&id)
     }
 
-    /// Changes whenever this engine forgets interactions (a purge or [`Engine::forget`]
-    /// that removed any) and differs between engines (a snapshot's restore builds a
+    /// Changes whenever this engine forgets interactions (a purge, [`Engine::forget`]
+    /// or a reconfiguration removing a queue with finished work — any that removed
+    /// some) and differs between engines (a snapshot's restore builds a
     /// new one): an index of what the engine holds need not be checked again while
     /// this stays the same.
     pub fn forget_epoch(&self) -> (u64, u64) {
         (self.instance, self.forgets.load(Ordering::Acquire))
     }
 
-    fn forgot(&self, how_many: usize) -> usize {
+    pub(crate) fn forgot(&self, how_many: usize) -> usize {
         if how_many > 0 {
             self.forgets.fetch_add(1, Ordering::AcqRel);
         }

@@ -1051,7 +1051,24 @@ fn the_forget_epoch_moves_only_when_the_engine_forgets_work() {
     h.step(|e, now, out| e.abandon(b, now, out)).0.unwrap();
     h.engine.forget(b).unwrap();
     assert_ne!(h.engine.forget_epoch(), after_purge, "forget moves it too");
-    // Another engine (a snapshot's restore) never shares an epoch.
+    // Removing a queue forgets its finished work: the epoch moves.
+    let (c, _) = h.submit(NewInteraction::new("chat", "c3").to_queue("tech"));
+    h.step(|e, now, out| e.abandon(c, now, out)).0.unwrap();
+    let before_removal = h.engine.forget_epoch();
+    let mut config = h.engine.config();
+    config.queues.retain(|q| q.id != "tech");
+    h.step(|e, now, out| e.reconfigure(config, now, out))
+        .0
+        .unwrap();
+    assert!(!h.engine.holds(c));
+    assert_ne!(
+        h.engine.forget_epoch(),
+        before_removal,
+        "reconfigure moves it"
+    );
+    // Another engine (a snapshot's restore) never shares an epoch, even with the same
+    // count of forgets (none yet).
     let restored = Engine::restore(h.engine.export()).unwrap();
-    assert_ne!(restored.forget_epoch(), h.engine.forget_epoch());
+    assert_eq!(restored.forget_epoch().1, start.1);
+    assert_ne!(restored.forget_epoch(), start);
 }

@@ -146,9 +146,23 @@ fn main() {
         if jobs == 0 {
             fail("--jobs must be at least 1".into());
         }
+        let began = std::time::Instant::now();
         let summary = omniroute_loadtest::replications::run(&scenario, &seeds, jobs)
             .unwrap_or_else(|e| fail(e));
+        let wall = began.elapsed().as_secs_f64();
         print!("{}", summary.table());
+        // Throughput over all the runs (not part of the summary, which does not depend
+        // on --jobs).
+        let interactions: f64 = summary
+            .runs
+            .iter()
+            .map(|r| (r.interactions_per_wall_s * r.wall_s).round())
+            .sum();
+        println!(
+            "{} runs, {interactions:.0} interactions in {wall:.2} wall s with {jobs} jobs: {:.0} interactions per wall second",
+            summary.runs.len(),
+            interactions / wall.max(1e-9)
+        );
         if let Some(path) = &a.report {
             write_json(path, &summary);
         }

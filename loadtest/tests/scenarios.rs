@@ -367,3 +367,44 @@ fn replications_and_jobs_below_one_are_refused_by_name() {
         );
     }
 }
+
+#[test]
+fn replications_report_their_throughput_over_all_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("--scenario")
+        .arg(shipped("small.toml"))
+        .args(["--replications", "2", "--jobs", "2", "--report"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("2 runs, "))
+        .unwrap_or_else(|| panic!("no throughput line: {text}"));
+    let total: f64 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // The two runs' own counts, from the report.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    let own: f64 = runs
+        .iter()
+        .map(|r| {
+            (r["interactions_per_wall_s"].as_f64().unwrap() * r["wall_s"].as_f64().unwrap()).round()
+        })
+        .sum();
+    assert_eq!(total, own, "{line}");
+    assert!((2_000.0..4_000.0).contains(&total), "{line}");
+    assert!(
+        line.contains("with 2 jobs") && line.ends_with("interactions per wall second"),
+        "{line}"
+    );
+}

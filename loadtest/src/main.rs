@@ -153,15 +153,12 @@ fn main() {
         print!("{}", summary.table());
         // Throughput over all the runs (not part of the summary, which does not depend
         // on --jobs).
-        let interactions: f64 = summary
-            .runs
-            .iter()
-            .map(|r| (r.interactions_per_wall_s * r.wall_s).round())
-            .sum();
+        let interactions: u64 = summary.runs.iter().map(|r| r.interactions).sum();
         println!(
-            "{} runs, {interactions:.0} interactions in {wall:.2} wall s with {jobs} jobs: {:.0} interactions per wall second",
+            "{} runs, {interactions} interactions in {wall:.2} wall s with {} jobs: {:.0} interactions per wall second",
             summary.runs.len(),
-            interactions / wall.max(1e-9)
+            jobs.min(seeds.len()),
+            interactions as f64 / wall.max(1e-9)
         );
         if let Some(path) = &a.report {
             write_json(path, &summary);

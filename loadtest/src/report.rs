@@ -616,6 +616,8 @@ pub struct Report {
     /// Of those, setting up before the clock started (connect mode: configuring the
     /// server, making tokens, opening sessions; virtual time: starting the runtime).
     pub setup_wall_s: f64,
+    /// Interactions submitted (every customer who arrived).
+    pub interactions: u64,
     /// Interactions simulated per wall-clock second, setup left out.
     pub interactions_per_wall_s: f64,
     /// Per queue.
@@ -857,6 +859,7 @@ impl Report {
             simulated_s: end as f64 / 1e3,
             wall_s: wall.as_secs_f64(),
             setup_wall_s: records.setup_wall.as_secs_f64(),
+            interactions: records.interactions.len() as u64,
             interactions_per_wall_s: records.interactions.len() as f64
                 / wall
                     .saturating_sub(records.setup_wall)

@@ -157,7 +157,7 @@ fn main() {
         println!(
             "{} runs, {interactions} interactions in {wall:.2} wall s with {} jobs: {:.0} interactions per wall second",
             summary.runs.len(),
-            jobs.min(seeds.len()),
+            omniroute_loadtest::replications::threads(jobs, seeds.len()),
             interactions as f64 / wall.max(1e-9)
         );
         if let Some(path) = &a.report {

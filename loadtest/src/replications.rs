@@ -99,6 +99,11 @@ pub struct Summary {
     pub runs: Vec<Report>,
 }
 
+/// How many replications run at once: `jobs`, at least one, at most one per run.
+pub fn threads(jobs: usize, runs: usize) -> usize {
+    jobs.clamp(1, runs.max(1))
+}
+
 /// Runs `scenario` once per seed on virtual time.
 ///
 /// Up to `jobs` replications run at once, each on a thread of its own (a run is
@@ -109,7 +114,7 @@ pub fn run(scenario: &Scenario, seeds: &[u64], jobs: usize) -> Result<Summary, S
     let done: Vec<std::sync::Mutex<Option<Result<Report, String>>>> =
         seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, seeds.len().max(1)) {
+        for _ in 0..threads(jobs, seeds.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -32,14 +32,14 @@ pub enum AgentMsg {
         /// The offer.
         push: Arc<OfferPush>,
     },
-    /// Another event about this agent.
+    /// Other events about this agent: one record's, in its order.
     Routed {
         /// Record sequence.
         seq: u64,
         /// When it happened.
         at_ms: TimeMs,
-        /// The event.
-        event: Event,
+        /// The events.
+        events: Vec<Event>,
     },
     /// A session connected.
     SessionOpened,
@@ -565,9 +565,11 @@ impl AgentState {
                     state.offer_context(push);
                 }
             }
-            AgentMsg::Routed { seq, at_ms, event } => {
+            AgentMsg::Routed { seq, at_ms, events } => {
                 if seq > state.seen_seq {
-                    state.on_event(&myself, at_ms, event);
+                    for event in events {
+                        state.on_event(&myself, at_ms, event);
+                    }
                 }
             }
             AgentMsg::SessionOpened => {

@@ -1,5 +1,9 @@
 //! The conversation actor: one per live interaction, from its creation until it is
-//! finished (completed and wrapped up, or abandoned). It owns the transcript (every
+//! finished (completed and wrapped up, or abandoned). A finished conversation's actor
+//! goes back to the runtime's pool of idle conversation actors (up to
+//! [`crate::RuntimeConfig::idle_conversation_actors`]) and serves the next new
+//! interaction: still one actor per live conversation, supervised, but not a spawn and a
+//! stop per interaction. It owns the transcript (every
 //! message and a line per routing step), the participants, and the context an agent is
 //! offered with — so a transferred conversation reaches its next agent with everything
 //! said and collected so far. Events about an interaction reach its agent through this
@@ -44,17 +48,30 @@ pub struct ConversationView {
 pub enum ConversationMsg {
     /// Build state from the engine (after a restart, or for work that existed at start).
     Rebuild,
-    /// An event about this interaction.
+    /// Events about this interaction: one record's, in its order.
     Routed {
         /// Record sequence.
         seq: u64,
         /// When it happened.
         at_ms: TimeMs,
-        /// The event.
-        event: Event,
+        /// The events.
+        events: Vec<Event>,
     },
-    /// The conversation.
-    View(RpcReplyPort<ConversationView>),
+    /// A pooled (idle) actor takes a new interaction; its `created` event follows.
+    Start {
+        /// The interaction.
+        interaction: InteractionId,
+        /// Its request (customer, attributes).
+        request: Arc<NewInteraction>,
+    },
+    /// The conversation, if this actor still holds `interaction` (`None`: it finished
+    /// and the actor went back to the pool, or serves another one now).
+    View {
+        /// The interaction asked about.
+        interaction: InteractionId,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Option<ConversationView>>,
+    },
     /// Fault injection: panic now.
     Crash,
 }
@@ -78,6 +95,8 @@ pub(crate) enum ConversationArgs {
 
 pub(crate) struct ConversationState {
     core: Arc<Core>,
+    /// Back in the pool: holds no interaction, drops whatever is still routed to it.
+    idle: bool,
     ready: bool,
     restarted: bool,
     /// Agents the interaction was offered to, from its history (filled by a rebuild).
@@ -234,23 +253,45 @@ impl Actor for ConversationActor {
         _myself: ActorRef<ConversationMsg>,
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
-        let (core, interaction, request, ready, restarted) = match args {
+        Ok(match args {
             ConversationArgs::New {
                 core,
                 interaction,
                 request,
-            } => (core, interaction, request, true, false),
+            } => ConversationState::new(core, interaction, request, true, false),
             ConversationArgs::Existing {
                 core,
                 interaction,
                 restarted,
-            } => (core, interaction, None, false, restarted),
-        };
+            } => ConversationState::new(core, interaction, None, false, restarted),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        msg: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.step(&myself, msg);
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    fn new(
+        core: Arc<Core>,
+        interaction: InteractionId,
+        request: Option<Arc<NewInteraction>>,
+        ready: bool,
+        restarted: bool,
+    ) -> ConversationState {
         let (customer, attributes) = request
             .map(|r| (r.customer.clone(), r.attributes.clone()))
             .unwrap_or_default();
-        Ok(ConversationState {
+        ConversationState {
             core,
+            idle: false,
             ready,
             restarted,
             agents_seen: Vec::new(),
@@ -268,21 +309,9 @@ impl Actor for ConversationActor {
                 channels: Vec::new(),
                 transcript: Vec::new(),
             },
-        })
+        }
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<ConversationMsg>,
-        msg: ConversationMsg,
-        state: &mut ConversationState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.step(&myself, msg);
-        Ok(())
-    }
-}
-
-impl ConversationState {
     fn step(&mut self, myself: &ActorRef<ConversationMsg>, msg: ConversationMsg) {
         let state = self;
         match msg {
@@ -306,16 +335,38 @@ impl ConversationState {
                     }
                 }
             }
+            ConversationMsg::Start {
+                interaction,
+                request,
+            } => {
+                *state = ConversationState::new(
+                    state.core.clone(),
+                    interaction,
+                    Some(request),
+                    true,
+                    false,
+                );
+            }
+            // Routed before this actor finished its previous interaction, read after:
+            // not this conversation's.
+            ConversationMsg::Routed { ref events, .. }
+                if state.idle
+                    || events
+                        .iter()
+                        .any(|e| e.interaction() != Some(state.view.interaction)) => {}
             m @ ConversationMsg::Routed { .. } if !state.ready => state.stash.push(m),
-            ConversationMsg::Routed { seq, at_ms, event } => {
+            ConversationMsg::Routed { seq, at_ms, events } => {
                 // Records up to the rebuild's are in the state already (one record
                 // may hold several events: all share its sequence number).
                 if seq > state.seen_seq {
-                    state.on_event(seq, at_ms, event);
+                    for event in events {
+                        state.on_event(seq, at_ms, event);
+                    }
                 }
             }
-            ConversationMsg::View(reply) => {
-                let _ = reply.send(state.view.clone());
+            ConversationMsg::View { interaction, reply } => {
+                let held = !state.idle && state.view.interaction == interaction;
+                let _ = reply.send(held.then(|| state.view.clone()));
             }
             ConversationMsg::Crash => {
                 panic!(
@@ -324,14 +375,23 @@ impl ConversationState {
                 )
             }
         }
-        if state.ready && state.finished() {
+        if !state.idle && state.ready && state.finished() {
             state
                 .core
                 .conversations
                 .remove_if(&state.view.interaction, |_, r| {
                     r.get_id() == myself.get_id()
                 });
-            myself.stop(None);
+            if state.core.recycle_conversation(myself) {
+                // Its memory goes now, not when the actor is next used.
+                state.idle = true;
+                state.view.transcript = Vec::new();
+                state.view.attributes.clear();
+                state.view.participants.clear();
+                state.stash = Vec::new();
+            } else {
+                myself.stop(None);
+            }
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct RuntimeConfig {
     pub bus_capacity: usize,
     /// The longest statistics window queue actors keep (default 1 hour).
     pub stats_retain_ms: u64,
+    /// Conversation actors kept idle after their interaction finished, each to serve
+    /// a next new interaction instead of an actor spawned (and a finished one stopped)
+    /// per interaction (default 1,024; 0: one actor spawned per interaction).
+    pub idle_conversation_actors: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -83,6 +87,7 @@ impl Default for RuntimeConfig {
             disconnect_grace_ms: 30_000,
             bus_capacity: 4_096,
             stats_retain_ms: 3_600_000,
+            idle_conversation_actors: 1_024,
         }
     }
 }

@@ -260,6 +260,9 @@ pub(crate) struct Core {
     pub sessions: DashMap<Arc<str>, Arc<SessionSet>, FxBuildHasher>,
     pub queues: DashMap<Arc<str>, ActorRef<QueueMsg>, FxBuildHasher>,
     pub conversations: DashMap<InteractionId, ActorRef<ConversationMsg>, FxBuildHasher>,
+    /// Conversation actors whose interaction finished, waiting for the next new one
+    /// (at most `idle_conversation_actors`; last in, first out).
+    idle_conversations: Mutex<Vec<ActorRef<ConversationMsg>>>,
     identities: DashMap<ActorId, Identity, FxBuildHasher>,
     customers: DashMap<String, CustomerTrack>,
     /// Customers whose work finished, with when, oldest first: housekeeping forgets
@@ -367,6 +370,27 @@ impl Core {
         request: Option<Arc<NewInteraction>>,
         restarted: bool,
     ) {
+        // A new interaction takes an idle actor when there is one (its `Start` is in
+        // its mailbox before anything routed to it).
+        if let Some(request) = &request {
+            loop {
+                let Some(actor) = self.idle_conversations.lock().pop() else {
+                    break;
+                };
+                self.identities
+                    .insert(actor.get_id(), Identity::Conversation(interaction));
+                let started = actor.cast(ConversationMsg::Start {
+                    interaction,
+                    request: request.clone(),
+                });
+                if started.is_ok() {
+                    self.conversations.insert(interaction, actor);
+                    return;
+                }
+                // Stopped meanwhile: not an actor any more.
+                self.identities.remove(&actor.get_id());
+            }
+        }
         let args = match request {
             Some(_) => ConversationArgs::New {
                 core: self.clone(),
@@ -401,11 +425,32 @@ impl Core {
         }
     }
 
+    /// A conversation actor whose interaction finished (and left `conversations`)
+    /// offers itself for the next one: `true` if the pool took it, `false` if it is to
+    /// stop (the pool is full, or the runtime is stopping).
+    pub(crate) fn recycle_conversation(&self, actor: &ActorRef<ConversationMsg>) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut idle = self.idle_conversations.lock();
+        if idle.len() >= self.shared.config.idle_conversation_actors {
+            return false;
+        }
+        // No identity while idle: it serves no interaction a restart would rebuild.
+        self.identities.remove(&actor.get_id());
+        idle.push(actor.clone());
+        true
+    }
+
     /// Hands one durable record's events to the actors concerned (log order: the
     /// journal calls this for one record at a time).
     fn route(self: &Arc<Self>, p: &Published) {
         self.bus.publish(p);
         let mut st = self.router.lock();
+        // One message per actor per record: its events in the record's order (a
+        // submit's `created`, `queued` and `offered` reach the conversation together).
+        let mut to_agents: Vec<(ActorRef<AgentMsg>, Vec<Event>, bool)> = Vec::new();
+        let mut to_conversations: Vec<(InteractionId, Vec<Event>)> = Vec::new();
         for event in &p.events {
             // The agent concerned hears of it first, straight from here: one sender
             // in the log's order, so its sessions see the engine's order across all
@@ -414,17 +459,19 @@ impl Core {
             if let Some(agent) = st.agent_concerned(event)
                 && let Some(a) = self.agents.get(&*agent)
             {
-                let _ = a.cast(AgentMsg::Routed {
-                    seq: p.seq,
-                    at_ms: p.at_ms,
-                    event: event.clone(),
-                });
                 // No conversation actor to send an offer's context: the agent builds
                 // it from the engine (and tells its sessions everything again).
-                if let Event::Offered { interaction, .. } = event
-                    && !self.conversations.contains_key(interaction)
+                let rebuild = matches!(event, Event::Offered { interaction, .. }
+                    if !self.conversations.contains_key(interaction));
+                match to_agents
+                    .iter_mut()
+                    .find(|(r, ..)| r.get_id() == a.get_id())
                 {
-                    let _ = a.cast(AgentMsg::Rebuild { announce: true });
+                    Some((_, events, r)) => {
+                        events.push(event.clone());
+                        *r |= rebuild;
+                    }
+                    None => to_agents.push((a.clone(), vec![event.clone()], rebuild)),
                 }
             }
             match event {
@@ -570,14 +617,11 @@ impl Core {
                 }
                 _ => {}
             }
-            if let Some(interaction) = event.interaction()
-                && let Some(c) = self.conversations.get(&interaction)
-            {
-                let _ = c.cast(ConversationMsg::Routed {
-                    seq: p.seq,
-                    at_ms: p.at_ms,
-                    event: event.clone(),
-                });
+            if let Some(interaction) = event.interaction() {
+                match to_conversations.iter_mut().find(|(i, _)| *i == interaction) {
+                    Some((_, events)) => events.push(event.clone()),
+                    None => to_conversations.push((interaction, vec![event.clone()])),
+                }
             }
             if let Event::Queued { queue, .. } = event
                 && let Some(q) = self.queues.get(queue)
@@ -585,6 +629,26 @@ impl Core {
                 let _ = q.cast(QueueMsg::Routed {
                     seq: p.seq,
                     event: event.clone(),
+                });
+            }
+        }
+        drop(st);
+        for (a, events, rebuild) in to_agents {
+            let _ = a.cast(AgentMsg::Routed {
+                seq: p.seq,
+                at_ms: p.at_ms,
+                events,
+            });
+            if rebuild {
+                let _ = a.cast(AgentMsg::Rebuild { announce: true });
+            }
+        }
+        for (interaction, events) in to_conversations {
+            if let Some(c) = self.conversations.get(&interaction) {
+                let _ = c.cast(ConversationMsg::Routed {
+                    seq: p.seq,
+                    at_ms: p.at_ms,
+                    events,
                 });
             }
         }
@@ -1299,6 +1363,7 @@ impl Runtime {
             sessions: DashMap::default(),
             queues: DashMap::default(),
             conversations: DashMap::default(),
+            idle_conversations: Mutex::default(),
             identities: DashMap::default(),
             customers: DashMap::new(),
             expiring: Mutex::default(),
@@ -1409,15 +1474,17 @@ impl Runtime {
             core.call("a queue actor starting", Some(q), QueueMsg::Stats)
                 .await?;
         }
-        let conversations: Vec<_> = core.conversations.iter().map(|r| r.clone()).collect();
-        for c in conversations {
+        let conversations: Vec<_> = core
+            .conversations
+            .iter()
+            .map(|r| (*r.key(), r.value().clone()))
+            .collect();
+        for (interaction, c) in conversations {
             // A conversation finished meanwhile stops: not an error.
             let _ = core
-                .call(
-                    "a conversation actor starting",
-                    Some(c),
-                    ConversationMsg::View,
-                )
+                .call("a conversation actor starting", Some(c), |reply| {
+                    ConversationMsg::View { interaction, reply }
+                })
                 .await;
         }
         let router = core.clone();
@@ -1734,14 +1801,14 @@ impl Runtime {
         if actor.is_some() {
             match self
                 .core
-                .call(
-                    &format!("conversation {interaction}"),
-                    actor,
-                    ConversationMsg::View,
-                )
+                .call(&format!("conversation {interaction}"), actor, |reply| {
+                    ConversationMsg::View { interaction, reply }
+                })
                 .await
             {
-                Ok(v) => return Ok(v),
+                Ok(Some(v)) => return Ok(v),
+                // Finished meanwhile, its actor back in the pool.
+                Ok(None) => {}
                 Err(RuntimeError::Unavailable(_)) => {} // finished meanwhile
                 Err(e) => return Err(e),
             }
@@ -1798,9 +1865,15 @@ impl Runtime {
         self.core.live.load(Ordering::Acquire)
     }
 
-    /// Running conversation actors.
+    /// Conversation actors serving a live interaction.
     pub fn conversation_actors(&self) -> usize {
         self.core.conversations.len()
+    }
+
+    /// Conversation actors idle in the pool, each waiting to serve a next new
+    /// interaction (at most [`RuntimeConfig::idle_conversation_actors`]).
+    pub fn idle_conversation_actors(&self) -> usize {
+        self.core.idle_conversations.lock().len()
     }
 
     /// The clock.

@@ -1248,3 +1248,77 @@ async fn customers_are_forgotten_once_idle_past_the_switching_window_and_not_bef
     settle().await;
     assert_eq!(rt.tracked_customers(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_conversation_s_actor_serves_the_next_one_and_answers_only_for_it() {
+    let rc = RuntimeConfig {
+        idle_conversation_actors: 1,
+        ..RuntimeConfig::default()
+    };
+    let rt = start(center(&["ana", "bob"]), rc).await;
+    let mut ana = online(&rt, "ana").await;
+    let first = chat_accepted(&rt, &mut ana, "c1", "first").await;
+    ana.send_message(first, "from ana", None).await.unwrap();
+    ana.complete(first, None).await.unwrap();
+    settle().await;
+    // In wrap-up: still live, its actor still holds it.
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (1, 0)
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (0, 1)
+    );
+
+    // The next interaction takes the idle actor, which starts clean.
+    while ana.try_next().is_some() {}
+    let second = chat_accepted(&rt, &mut ana, "c2", "second").await;
+    settle().await;
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (1, 0)
+    );
+    let view = rt.conversation(second).await.unwrap();
+    assert_eq!(view.customer, "c2");
+    assert!(
+        texts(&view).contains(&"second".to_string()),
+        "{:?}",
+        texts(&view)
+    );
+    assert!(!texts(&view).iter().any(|t| t == "first" || t == "from ana"));
+    assert_eq!(view.participants.len(), 2, "{:?}", view.participants);
+    // The first one is answered from the engine, not by the actor that now serves
+    // the second.
+    let old = rt.conversation(first).await.unwrap();
+    assert_eq!(old.customer, "c1");
+    assert!(texts(&old).contains(&"from ana".to_string()));
+    assert!(!texts(&old).contains(&"second".to_string()));
+
+    // A reused actor that fails is restarted for its interaction like any other.
+    assert!(rt.inject_panic(&ActorKey::Conversation(second)));
+    settle().await;
+    rt.inbound(Inbound::new("chat", "c2", "again"))
+        .await
+        .unwrap();
+    settle().await;
+    let after = rt.conversation(second).await.unwrap();
+    let mut expected = texts(&view);
+    expected.push("again".into());
+    assert_eq!(texts(&after), expected, "nothing lost, nothing doubled");
+
+    // Two finish at once: the pool keeps one, the other actor stops.
+    let mut bob = online(&rt, "bob").await;
+    let third = chat_accepted(&rt, &mut bob, "c3", "third").await;
+    ana.complete(second, None).await.unwrap();
+    bob.complete(third, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (0, 1)
+    );
+    assert_eq!(rt.live_interactions(), 0);
+}

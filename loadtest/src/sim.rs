@@ -188,6 +188,16 @@ async fn simulate(
                 BinaryHeap::new();
             let mut plan = plan.into_iter().zip(patience).peekable();
             loop {
+                // Customers answered already will not leave: their patience is dropped
+                // now, not waited for (the same outcome, one wake less each).
+                {
+                    let r = shared.records.lock().unwrap();
+                    while waits.peek().is_some_and(|Reverse((_, idx, _))| {
+                        r.interactions[*idx].answered_ms.is_some()
+                    }) {
+                        waits.pop();
+                    }
+                }
                 let next_arrival = plan
                     .peek()
                     .map(|((t, _, _), _)| Duration::from_secs_f64(*t));

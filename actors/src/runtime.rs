@@ -30,7 +30,7 @@ use crate::center::Clock;
 use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg, ConversationView};
 use crate::core::{JournalHandle, RuntimeConfig, RuntimeError, Shared};
 use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
-use crate::session::{AgentView, Push, SessionSet};
+use crate::session::{AgentView, Push, PushTo, SessionSet};
 use crate::stats::Outcome;
 use crate::timers::Timers;
 use crate::transcript;
@@ -1534,6 +1534,29 @@ impl Runtime {
     /// Connects a session for `agent`: pushes start with the next event. The agent's
     /// restart/disconnect grace period, if one runs, is cancelled.
     pub fn connect_agent(&self, agent: &str) -> Result<AgentSession, RuntimeError> {
+        let (tx, rx) = mpsc::channel(self.core.shared.config.session_buffer.max(1));
+        self.open_session(agent, PushTo::Buffer(tx), Some(rx))
+    }
+
+    /// Connects a session of an agent whose pushes are handed to `on_push` as the
+    /// agent's actor sends them, in order, instead of buffered for
+    /// [`AgentSession::next`] (which answers `None` for it): for an in-process client
+    /// that handles each push at once, such as the simulator's agents on virtual
+    /// time. `on_push` runs on the actor's task and must not block or wait.
+    pub fn connect_agent_with(
+        &self,
+        agent: &str,
+        on_push: impl Fn(Push) + Send + Sync + 'static,
+    ) -> Result<AgentSession, RuntimeError> {
+        self.open_session(agent, PushTo::Call(Arc::new(on_push)), None)
+    }
+
+    fn open_session(
+        &self,
+        agent: &str,
+        to: PushTo,
+        rx: Option<mpsc::Receiver<Push>>,
+    ) -> Result<AgentSession, RuntimeError> {
         let actor = self
             .core
             .agents
@@ -1541,19 +1564,18 @@ impl Runtime {
             .map(|r| r.clone())
             .ok_or_else(|| RuntimeError::UnknownAgent(agent.to_string()))?;
         let id = self.core.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.core.shared.config.session_buffer.max(1));
         let key: Arc<str> = Arc::from(agent);
         self.core
             .sessions
             .entry(key.clone())
             .or_default()
-            .add(id, tx);
+            .add(id, to);
         let _ = actor.cast(AgentMsg::SessionOpened);
         Ok(AgentSession {
             core: self.core.clone(),
             agent: key,
             id,
-            rx: Some(rx),
+            rx,
             permits: Arc::new(Semaphore::new(
                 self.core.shared.config.session_max_in_flight.max(1),
             )),

@@ -111,9 +111,19 @@ pub struct AgentView {
     pub grace_until_ms: Option<TimeMs>,
 }
 
+/// Where a session's pushes go.
+pub(crate) enum PushTo {
+    /// A bounded buffer the session reads (it may fall behind: see `Lagged`).
+    Buffer(mpsc::Sender<Push>),
+    /// A function called with each push as the agent's actor sends it, in order (an
+    /// in-process client that handles pushes at once; it never falls behind). It runs
+    /// on the actor's task: it must not block.
+    Call(Arc<dyn Fn(Push) + Send + Sync>),
+}
+
 struct Slot {
     id: u64,
-    tx: mpsc::Sender<Push>,
+    tx: PushTo,
     missed: u64,
 }
 
@@ -125,7 +135,7 @@ pub(crate) struct SessionSet {
 }
 
 impl SessionSet {
-    pub fn add(&self, id: u64, tx: mpsc::Sender<Push>) {
+    pub fn add(&self, id: u64, tx: PushTo) {
         self.slots.lock().push(Slot { id, tx, missed: 0 });
     }
 
@@ -144,8 +154,15 @@ impl SessionSet {
     pub fn push(&self, push: Push) {
         let mut slots = self.slots.lock();
         slots.retain_mut(|slot| {
+            let tx = match &slot.tx {
+                PushTo::Buffer(tx) => tx,
+                PushTo::Call(f) => {
+                    f(push.clone());
+                    return true;
+                }
+            };
             if slot.missed > 0 {
-                match slot.tx.try_send(Push::Lagged {
+                match tx.try_send(Push::Lagged {
                     missed: slot.missed,
                 }) {
                     Ok(()) => slot.missed = 0,
@@ -156,7 +173,7 @@ impl SessionSet {
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
             }
-            match slot.tx.try_send(push.clone()) {
+            match tx.try_send(push.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     slot.missed += 1;

@@ -1322,3 +1322,48 @@ async fn a_finished_conversation_s_actor_serves_the_next_one_and_answers_only_fo
     );
     assert_eq!(rt.live_interactions(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_with_a_push_handler_gets_every_push_in_order_as_it_is_sent() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let mut ana = rt
+        .connect_agent_with("ana", move |push| log.lock().unwrap().push(push))
+        .unwrap();
+    assert!(ana.take_pushes().is_none(), "no buffer to read");
+    assert!(ana.try_next().is_none());
+    assert!(matches!(
+        rt.connect_agent_with("nobody", |_| {}),
+        Err(RuntimeError::UnknownAgent(a)) if a == "nobody"
+    ));
+    ana.set_presence(Presence::Available).await.unwrap();
+    let id = rt
+        .submit(NewInteraction::new("chat", "c1").to_queue("q"))
+        .await
+        .unwrap();
+    settle().await;
+    ana.accept(id).await.unwrap();
+    ana.complete(id, None).await.unwrap();
+    settle().await;
+    let kinds: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| !matches!(p, Push::Presence { .. }))
+        .map(|p| match p {
+            Push::Offer(o) => format!("offer {} {}", o.interaction, o.customer),
+            Push::Assigned { interaction } => format!("assigned {interaction}"),
+            Push::Completed { interaction, .. } => format!("completed {interaction}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            format!("offer {id} c1"),
+            format!("assigned {id}"),
+            format!("completed {id}")
+        ]
+    );
+}

@@ -170,41 +170,56 @@ impl SimAgent {
                 None => pushes.recv().await,
             };
             let Some(push) = push else { return };
-            let record = {
-                let mut r = shared.records.lock().unwrap();
-                r.push_seen(index, &push, self.now_ms());
-                match &push {
-                    Push::Offer(offer) => Some(self.locate(&mut r, offer)),
-                    _ => None,
+            match self.react(push, &desk, &shared, logged_out) {
+                Reaction::Answer(answer, plan) => {
+                    tokio::spawn(answer.run(plan));
                 }
-            };
-            match push {
-                Push::Offer(offer) => {
-                    let Some(record) = record.flatten() else {
-                        continue; // not this run's customer
-                    };
-                    let queue = self.queues.iter().find(|q| q.id == offer.queue);
-                    let plan = self.group.plan(queue, &mut self.rng);
-                    let answer = Answer {
+                Reaction::Back => {
+                    let _ = desk.available(true).await;
+                }
+                Reaction::Nothing => {}
+            }
+        }
+    }
+
+    /// Records a push and says what the agent does about it.
+    pub fn react<D: Desk>(
+        &mut self,
+        push: Push,
+        desk: &Arc<D>,
+        shared: &Arc<Shared>,
+        logged_out: bool,
+    ) -> Reaction<D> {
+        let mut r = shared.records.lock().unwrap();
+        r.push_seen(self.index, &push, self.now_ms());
+        match push {
+            Push::Offer(offer) => {
+                let Some(record) = self.locate(&mut r, &offer) else {
+                    return Reaction::Nothing; // not this run's customer
+                };
+                let queue = self.queues.iter().find(|q| q.id == offer.queue);
+                let plan = self.group.plan(queue, &mut self.rng);
+                Reaction::Answer(
+                    Answer {
                         desk: desk.clone(),
                         shared: shared.clone(),
                         agent: self.id.clone(),
-                        index,
+                        index: self.index,
                         start: self.start,
                         interaction: offer.interaction,
                         auto_accepted: offer.auto_accepted,
                         record,
-                    };
-                    tokio::spawn(answer.run(plan));
-                }
-                Push::Presence {
-                    presence: Presence::Away { .. },
-                } if !logged_out => {
-                    shared.records.lock().unwrap().set_away += 1;
-                    let _ = desk.available(true).await;
-                }
-                _ => {}
+                    },
+                    plan,
+                )
             }
+            Push::Presence {
+                presence: Presence::Away { .. },
+            } if !logged_out => {
+                r.set_away += 1;
+                Reaction::Back
+            }
+            _ => Reaction::Nothing,
         }
     }
 
@@ -230,9 +245,19 @@ impl SimAgent {
     }
 }
 
+/// What an agent does about a push.
+pub enum Reaction<D> {
+    /// Answers an offer as planned.
+    Answer(Answer<D>, OfferPlan),
+    /// Comes back (available) after the engine set it away for missed offers.
+    Back,
+    /// Nothing.
+    Nothing,
+}
+
 /// An offer's record.
 #[derive(Clone, Copy, Debug)]
-enum Found {
+pub enum Found {
     /// Record `n`.
     At(usize),
     /// Looked up by the interaction's id once accepted (its submit's reply may come
@@ -240,8 +265,10 @@ enum Found {
     Later,
 }
 
-/// One offer being answered, then worked.
-struct Answer<D> {
+/// One offer being answered, then worked: [`Answer::run`] as a task of its own, or
+/// step by step ([`Answer::take`], [`Answer::complete`], [`Answer::ready`]) by a
+/// driver that keeps the time between them.
+pub struct Answer<D> {
     desk: Arc<D>,
     shared: Arc<Shared>,
     agent: String,
@@ -263,23 +290,51 @@ impl<D: Desk> Answer<D> {
         });
     }
 
+    /// How long the agent waits before answering (none for auto-accepted work).
+    pub fn delay(&self, plan: &OfferPlan) -> Duration {
+        if self.auto_accepted || plan.delay_s <= 0.0 {
+            Duration::ZERO
+        } else {
+            secs(plan.delay_s)
+        }
+    }
+
     async fn run(self, plan: OfferPlan) {
+        let delay = self.delay(&plan);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let Some(record) = self.take(&plan).await else {
+            return;
+        };
+        tokio::time::sleep(secs(plan.handle_s)).await;
+        if !self.complete(record).await {
+            return;
+        }
+        let Some(ready) = plan.ready_after_s else {
+            return;
+        };
+        tokio::time::sleep(secs(ready)).await;
+        self.ready().await;
+    }
+
+    /// Once the plan's delay passed: accepts (or rejects) the offer. `Some(record)`
+    /// when the work is the agent's now (talk for the plan's handle time, then
+    /// [`Answer::complete`]); `None` when rejected, or when the offer was gone.
+    pub async fn take(&self, plan: &OfferPlan) -> Option<Option<usize>> {
         let interaction = self.interaction;
         // Auto-accepted (the channel's setting): the work is the agent's already,
         // nothing to answer.
         if !self.auto_accepted {
-            if plan.delay_s > 0.0 {
-                tokio::time::sleep(secs(plan.delay_s)).await;
-            }
             if plan.reject {
                 if self.desk.reject(interaction).await.is_ok() {
                     self.shared.records.lock().unwrap().rejected += 1;
                 }
-                return;
+                return None;
             }
             if self.desk.accept(interaction).await.is_err() {
                 // Timed out, withdrawn or the customer left meanwhile.
-                return;
+                return None;
             }
         }
         let at = ms_since(self.start);
@@ -300,24 +355,30 @@ impl<D: Desk> Answer<D> {
                 "accepted an interaction the simulator did not submit".into(),
             );
         }
-        tokio::time::sleep(secs(plan.handle_s)).await;
-        match self.desk.complete(interaction).await {
+        Some(record)
+    }
+
+    /// Completes the work: `true` if it was (wrap-up follows, ended early by
+    /// [`Answer::ready`] if the plan says so).
+    pub async fn complete(&self, record: Option<usize>) -> bool {
+        match self.desk.complete(self.interaction).await {
             Ok(()) => {
                 if let Some(i) = record {
                     let at = ms_since(self.start);
                     self.shared.records.lock().unwrap().completed(i, at);
                 }
+                true
             }
             Err(e) => {
                 self.violate("complete_refused", e);
-                return;
+                false
             }
         }
-        let Some(ready) = plan.ready_after_s else {
-            return;
-        };
-        tokio::time::sleep(secs(ready)).await;
-        if let Err(e) = self.desk.end_wrap_up(interaction).await {
+    }
+
+    /// Ends the wrap-up early.
+    pub async fn ready(&self) {
+        if let Err(e) = self.desk.end_wrap_up(self.interaction).await {
             self.violate("end_wrap_up_refused", e);
         }
     }

@@ -9,8 +9,9 @@
 //!
 //! Same scenario, same seed → the same run: one thread, a paused clock, seeded draws.
 
-use crate::agent::{self, Desk, OfferRecords, Shared};
+use crate::agent::{self, Answer, Desk, OfferRecords, Reaction, Shared, SimAgent};
 use crate::report::{Record, Records, Report, Violation};
+use crate::scenario::OfferPlan;
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
 use omniroute_transport::actors::engine::journal::{
@@ -19,11 +20,12 @@ use omniroute_transport::actors::engine::journal::{
 use omniroute_transport::actors::engine::{
     EngineError, InteractionId, NewInteraction, Presence, SeededRng,
 };
-use omniroute_transport::actors::{AgentSession, Runtime, RuntimeConfig, RuntimeError};
+use omniroute_transport::actors::{AgentSession, Push, Runtime, RuntimeConfig, RuntimeError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The runtime's in-process session is a simulated agent's desk on virtual time.
@@ -64,6 +66,220 @@ impl Desk for AgentSession {
                 ..
             }))) => Ok(()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What a simulated agent does next.
+enum Act {
+    /// Its shift starts: it connects and makes itself available.
+    LogIn(usize),
+    /// Its shift ends: it goes offline.
+    LogOut(usize),
+    /// Back from away (set away for missed offers).
+    Back(usize),
+    /// Answers an offer (its delay passed).
+    Take(Answer<AgentSession>, OfferPlan),
+    /// Completes the work (its handle time passed).
+    Complete(Answer<AgentSession>, OfferPlan, Option<usize>),
+    /// Ends its wrap-up early.
+    Ready(Answer<AgentSession>),
+}
+
+/// An act and when (since the run's start), in the order acts were planned among
+/// those due at once.
+struct Due {
+    at: Duration,
+    seq: u64,
+    act: Act,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The simulated agents and what each does next, soonest first.
+#[derive(Default)]
+struct Agenda {
+    due: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    agents: Vec<SimAgent>,
+    /// Each agent's session once its shift started.
+    desks: Vec<Option<Arc<AgentSession>>>,
+    logged_out: Vec<bool>,
+}
+
+/// Every simulated agent on virtual time, driven by one task from one agenda: an
+/// agent's pushes are handled as its actor sends them (the session's `on_push`), and
+/// what the agent does after a delay (answer, complete, end wrap-up, come back) waits
+/// in the agenda — not a task per agent sleeping on its push stream and a task per
+/// offer sleeping through its handle time. The same agent, the same records
+/// (`crate::agent`): only who keeps the time differs from connect mode.
+struct Desks {
+    agenda: Mutex<Agenda>,
+    /// Wakes the driver when an act is planned sooner than what it sleeps for.
+    earlier: Notify,
+    start: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Desks {
+    fn schedule(&self, agenda: &mut Agenda, at: Duration, act: Act) {
+        agenda.seq += 1;
+        let earliest = agenda.due.peek().is_none_or(|Reverse(d)| at < d.at);
+        agenda.due.push(Reverse(Due {
+            at,
+            seq: agenda.seq,
+            act,
+        }));
+        if earliest {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// A push for agent `i`, on its actor's task.
+    fn on_push(&self, i: usize, push: Push) {
+        let mut guard = self.agenda.lock().unwrap();
+        let agenda = &mut *guard;
+        // Set when the session was connected, before any push could come.
+        let Some(desk) = agenda.desks[i].clone() else {
+            return;
+        };
+        let reaction = agenda.agents[i].react(push, &desk, &self.shared, agenda.logged_out[i]);
+        let now = self.start.elapsed();
+        match reaction {
+            Reaction::Answer(answer, plan) => {
+                let at = now + answer.delay(&plan);
+                self.schedule(agenda, at, Act::Take(answer, plan));
+            }
+            Reaction::Back => self.schedule(agenda, now, Act::Back(i)),
+            Reaction::Nothing => {}
+        }
+    }
+
+    /// Runs the agenda: each act when it is due, in order.
+    async fn drive(self: Arc<Self>, runtime: Arc<Runtime>) {
+        loop {
+            let next = self
+                .agenda
+                .lock()
+                .unwrap()
+                .due
+                .peek()
+                .map(|Reverse(d)| d.at);
+            match next {
+                Some(at) if at <= self.start.elapsed() => {}
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(self.start + at) => {}
+                        _ = self.earlier.notified() => {}
+                    }
+                    continue;
+                }
+                None => {
+                    self.earlier.notified().await;
+                    continue;
+                }
+            }
+            let Some(Reverse(due)) = self.agenda.lock().unwrap().due.pop() else {
+                continue;
+            };
+            self.act(due.act, &runtime).await;
+        }
+    }
+
+    fn later(&self, after: f64, act: Act) {
+        let at = self.start.elapsed() + Duration::from_secs_f64(after);
+        let mut agenda = self.agenda.lock().unwrap();
+        self.schedule(&mut agenda, at, act);
+    }
+
+    async fn act(self: &Arc<Self>, act: Act, runtime: &Runtime) {
+        match act {
+            Act::LogIn(i) => {
+                let (id, group_index, shift_end) = {
+                    let agenda = self.agenda.lock().unwrap();
+                    let a = &agenda.agents[i];
+                    (a.id.clone(), a.group_index, a.group.shift_end_s)
+                };
+                // The session must not keep the agenda alive (it holds the runtime).
+                let me: Weak<Desks> = Arc::downgrade(self);
+                let connected = runtime.connect_agent_with(&id, move |push| {
+                    if let Some(me) = me.upgrade() {
+                        me.on_push(i, push);
+                    }
+                });
+                let Ok(session) = connected else {
+                    return;
+                };
+                let desk = Arc::new(session);
+                self.agenda.lock().unwrap().desks[i] = Some(desk.clone());
+                if desk.available(true).await.is_err() {
+                    return;
+                }
+                let now_ms = self.start.elapsed().as_millis() as u64;
+                self.shared
+                    .records
+                    .lock()
+                    .unwrap()
+                    .shift(i, group_index, now_ms, true);
+                if let Some(end) = shift_end {
+                    let mut agenda = self.agenda.lock().unwrap();
+                    self.schedule(&mut agenda, Duration::from_secs_f64(end), Act::LogOut(i));
+                }
+            }
+            Act::LogOut(i) => {
+                let (desk, group_index) = {
+                    let mut agenda = self.agenda.lock().unwrap();
+                    agenda.logged_out[i] = true;
+                    (agenda.desks[i].clone(), agenda.agents[i].group_index)
+                };
+                if let Some(desk) = desk {
+                    let _ = desk.available(false).await;
+                }
+                let now_ms = self.start.elapsed().as_millis() as u64;
+                self.shared
+                    .records
+                    .lock()
+                    .unwrap()
+                    .shift(i, group_index, now_ms, false);
+            }
+            Act::Back(i) => {
+                let desk = {
+                    let agenda = self.agenda.lock().unwrap();
+                    agenda.desks[i].clone().filter(|_| !agenda.logged_out[i])
+                };
+                if let Some(desk) = desk {
+                    let _ = desk.available(true).await;
+                }
+            }
+            Act::Take(answer, plan) => {
+                if let Some(record) = answer.take(&plan).await {
+                    let handle_s = plan.handle_s;
+                    self.later(handle_s, Act::Complete(answer, plan, record));
+                }
+            }
+            Act::Complete(answer, plan, record) => {
+                if answer.complete(record).await
+                    && let Some(ready) = plan.ready_after_s
+                {
+                    self.later(ready, Act::Ready(answer));
+                }
+            }
+            Act::Ready(answer) => answer.ready().await,
         }
     }
 }
@@ -137,21 +353,26 @@ async fn simulate(
     let mut rng = SeededRng::new(seed);
     let end = Duration::from_secs_f64(scenario.duration_s);
 
-    // Agents: one task each, working its shift (see `crate::agent`).
-    for agent in agent::roster(scenario, &mut rng, start, OfferRecords::ById) {
-        let (runtime, shared) = (runtime.clone(), shared.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(agent.group.shift_start_s))
-                .await;
-            let Ok(mut session) = runtime.connect_agent(&agent.id) else {
-                return;
-            };
-            let Some(pushes) = session.take_pushes() else {
-                return;
-            };
-            agent.run(Arc::new(session), pushes, shared).await;
-        });
+    // Agents: every one works its shift (see `crate::agent`), all driven from one
+    // agenda (see `Desks`).
+    let desks = Arc::new(Desks {
+        agenda: Mutex::new(Agenda::default()),
+        earlier: Notify::new(),
+        start,
+        shared: shared.clone(),
+    });
+    {
+        let mut agenda = desks.agenda.lock().unwrap();
+        for agent in agent::roster(scenario, &mut rng, start, OfferRecords::ById) {
+            let at = Duration::from_secs_f64(agent.group.shift_start_s);
+            let i = agenda.agents.len();
+            agenda.agents.push(agent);
+            agenda.desks.push(None);
+            agenda.logged_out.push(false);
+            desks.schedule(&mut agenda, at, Act::LogIn(i));
+        }
     }
+    let agents = tokio::spawn(desks.clone().drive(runtime.clone()));
 
     // Arrivals: one task per stream, Poisson by thinning (exact for a rate per
     // interval), open loop.
@@ -337,6 +558,7 @@ async fn simulate(
     }
     // Patience left for customers already answered: nothing to wait for.
     arrivals.abort();
+    agents.abort();
     let finished_ms = start.elapsed().as_millis() as u64;
     {
         let now_ms = BASE_MS + finished_ms;
@@ -370,7 +592,6 @@ async fn simulate(
         }
     }
     runtime.shutdown();
-    // (Agent tasks still hold the shared records, parked on their push streams.)
     let mut records =
         std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
     records.close(finished_ms);

@@ -57,12 +57,19 @@ pub enum ConversationMsg {
         /// The events.
         events: Vec<Event>,
     },
-    /// A pooled (idle) actor takes a new interaction; its `created` event follows.
+    /// A pooled (idle) actor takes a new interaction, with the events of the record
+    /// that created it.
     Start {
         /// The interaction.
         interaction: InteractionId,
         /// Its request (customer, attributes).
         request: Arc<NewInteraction>,
+        /// The record's sequence.
+        seq: u64,
+        /// When it happened.
+        at_ms: TimeMs,
+        /// Its events about this interaction (`created` first).
+        events: Vec<Event>,
     },
     /// The conversation, if this actor still holds `interaction` (`None`: it finished
     /// and the actor went back to the pool, or serves another one now).
@@ -338,6 +345,9 @@ impl ConversationState {
             ConversationMsg::Start {
                 interaction,
                 request,
+                seq,
+                at_ms,
+                events,
             } => {
                 *state = ConversationState::new(
                     state.core.clone(),
@@ -346,6 +356,9 @@ impl ConversationState {
                     true,
                     false,
                 );
+                for event in events {
+                    state.on_event(seq, at_ms, event);
+                }
             }
             // Routed before this actor finished its previous interaction, read after:
             // not this conversation's.

@@ -370,27 +370,6 @@ impl Core {
         request: Option<Arc<NewInteraction>>,
         restarted: bool,
     ) {
-        // A new interaction takes an idle actor when there is one (its `Start` is in
-        // its mailbox before anything routed to it).
-        if let Some(request) = &request {
-            loop {
-                let Some(actor) = self.idle_conversations.lock().pop() else {
-                    break;
-                };
-                self.identities
-                    .insert(actor.get_id(), Identity::Conversation(interaction));
-                let started = actor.cast(ConversationMsg::Start {
-                    interaction,
-                    request: request.clone(),
-                });
-                if started.is_ok() {
-                    self.conversations.insert(interaction, actor);
-                    return;
-                }
-                // Stopped meanwhile: not an actor any more.
-                self.identities.remove(&actor.get_id());
-            }
-        }
         let args = match request {
             Some(_) => ConversationArgs::New {
                 core: self.clone(),
@@ -425,6 +404,20 @@ impl Core {
         }
     }
 
+    /// An idle conversation actor for a new interaction, if the pool has one: it
+    /// serves `interaction` from now on (its `Start` goes with the events of the record
+    /// that created it).
+    fn take_idle_conversation(
+        &self,
+        interaction: InteractionId,
+    ) -> Option<ActorRef<ConversationMsg>> {
+        let actor = self.idle_conversations.lock().pop()?;
+        self.identities
+            .insert(actor.get_id(), Identity::Conversation(interaction));
+        self.conversations.insert(interaction, actor.clone());
+        Some(actor)
+    }
+
     /// A conversation actor whose interaction finished (and left `conversations`)
     /// offers itself for the next one: `true` if the pool took it, `false` if it is to
     /// stop (the pool is full, or the runtime is stopping).
@@ -451,6 +444,12 @@ impl Core {
         // submit's `created`, `queued` and `offered` reach the conversation together).
         let mut to_agents: Vec<(ActorRef<AgentMsg>, Vec<Event>, bool)> = Vec::new();
         let mut to_conversations: Vec<(InteractionId, Vec<Event>)> = Vec::new();
+        // Idle conversation actors taken for interactions this record creates.
+        let mut starting: Vec<(
+            InteractionId,
+            ActorRef<ConversationMsg>,
+            Arc<NewInteraction>,
+        )> = Vec::new();
         for event in &p.events {
             // The agent concerned hears of it first, straight from here: one sender
             // in the log's order, so its sessions see the engine's order across all
@@ -499,15 +498,14 @@ impl Core {
                             holder: None,
                         },
                     );
-                    self.spawn_conversation(
-                        *interaction,
-                        Some(
-                            p.request
-                                .clone()
-                                .unwrap_or_else(|| Arc::new(NewInteraction::new("", ""))),
-                        ),
-                        false,
-                    );
+                    let request = p
+                        .request
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(NewInteraction::new("", "")));
+                    match self.take_idle_conversation(*interaction) {
+                        Some(actor) => starting.push((*interaction, actor, request)),
+                        None => self.spawn_conversation(*interaction, Some(request), false),
+                    }
                 }
                 Event::Queued {
                     interaction, queue, ..
@@ -644,6 +642,18 @@ impl Core {
             }
         }
         for (interaction, events) in to_conversations {
+            if let Some(at) = starting.iter().position(|(i, ..)| *i == interaction) {
+                let (_, actor, request) = starting.swap_remove(at);
+                // (An idle actor stops only with the runtime.)
+                let _ = actor.cast(ConversationMsg::Start {
+                    interaction,
+                    request,
+                    seq: p.seq,
+                    at_ms: p.at_ms,
+                    events,
+                });
+                continue;
+            }
             if let Some(c) = self.conversations.get(&interaction) {
                 let _ = c.cast(ConversationMsg::Routed {
                     seq: p.seq,
@@ -651,6 +661,17 @@ impl Core {
                     events,
                 });
             }
+        }
+        // (Every `created` event names its interaction, so none is left; if one were,
+        // it still starts.)
+        for (interaction, actor, request) in starting {
+            let _ = actor.cast(ConversationMsg::Start {
+                interaction,
+                request,
+                seq: p.seq,
+                at_ms: p.at_ms,
+                events: Vec::new(),
+            });
         }
     }
 

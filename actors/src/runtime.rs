@@ -90,7 +90,7 @@ struct CustomerTrack {
 /// finished work, 24 h by default), not just for the switching window.
 #[derive(Default)]
 struct Histories {
-    by_customer: DashMap<String, Vec<InteractionId>>,
+    by_customer: DashMap<String, VecDeque<InteractionId>>,
     /// Finished interactions with their customer, in the order they finished. The
     /// engine purges finished work by when it finished (its last step: the end of its
     /// wrap-up), so housekeeping walks this from the front, forgetting what the engine
@@ -107,12 +107,12 @@ impl Histories {
 
     fn add(&self, customer: &str, interaction: InteractionId) {
         match self.by_customer.get_mut(customer) {
-            Some(mut v) => v.push(interaction),
+            Some(mut v) => v.push_back(interaction),
             None => self
                 .by_customer
                 .entry(customer.to_string())
                 .or_default()
-                .push(interaction),
+                .push_back(interaction),
         }
     }
 
@@ -147,9 +147,7 @@ impl Histories {
             if !gone.contains(&true) {
                 return;
             }
-            let mut forgotten: HashMap<Arc<str>, std::collections::HashSet<InteractionId>> =
-                HashMap::new();
-            {
+            let forgotten: Vec<(InteractionId, Arc<str>)> = {
                 // Held entries moved up in place (in order), the purged ones after
                 // them, then drained: linear in the batch.
                 let mut q = self.finished.lock();
@@ -160,15 +158,20 @@ impl Histories {
                         held += 1;
                     }
                 }
-                for (id, customer) in q.drain(held..kept + batch.len()) {
-                    forgotten.entry(customer).or_default().insert(id);
-                }
+                let drained = q.drain(held..kept + batch.len()).collect();
                 kept = held;
-            }
-            for (customer, ids) in forgotten {
+                drained
+            };
+            for (id, customer) in forgotten {
                 let empty = match self.by_customer.get_mut(&*customer) {
                     Some(mut v) => {
-                        v.retain(|x| !ids.contains(x));
+                        // A customer's work is indexed as it was created and mostly
+                        // finishes in that order: its oldest entry, as a rule.
+                        if v.front() == Some(&id) {
+                            v.pop_front();
+                        } else if let Some(at) = v.iter().position(|x| *x == id) {
+                            v.remove(at);
+                        }
                         v.is_empty()
                     }
                     None => false,
@@ -1892,7 +1895,7 @@ impl Runtime {
             .histories
             .by_customer
             .get(customer)
-            .map(|v| v.clone())
+            .map(|v| v.iter().copied().collect())
             .unwrap_or_default()
     }
 

@@ -40,6 +40,9 @@ pub enum AgentMsg {
         at_ms: TimeMs,
         /// The events.
         events: Vec<Event>,
+        /// The context of offers of interactions this record created, which the
+        /// router knows (their conversation actor sends none).
+        offers: Vec<Arc<OfferPush>>,
     },
     /// A session connected.
     SessionOpened,
@@ -565,10 +568,18 @@ impl AgentState {
                     state.offer_context(push);
                 }
             }
-            AgentMsg::Routed { seq, at_ms, events } => {
+            AgentMsg::Routed {
+                seq,
+                at_ms,
+                events,
+                offers,
+            } => {
                 if seq > state.seen_seq {
                     for event in events {
                         state.on_event(&myself, at_ms, event);
+                    }
+                    for push in offers {
+                        state.offer_context(push);
                     }
                 }
             }

@@ -173,7 +173,9 @@ impl ConversationState {
         self.core.agents.get(agent).map(|r| r.clone())
     }
 
-    fn on_event(&mut self, seq: u64, at_ms: TimeMs, event: Event) {
+    /// `announced`: the record holding the event created the interaction, and the
+    /// router sent the context of its offers (this actor sends none for them).
+    fn on_event(&mut self, seq: u64, at_ms: TimeMs, event: Event, announced: bool) {
         if let Some(entry) = transcript::from_event(at_ms, &event) {
             self.push_entry(entry);
         }
@@ -203,7 +205,7 @@ impl ConversationState {
                 self.view.queue = queue.to_string();
                 self.view.state = InteractionState::Offered;
                 self.view.agent = Some(agent.to_string());
-                if let Some(a) = self.agent_ref(agent) {
+                if !announced && let Some(a) = self.agent_ref(agent) {
                     let push = Arc::new(OfferPush {
                         interaction: *interaction,
                         queue: queue.to_string(),
@@ -243,6 +245,14 @@ impl ConversationState {
         }
         // The agent concerned hears of every event from the router, in the log's
         // order; from here only an offer's context (above).
+    }
+
+    /// One record's events about this interaction.
+    fn on_events(&mut self, seq: u64, at_ms: TimeMs, events: Vec<Event>) {
+        let announced = events.iter().any(|e| matches!(e, Event::Created { .. }));
+        for event in events {
+            self.on_event(seq, at_ms, event, announced);
+        }
     }
 
     fn finished(&self) -> bool {
@@ -356,9 +366,7 @@ impl ConversationState {
                     true,
                     false,
                 );
-                for event in events {
-                    state.on_event(seq, at_ms, event);
-                }
+                state.on_events(seq, at_ms, events);
             }
             // Routed before this actor finished its previous interaction, read after:
             // not this conversation's.
@@ -372,9 +380,7 @@ impl ConversationState {
                 // Records up to the rebuild's are in the state already (one record
                 // may hold several events: all share its sequence number).
                 if seq > state.seen_seq {
-                    for event in events {
-                        state.on_event(seq, at_ms, event);
-                    }
+                    state.on_events(seq, at_ms, events);
                 }
             }
             ConversationMsg::View { interaction, reply } => {

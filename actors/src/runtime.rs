@@ -30,7 +30,7 @@ use crate::center::Clock;
 use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg, ConversationView};
 use crate::core::{JournalHandle, RuntimeConfig, RuntimeError, Shared};
 use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
-use crate::session::{AgentView, Push, PushTo, SessionSet};
+use crate::session::{AgentView, OfferPush, Push, PushTo, SessionSet};
 use crate::stats::Outcome;
 use crate::timers::Timers;
 use crate::transcript;
@@ -185,6 +185,60 @@ impl Histories {
             }
         }
     }
+}
+
+/// One record's message to an agent actor.
+struct AgentBatch {
+    agent: ActorRef<AgentMsg>,
+    events: Vec<Event>,
+    offers: Vec<Arc<OfferPush>>,
+    /// It must rebuild from the engine after them.
+    rebuild: bool,
+}
+
+/// The context of an offer of an interaction the record being routed created
+/// (`created`), as its conversation actor would build it: the request's customer and
+/// attributes, the transcript of the record's events about it up to the offer
+/// (`routed`: those before it). `None` for any other event.
+fn offer_context(
+    event: &Event,
+    created: &[(InteractionId, Arc<NewInteraction>)],
+    routed: &[(InteractionId, Vec<Event>)],
+    at_ms: TimeMs,
+) -> Option<Arc<OfferPush>> {
+    let Event::Offered {
+        interaction,
+        queue,
+        channel,
+        offer_seq,
+        deadline_ms,
+        auto_accepted,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let (_, request) = created.iter().find(|(i, _)| i == interaction)?;
+    let before = routed
+        .iter()
+        .find(|(i, _)| i == interaction)
+        .map_or(&[][..], |(_, e)| e.as_slice());
+    let transcript = before
+        .iter()
+        .chain(std::iter::once(event))
+        .filter_map(|e| crate::transcript::from_event(at_ms, e))
+        .collect();
+    Some(Arc::new(OfferPush {
+        interaction: *interaction,
+        queue: queue.to_string(),
+        channel: channel.to_string(),
+        offer_seq: *offer_seq,
+        deadline_ms: *deadline_ms,
+        auto_accepted: *auto_accepted,
+        customer: request.customer.clone(),
+        attributes: request.attributes.clone(),
+        transcript,
+    }))
 }
 
 struct LiveInfo {
@@ -445,7 +499,7 @@ impl Core {
         let mut st = self.router.lock();
         // One message per actor per record: its events in the record's order (a
         // submit's `created`, `queued` and `offered` reach the conversation together).
-        let mut to_agents: Vec<(ActorRef<AgentMsg>, Vec<Event>, bool)> = Vec::new();
+        let mut to_agents: Vec<AgentBatch> = Vec::new();
         let mut to_conversations: Vec<(InteractionId, Vec<Event>)> = Vec::new();
         // Idle conversation actors taken for interactions this record creates.
         let mut starting: Vec<(
@@ -453,6 +507,9 @@ impl Core {
             ActorRef<ConversationMsg>,
             Arc<NewInteraction>,
         )> = Vec::new();
+        // Interactions this record creates, with their request: the router knows
+        // everything their first offer carries.
+        let mut created: Vec<(InteractionId, Arc<NewInteraction>)> = Vec::new();
         for event in &p.events {
             // The agent concerned hears of it first, straight from here: one sender
             // in the log's order, so its sessions see the engine's order across all
@@ -461,20 +518,33 @@ impl Core {
             if let Some(agent) = st.agent_concerned(event)
                 && let Some(a) = self.agents.get(&*agent)
             {
+                // An offer of work this record created: its context (customer,
+                // attributes, the transcript so far) goes with it, from here (its
+                // conversation actor sends none for it).
+                let context = offer_context(event, &created, &to_conversations, p.at_ms);
                 // No conversation actor to send an offer's context: the agent builds
                 // it from the engine (and tells its sessions everything again).
-                let rebuild = matches!(event, Event::Offered { interaction, .. }
-                    if !self.conversations.contains_key(interaction));
-                match to_agents
-                    .iter_mut()
-                    .find(|(r, ..)| r.get_id() == a.get_id())
+                let rebuild = context.is_none()
+                    && matches!(event, Event::Offered { interaction, .. }
+                        if !self.conversations.contains_key(interaction));
+                let batch = match to_agents
+                    .iter()
+                    .position(|b| b.agent.get_id() == a.get_id())
                 {
-                    Some((_, events, r)) => {
-                        events.push(event.clone());
-                        *r |= rebuild;
+                    Some(at) => &mut to_agents[at],
+                    None => {
+                        to_agents.push(AgentBatch {
+                            agent: a.clone(),
+                            events: Vec::new(),
+                            offers: Vec::new(),
+                            rebuild: false,
+                        });
+                        to_agents.last_mut().expect("just pushed")
                     }
-                    None => to_agents.push((a.clone(), vec![event.clone()], rebuild)),
-                }
+                };
+                batch.events.push(event.clone());
+                batch.offers.extend(context);
+                batch.rebuild |= rebuild;
             }
             match event {
                 Event::Created {
@@ -505,6 +575,7 @@ impl Core {
                         .request
                         .clone()
                         .unwrap_or_else(|| Arc::new(NewInteraction::new("", "")));
+                    created.push((*interaction, request.clone()));
                     match self.take_idle_conversation(*interaction) {
                         Some(actor) => starting.push((*interaction, actor, request)),
                         None => self.spawn_conversation(*interaction, Some(request), false),
@@ -634,14 +705,15 @@ impl Core {
             }
         }
         drop(st);
-        for (a, events, rebuild) in to_agents {
-            let _ = a.cast(AgentMsg::Routed {
+        for batch in to_agents {
+            let _ = batch.agent.cast(AgentMsg::Routed {
                 seq: p.seq,
                 at_ms: p.at_ms,
-                events,
+                events: batch.events,
+                offers: batch.offers,
             });
-            if rebuild {
-                let _ = a.cast(AgentMsg::Rebuild { announce: true });
+            if batch.rebuild {
+                let _ = batch.agent.cast(AgentMsg::Rebuild { announce: true });
             }
         }
         for (interaction, events) in to_conversations {

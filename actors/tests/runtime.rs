@@ -1367,3 +1367,39 @@ async fn a_session_with_a_push_handler_gets_every_push_in_order_as_it_is_sent() 
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_first_offer_s_context_from_the_router_is_what_the_conversation_holds() {
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let mut request = NewInteraction::new("chat", "c1").to_queue("q");
+    request
+        .attributes
+        .insert("order".to_string(), "A-17".to_string());
+    let id = rt.submit(request).await.unwrap();
+    let Push::Offer(first) = next(&mut ana).await else {
+        panic!("offer expected")
+    };
+    settle().await;
+    let held = rt.conversation(id).await.unwrap();
+    assert_eq!(first.customer, "c1");
+    assert_eq!(first.attributes.get("order").map(String::as_str), Some("A-17"));
+    assert_eq!(first.transcript, held.transcript, "the transcript so far");
+    assert_eq!(
+        texts(&held),
+        ["created in queue q".to_string(), "offered to ana".to_string()]
+    );
+    // A re-offer's context comes from the conversation actor: the same, plus what
+    // happened since.
+    let mut bob = online(&rt, "bob").await;
+    ana.reject(id).await.unwrap();
+    let Push::Offer(again) = next(&mut bob).await else {
+        panic!("offer expected")
+    };
+    assert_eq!((again.customer.as_str(), &again.attributes), ("c1", &first.attributes));
+    assert_eq!(again.transcript[..2], first.transcript[..]);
+    assert_eq!(
+        again.transcript[2..].iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+        ["offer to ana ended: rejected", "offered to bob"]
+    );
+}

@@ -193,30 +193,20 @@ impl ConversationState {
                 self.view.state = InteractionState::Queued;
                 self.view.agent = None;
             }
-            Event::Offered {
-                interaction,
-                agent,
-                queue,
-                channel,
-                offer_seq,
-                deadline_ms,
-                auto_accepted,
-            } => {
+            Event::Offered { agent, queue, .. } => {
                 self.view.queue = queue.to_string();
                 self.view.state = InteractionState::Offered;
                 self.view.agent = Some(agent.to_string());
-                if !announced && let Some(a) = self.agent_ref(agent) {
-                    let push = Arc::new(OfferPush {
-                        interaction: *interaction,
-                        queue: queue.to_string(),
-                        channel: channel.to_string(),
-                        offer_seq: *offer_seq,
-                        deadline_ms: *deadline_ms,
-                        auto_accepted: *auto_accepted,
-                        customer: self.view.customer.clone(),
-                        attributes: self.view.attributes.clone(),
-                        transcript: self.view.transcript.clone(),
-                    });
+                if !announced
+                    && let Some(a) = self.agent_ref(agent)
+                    && let Some(push) = OfferPush::of(
+                        &event,
+                        self.view.customer.clone(),
+                        self.view.attributes.clone(),
+                        self.view.transcript.clone(),
+                    )
+                {
+                    let push = Arc::new(push);
                     let _ = a.cast(AgentMsg::Offer { seq, push });
                 }
             }

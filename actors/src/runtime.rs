@@ -206,16 +206,7 @@ fn offer_context(
     routed: &[(InteractionId, Vec<Event>)],
     at_ms: TimeMs,
 ) -> Option<Arc<OfferPush>> {
-    let Event::Offered {
-        interaction,
-        queue,
-        channel,
-        offer_seq,
-        deadline_ms,
-        auto_accepted,
-        ..
-    } = event
-    else {
+    let Event::Offered { interaction, .. } = event else {
         return None;
     };
     let (_, request) = created.iter().find(|(i, _)| i == interaction)?;
@@ -228,17 +219,13 @@ fn offer_context(
         .chain(std::iter::once(event))
         .filter_map(|e| crate::transcript::from_event(at_ms, e))
         .collect();
-    Some(Arc::new(OfferPush {
-        interaction: *interaction,
-        queue: queue.to_string(),
-        channel: channel.to_string(),
-        offer_seq: *offer_seq,
-        deadline_ms: *deadline_ms,
-        auto_accepted: *auto_accepted,
-        customer: request.customer.clone(),
-        attributes: request.attributes.clone(),
+    OfferPush::of(
+        event,
+        request.customer.clone(),
+        request.attributes.clone(),
         transcript,
-    }))
+    )
+    .map(Arc::new)
 }
 
 struct LiveInfo {

@@ -32,6 +32,41 @@ pub struct OfferPush {
     pub transcript: Vec<TranscriptEntry>,
 }
 
+impl OfferPush {
+    /// The push of an `offered` event (`None` for any other), with the context the
+    /// caller holds.
+    pub(crate) fn of(
+        event: &omniroute_engine::Event,
+        customer: String,
+        attributes: BTreeMap<String, String>,
+        transcript: Vec<TranscriptEntry>,
+    ) -> Option<OfferPush> {
+        let omniroute_engine::Event::Offered {
+            interaction,
+            queue,
+            channel,
+            offer_seq,
+            deadline_ms,
+            auto_accepted,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(OfferPush {
+            interaction: *interaction,
+            queue: queue.to_string(),
+            channel: channel.to_string(),
+            offer_seq: *offer_seq,
+            deadline_ms: *deadline_ms,
+            auto_accepted: *auto_accepted,
+            customer,
+            attributes,
+            transcript,
+        })
+    }
+}
+
 /// What an agent's actor tells the agent's sessions, unasked.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -1383,11 +1383,17 @@ async fn a_first_offer_s_context_from_the_router_is_what_the_conversation_holds(
     settle().await;
     let held = rt.conversation(id).await.unwrap();
     assert_eq!(first.customer, "c1");
-    assert_eq!(first.attributes.get("order").map(String::as_str), Some("A-17"));
+    assert_eq!(
+        first.attributes.get("order").map(String::as_str),
+        Some("A-17")
+    );
     assert_eq!(first.transcript, held.transcript, "the transcript so far");
     assert_eq!(
         texts(&held),
-        ["created in queue q".to_string(), "offered to ana".to_string()]
+        [
+            "created in queue q".to_string(),
+            "offered to ana".to_string()
+        ]
     );
     // A re-offer's context comes from the conversation actor: the same, plus what
     // happened since.
@@ -1396,10 +1402,16 @@ async fn a_first_offer_s_context_from_the_router_is_what_the_conversation_holds(
     let Push::Offer(again) = next(&mut bob).await else {
         panic!("offer expected")
     };
-    assert_eq!((again.customer.as_str(), &again.attributes), ("c1", &first.attributes));
+    assert_eq!(
+        (again.customer.as_str(), &again.attributes),
+        ("c1", &first.attributes)
+    );
     assert_eq!(again.transcript[..2], first.transcript[..]);
     assert_eq!(
-        again.transcript[2..].iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+        again.transcript[2..]
+            .iter()
+            .map(|e| e.text.as_str())
+            .collect::<Vec<_>>(),
         ["offer to ana ended: rejected", "offered to bob"]
     );
 }

@@ -104,8 +104,9 @@ fn finish(a: &Args, report: &omniroute_loadtest::report::Report) {
     {
         fail(format!("cannot write {}: {e}", path.display()));
     }
-    if !report.violations.is_empty() {
-        std::process::exit(2);
+    match report.exit_status() {
+        0 => {}
+        code => std::process::exit(code),
     }
 }
 

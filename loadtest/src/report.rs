@@ -654,6 +654,11 @@ pub struct IntervalReport {
 pub const INTERVAL_S: f64 = 1_800.0;
 
 impl Report {
+    /// The run's exit status: 2 when any check found a violation, else 0.
+    pub fn exit_status(&self) -> i32 {
+        if self.violations.is_empty() { 0 } else { 2 }
+    }
+
     /// Computes the report.
     pub fn build(
         scenario: &Scenario,
@@ -1056,5 +1061,16 @@ mod tests {
         r.close(100_000);
         assert_eq!(kinds(&r), vec![("unaccounted", 3, "a-1")]);
         assert_eq!(r.open(), 1);
+        // Reported, and the run exits with status 2.
+        let s = crate::scenario::test_scenario("", "count = 2\nchannels = { voice = 1 }");
+        let report = Report::build(&s, 1, &r, std::time::Duration::from_secs(1));
+        assert_eq!(report.violations.len(), 1);
+        assert_eq!(report.exit_status(), 2);
+        let mut clean = records();
+        clean.close(0);
+        assert_eq!(
+            Report::build(&s, 1, &clean, std::time::Duration::from_secs(1)).exit_status(),
+            0
+        );
     }
 }

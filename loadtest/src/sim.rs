@@ -374,7 +374,7 @@ async fn simulate(
     }
     let agents = tokio::spawn(desks.clone().drive(runtime.clone()));
 
-    // Arrivals: one task per stream, Poisson by thinning (exact for a rate per
+    // Arrivals: one task for every stream, Poisson by thinning (exact for a rate per
     // interval), open loop.
     let mut customer = 0u64;
     let plan = scenario.arrival_plan(&mut rng);

@@ -330,6 +330,21 @@ impl Watch {
                         ),
                     );
                 }
+                // Offers go to available agents only: an agent set away or logged out
+                // (its presence as last pushed, in the log's order) takes none.
+                if eligible.is_some() && !self.agents[agent].blind && !self.agents[agent].available
+                {
+                    self.breach(
+                        "offer_to_ineligible_agent",
+                        id,
+                        agent,
+                        at_ms,
+                        format!(
+                            "queue `{}` on `{}`: the agent's presence was not available",
+                            offer.queue, offer.channel
+                        ),
+                    );
+                }
                 let cost = eligible.unwrap_or(1);
                 if eligible.is_some()
                     && !self.agents[agent].blind
@@ -572,6 +587,32 @@ mod tests {
             .iter()
             .map(|v| (v.kind.as_str(), v.interaction, v.agent.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn an_offer_to_an_agent_away_or_logged_out_is_a_breach() {
+        let mut w = watch();
+        w.push(0, &offer(1), 10); // never logged in
+        w.push(1, &available(), 0);
+        w.push(1, &offer(2), 10); // available: fine
+        w.push(2, &available(), 0);
+        w.push(
+            2,
+            &Push::Presence {
+                presence: Presence::Away {
+                    reason: "break".into(),
+                },
+            },
+            20,
+        );
+        w.push(2, &offer(3), 30);
+        assert_eq!(
+            kinds(&w),
+            vec![
+                ("offer_to_ineligible_agent", 1, "a-0"),
+                ("offer_to_ineligible_agent", 3, "a-2")
+            ]
+        );
     }
 
     #[test]

@@ -318,31 +318,23 @@ impl Watch {
                     return;
                 };
                 let eligible = self.costs[group][queue][channel];
-                if eligible.is_none() {
+                // Offers go to agents with the skills and the channel, and available
+                // ones only: an agent set away or logged out (its presence as last
+                // pushed, in the log's order) takes none.
+                let why = if eligible.is_none() {
+                    Some("the agent lacks a required skill or the channel")
+                } else if !self.agents[agent].blind && !self.agents[agent].available {
+                    Some("the agent's presence was not available")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
                     self.breach(
                         "offer_to_ineligible_agent",
                         id,
                         agent,
                         at_ms,
-                        format!(
-                            "queue `{}` on `{}`: the agent lacks a required skill or the channel",
-                            offer.queue, offer.channel
-                        ),
-                    );
-                }
-                // Offers go to available agents only: an agent set away or logged out
-                // (its presence as last pushed, in the log's order) takes none.
-                if eligible.is_some() && !self.agents[agent].blind && !self.agents[agent].available
-                {
-                    self.breach(
-                        "offer_to_ineligible_agent",
-                        id,
-                        agent,
-                        at_ms,
-                        format!(
-                            "queue `{}` on `{}`: the agent's presence was not available",
-                            offer.queue, offer.channel
-                        ),
+                        format!("queue `{}` on `{}`: {why}", offer.queue, offer.channel),
                     );
                 }
                 let cost = eligible.unwrap_or(1);

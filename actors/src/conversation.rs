@@ -79,8 +79,9 @@ pub enum ConversationMsg {
         /// Where the answer goes.
         reply: RpcReplyPort<Option<ConversationView>>,
     },
-    /// Fault injection: panic now.
-    Crash,
+    /// Fault injection: panic now if this actor still holds `interaction` (one that
+    /// finished and went back to the pool ignores it).
+    Crash(InteractionId),
 }
 
 pub(crate) struct ConversationActor;
@@ -377,7 +378,9 @@ impl ConversationState {
                 let held = !state.idle && state.view.interaction == interaction;
                 let _ = reply.send(held.then(|| state.view.clone()));
             }
-            ConversationMsg::Crash => {
+            ConversationMsg::Crash(interaction)
+                if state.idle || state.view.interaction != interaction => {}
+            ConversationMsg::Crash(_) => {
                 panic!(
                     "fault injected into conversation actor {}",
                     state.view.interaction

@@ -44,7 +44,7 @@ use omniroute_engine::{
 use parking_lot::Mutex;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -147,7 +147,7 @@ impl Histories {
             if !gone.contains(&true) {
                 return;
             }
-            let forgotten: Vec<(InteractionId, Arc<str>)> = {
+            let mut forgotten: Vec<(InteractionId, Arc<str>)> = {
                 // Held entries moved up in place (in order), the purged ones after
                 // them, then drained: linear in the batch.
                 let mut q = self.finished.lock();
@@ -162,22 +162,32 @@ impl Histories {
                 kept = held;
                 drained
             };
-            for (id, customer) in forgotten {
-                let empty = match self.by_customer.get_mut(&*customer) {
+            // Each customer's ids together (one lookup each, and a customer with many
+            // is linear in its list, not in list × ids).
+            forgotten.sort_by(|a, b| a.1.cmp(&b.1));
+            for group in forgotten.chunk_by(|a, b| a.1 == b.1) {
+                let customer = &group[0].1;
+                let empty = match self.by_customer.get_mut(&**customer) {
                     Some(mut v) => {
-                        // A customer's work is indexed as it was created and mostly
-                        // finishes in that order: its oldest entry, as a rule.
-                        if v.front() == Some(&id) {
-                            v.pop_front();
-                        } else if let Some(at) = v.iter().position(|x| *x == id) {
-                            v.remove(at);
+                        match group {
+                            // A customer's work is indexed as it was created and mostly
+                            // finishes in that order: its oldest entry, as a rule.
+                            [(id, _)] if v.front() == Some(id) => {
+                                v.pop_front();
+                            }
+                            [(id, _)] => v.retain(|x| x != id),
+                            _ => {
+                                let ids: FxHashSet<InteractionId> =
+                                    group.iter().map(|(id, _)| *id).collect();
+                                v.retain(|x| !ids.contains(x));
+                            }
                         }
                         v.is_empty()
                     }
                     None => false,
                 };
                 if empty {
-                    self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+                    self.by_customer.remove_if(&**customer, |_, v| v.is_empty());
                 }
             }
             if batch.len() < Self::BATCH {
@@ -455,11 +465,22 @@ impl Core {
         &self,
         interaction: InteractionId,
     ) -> Option<ActorRef<ConversationMsg>> {
-        let actor = self.idle_conversations.lock().pop()?;
+        let actor = loop {
+            let actor = self.idle_conversations.lock().pop()?;
+            // (One that stopped while idle is not an actor any more.)
+            if actor.get_status() == ractor::ActorStatus::Running {
+                break actor;
+            }
+        };
         self.identities
             .insert(actor.get_id(), Identity::Conversation(interaction));
         self.conversations.insert(interaction, actor.clone());
         Some(actor)
+    }
+
+    /// An idle conversation actor that stopped leaves the pool.
+    fn forget_idle(&self, id: ActorId) {
+        self.idle_conversations.lock().retain(|a| a.get_id() != id);
     }
 
     /// A conversation actor whose interaction finished (and left `conversations`)
@@ -1175,6 +1196,8 @@ impl Actor for Supervisor {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some((_, identity)) = core.identities.remove(&cell.get_id()) else {
+                    // An idle conversation actor (no identity): out of the pool.
+                    core.forget_idle(cell.get_id());
                     return Ok(());
                 };
                 core.unregister(&identity, cell.get_id());
@@ -1227,8 +1250,9 @@ impl Actor for Supervisor {
                 core.respawn(identity);
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some((_, identity)) = core.identities.remove(&cell.get_id()) {
-                    core.unregister(&identity, cell.get_id());
+                match core.identities.remove(&cell.get_id()) {
+                    Some((_, identity)) => core.unregister(&identity, cell.get_id()),
+                    None => core.forget_idle(cell.get_id()),
                 }
             }
             _ => {}
@@ -1625,7 +1649,8 @@ impl Runtime {
     /// agent's actor sends them, in order, instead of buffered for
     /// [`AgentSession::next`] (which answers `None` for it): for an in-process client
     /// that handles each push at once, such as the simulator's agents on virtual
-    /// time. `on_push` runs on the actor's task and must not block or wait.
+    /// time. `on_push` runs on the actor's task and must not block or wait; no lock of
+    /// the runtime is held while it runs (it may open or drop sessions).
     pub fn connect_agent_with(
         &self,
         agent: &str,
@@ -2009,7 +2034,7 @@ impl Runtime {
                 .core
                 .conversations
                 .get(i)
-                .is_some_and(|r| r.cast(ConversationMsg::Crash).is_ok()),
+                .is_some_and(|r| r.cast(ConversationMsg::Crash(*i)).is_ok()),
         }
     }
 

@@ -187,12 +187,19 @@ impl SessionSet {
     /// Pushes to every session without waiting: a full buffer drops the push for that
     /// session and counts it; the next push that fits is preceded by `Lagged`.
     pub fn push(&self, push: Push) {
+        // Handlers are called after the table's lock is released: one may drop or
+        // open a session of this agent.
+        let mut first: Option<Arc<dyn Fn(Push) + Send + Sync>> = None;
+        let mut more = Vec::new();
         let mut slots = self.slots.lock();
         slots.retain_mut(|slot| {
             let tx = match &slot.tx {
                 PushTo::Buffer(tx) => tx,
                 PushTo::Call(f) => {
-                    f(push.clone());
+                    match first {
+                        None => first = Some(f.clone()),
+                        Some(_) => more.push(f.clone()),
+                    }
                     return true;
                 }
             };
@@ -217,5 +224,9 @@ impl SessionSet {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        drop(slots);
+        for f in first.into_iter().chain(more) {
+            f(push.clone());
+        }
     }
 }

@@ -1415,3 +1415,87 @@ async fn a_first_offer_s_context_from_the_router_is_what_the_conversation_holds(
         ["offer to ana ended: rejected", "offered to bob"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_aimed_at_a_finishing_conversation_does_not_kill_its_pooled_actor() {
+    let mut config = center(&["ana", "bob"]);
+    config.queues[0].wrap_up_ms = 0;
+    let rc = RuntimeConfig {
+        idle_conversation_actors: 4,
+        ..RuntimeConfig::default()
+    };
+    let rt = start(config, rc).await;
+    let mut ana = online(&rt, "ana").await;
+    let x = chat_accepted(&rt, &mut ana, "c1", "first").await;
+    // Its end is routed; the fault is aimed at it before its actor reads the end.
+    ana.complete(x, None).await.unwrap();
+    assert!(rt.inject_panic(&ActorKey::Conversation(x)));
+    settle().await;
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (0, 1)
+    );
+
+    // The next interaction gets that actor, alive and clean, and exactly one offer.
+    while ana.try_next().is_some() {}
+    let mut request = NewInteraction::new("chat", "c2").to_queue("q");
+    request.attributes.insert("tier".into(), "gold".into());
+    let y = rt.submit(request).await.unwrap();
+    settle().await;
+    assert_eq!(
+        (rt.conversation_actors(), rt.idle_conversation_actors()),
+        (1, 0)
+    );
+    let offers: Vec<Push> = std::iter::from_fn(|| ana.try_next())
+        .filter(|p| matches!(p, Push::Offer(_)))
+        .collect();
+    assert_eq!(offers.len(), 1, "one offer push: {offers:?}");
+    let view = rt.conversation(y).await.unwrap();
+    assert_eq!(
+        (
+            view.customer.as_str(),
+            view.queue.as_str(),
+            view.channels.clone(),
+            view.agent.as_deref()
+        ),
+        ("c2", "q", vec!["chat".to_string()], Some("ana"))
+    );
+    assert_eq!(view.attributes.len(), 1, "{:?}", view.attributes);
+    assert_eq!(texts(&view), ["created in queue q", "offered to ana"]);
+    // Its next offer's context comes from that actor.
+    let mut bob = online(&rt, "bob").await;
+    ana.reject(y).await.unwrap();
+    let Push::Offer(again) = next(&mut bob).await else {
+        panic!("offer expected")
+    };
+    assert_eq!((again.interaction, again.customer.as_str()), (y, "c2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_handler_may_drop_its_own_session() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let held: Arc<std::sync::Mutex<Option<AgentSession>>> = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (slot, count) = (held.clone(), seen.clone());
+    let ana = rt
+        .connect_agent_with("ana", move |push| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if matches!(push, Push::Offer(_)) {
+                // Hang up from inside the handler.
+                drop(slot.lock().unwrap().take());
+            }
+        })
+        .unwrap();
+    ana.set_presence(Presence::Available).await.unwrap();
+    *held.lock().unwrap() = Some(ana);
+    rt.submit(NewInteraction::new("chat", "c1").to_queue("q"))
+        .await
+        .unwrap();
+    settle().await;
+    assert!(held.lock().unwrap().is_none(), "the handler dropped it");
+    let calls = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls >= 2, "presence and offer: {calls}");
+    // The agent actor is alive and answers.
+    let view = rt.agent_view("ana").await.unwrap();
+    assert_eq!(view.sessions, 0);
+}

@@ -152,7 +152,10 @@ impl Desks {
 
     /// A push for agent `i`, on its actor's task.
     fn on_push(&self, i: usize, push: Push) {
-        let mut guard = self.agenda.lock().unwrap();
+        // (Poisoned: the driver failed, which the run reports; the push is moot.)
+        let Ok(mut guard) = self.agenda.lock() else {
+            return;
+        };
         let agenda = &mut *guard;
         // Set when the session was connected, before any push could come.
         let Some(desk) = agenda.desks[i].clone() else {
@@ -512,6 +515,9 @@ async fn simulate(
     let mut ticks = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
+        if agents.is_finished() {
+            break; // the agents' driver failed: reported below
+        }
         let elapsed = start.elapsed();
         let now_ms = BASE_MS + elapsed.as_millis() as u64;
         ticks += 1;
@@ -558,8 +564,30 @@ async fn simulate(
     }
     // Patience left for customers already answered: nothing to wait for.
     arrivals.abort();
+    let agents_failed = agents.is_finished();
     agents.abort();
     let finished_ms = start.elapsed().as_millis() as u64;
+    if agents_failed {
+        let detail = match agents.await {
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                format!("the simulated agents' driver panicked: {what}")
+            }
+            _ => "the simulated agents' driver stopped".to_string(),
+        };
+        shared.records.lock().unwrap().violate(Violation {
+            kind: "simulator_failed".into(),
+            interaction: 0,
+            agent: String::new(),
+            at_ms: finished_ms,
+            detail,
+        });
+    }
     {
         let now_ms = BASE_MS + finished_ms;
         let broken = runtime.read(|e| e.check_invariants(now_ms));

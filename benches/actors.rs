@@ -431,14 +431,7 @@ fn engine_lifecycles(lifecycles: u64, in_flight: u64) -> (Duration, u64) {
     let (journal, _) = Journal::open(
         Arc::new(DiscardStore::new()),
         Some(config),
-        JournalConfig {
-            durability: Durability::Batched {
-                flush_every_ms: 100,
-            },
-            snapshot_every: 0,
-            external_timers: true,
-            ..JournalConfig::default()
-        },
+        JournalConfig::simulated(),
         0,
     )
     .unwrap();

@@ -206,25 +206,64 @@ struct AgentBatch {
     rebuild: bool,
 }
 
-/// The context of an offer of an interaction the record being routed created
-/// (`created`), as its conversation actor would build it: the request's customer and
-/// attributes, the transcript of the record's events about it up to the offer
-/// (`routed`: those before it). `None` for any other event.
+/// One record's message to an interaction's conversation actor.
+struct ConversationBatch {
+    interaction: InteractionId,
+    events: Vec<Event>,
+    /// The record created the interaction: its request (the router knows everything
+    /// its first offer carries).
+    created: Option<Arc<NewInteraction>>,
+    /// The idle actor taken for it: its `Start` carries the events.
+    start: Option<ActorRef<ConversationMsg>>,
+}
+
+/// The entry of `list` that `is`, made with `new` if there is none yet.
+fn entry<T>(
+    list: &mut Vec<T>,
+    is: impl Fn(&T) -> bool,
+    new: impl FnOnce() -> T,
+) -> &mut T {
+    match list.iter().position(is) {
+        Some(at) => &mut list[at],
+        None => {
+            list.push(new());
+            list.last_mut().expect("just pushed")
+        }
+    }
+}
+
+fn conversation_batch(
+    list: &mut Vec<ConversationBatch>,
+    interaction: InteractionId,
+) -> &mut ConversationBatch {
+    entry(
+        list,
+        |b| b.interaction == interaction,
+        || ConversationBatch {
+            interaction,
+            events: Vec::new(),
+            created: None,
+            start: None,
+        },
+    )
+}
+
+/// The context of an offer of an interaction the record being routed created, as its
+/// conversation actor would build it: the request's customer and attributes, the
+/// transcript of the record's events about it up to the offer (`routed`: those before
+/// it). `None` for any other event.
 fn offer_context(
     event: &Event,
-    created: &[(InteractionId, Arc<NewInteraction>)],
-    routed: &[(InteractionId, Vec<Event>)],
+    routed: &[ConversationBatch],
     at_ms: TimeMs,
 ) -> Option<Arc<OfferPush>> {
     let Event::Offered { interaction, .. } = event else {
         return None;
     };
-    let (_, request) = created.iter().find(|(i, _)| i == interaction)?;
-    let before = routed
-        .iter()
-        .find(|(i, _)| i == interaction)
-        .map_or(&[][..], |(_, e)| e.as_slice());
-    let transcript = before
+    let batch = routed.iter().find(|b| b.interaction == *interaction)?;
+    let request = batch.created.as_ref()?;
+    let transcript = batch
+        .events
         .iter()
         .chain(std::iter::once(event))
         .filter_map(|e| crate::transcript::from_event(at_ms, e))
@@ -508,16 +547,7 @@ impl Core {
         // One message per actor per record: its events in the record's order (a
         // submit's `created`, `queued` and `offered` reach the conversation together).
         let mut to_agents: Vec<AgentBatch> = Vec::new();
-        let mut to_conversations: Vec<(InteractionId, Vec<Event>)> = Vec::new();
-        // Idle conversation actors taken for interactions this record creates.
-        let mut starting: Vec<(
-            InteractionId,
-            ActorRef<ConversationMsg>,
-            Arc<NewInteraction>,
-        )> = Vec::new();
-        // Interactions this record creates, with their request: the router knows
-        // everything their first offer carries.
-        let mut created: Vec<(InteractionId, Arc<NewInteraction>)> = Vec::new();
+        let mut to_conversations: Vec<ConversationBatch> = Vec::new();
         for event in &p.events {
             // The agent concerned hears of it first, straight from here: one sender
             // in the log's order, so its sessions see the engine's order across all
@@ -529,27 +559,22 @@ impl Core {
                 // An offer of work this record created: its context (customer,
                 // attributes, the transcript so far) goes with it, from here (its
                 // conversation actor sends none for it).
-                let context = offer_context(event, &created, &to_conversations, p.at_ms);
+                let context = offer_context(event, &to_conversations, p.at_ms);
                 // No conversation actor to send an offer's context: the agent builds
                 // it from the engine (and tells its sessions everything again).
                 let rebuild = context.is_none()
                     && matches!(event, Event::Offered { interaction, .. }
                         if !self.conversations.contains_key(interaction));
-                let batch = match to_agents
-                    .iter()
-                    .position(|b| b.agent.get_id() == a.get_id())
-                {
-                    Some(at) => &mut to_agents[at],
-                    None => {
-                        to_agents.push(AgentBatch {
-                            agent: a.clone(),
-                            events: Vec::new(),
-                            offers: Vec::new(),
-                            rebuild: false,
-                        });
-                        to_agents.last_mut().expect("just pushed")
-                    }
-                };
+                let batch = entry(
+                    &mut to_agents,
+                    |b| b.agent.get_id() == a.get_id(),
+                    || AgentBatch {
+                        agent: a.clone(),
+                        events: Vec::new(),
+                        offers: Vec::new(),
+                        rebuild: false,
+                    },
+                );
                 batch.events.push(event.clone());
                 batch.offers.extend(context);
                 batch.rebuild |= rebuild;
@@ -583,9 +608,10 @@ impl Core {
                         .request
                         .clone()
                         .unwrap_or_else(|| Arc::new(NewInteraction::new("", "")));
-                    created.push((*interaction, request.clone()));
+                    let batch = conversation_batch(&mut to_conversations, *interaction);
+                    batch.created = Some(request.clone());
                     match self.take_idle_conversation(*interaction) {
-                        Some(actor) => starting.push((*interaction, actor, request)),
+                        Some(actor) => batch.start = Some(actor),
                         None => self.spawn_conversation(*interaction, Some(request), false),
                     }
                 }
@@ -698,10 +724,9 @@ impl Core {
                 _ => {}
             }
             if let Some(interaction) = event.interaction() {
-                match to_conversations.iter_mut().find(|(i, _)| *i == interaction) {
-                    Some((_, events)) => events.push(event.clone()),
-                    None => to_conversations.push((interaction, vec![event.clone()])),
-                }
+                conversation_batch(&mut to_conversations, interaction)
+                    .events
+                    .push(event.clone());
             }
             if let Event::Queued { queue, .. } = event
                 && let Some(q) = self.queues.get(queue)
@@ -724,9 +749,14 @@ impl Core {
                 let _ = batch.agent.cast(AgentMsg::Rebuild { announce: true });
             }
         }
-        for (interaction, events) in to_conversations {
-            if let Some(at) = starting.iter().position(|(i, ..)| *i == interaction) {
-                let (_, actor, request) = starting.swap_remove(at);
+        for batch in to_conversations {
+            let ConversationBatch {
+                interaction,
+                events,
+                created,
+                start,
+            } = batch;
+            if let (Some(actor), Some(request)) = (start, created) {
                 // (An idle actor stops only with the runtime.)
                 let _ = actor.cast(ConversationMsg::Start {
                     interaction,
@@ -735,26 +765,13 @@ impl Core {
                     at_ms: p.at_ms,
                     events,
                 });
-                continue;
-            }
-            if let Some(c) = self.conversations.get(&interaction) {
+            } else if let Some(c) = self.conversations.get(&interaction) {
                 let _ = c.cast(ConversationMsg::Routed {
                     seq: p.seq,
                     at_ms: p.at_ms,
                     events,
                 });
             }
-        }
-        // (Every `created` event names its interaction, so none is left; if one were,
-        // it still starts.)
-        for (interaction, actor, request) in starting {
-            let _ = actor.cast(ConversationMsg::Start {
-                interaction,
-                request,
-                seq: p.seq,
-                at_ms: p.at_ms,
-                events: Vec::new(),
-            });
         }
     }
 

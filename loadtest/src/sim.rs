@@ -15,7 +15,7 @@ use crate::scenario::OfferPlan;
 use crate::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
 use omniroute_transport::actors::engine::journal::{
-    Command, DiscardStore, Durability, Journal, JournalConfig, JournalError,
+    Command, DiscardStore, Journal, JournalConfig, JournalError,
 };
 use omniroute_transport::actors::engine::{
     EngineError, InteractionId, NewInteraction, Presence, SeededRng,
@@ -204,10 +204,25 @@ impl Desks {
         }
     }
 
-    fn later(&self, after: f64, act: Act) {
-        let at = self.start.elapsed() + Duration::from_secs_f64(after);
+    /// Plans `act` at `at` (since the run's start).
+    fn plan(&self, at: Duration, act: Act) {
         let mut agenda = self.agenda.lock().unwrap();
         self.schedule(&mut agenda, at, act);
+    }
+
+    /// Plans `act` `after` seconds from now.
+    fn later(&self, after: f64, act: Act) {
+        self.plan(self.start.elapsed() + Duration::from_secs_f64(after), act);
+    }
+
+    /// Records agent `i`'s shift starting (`on`) or ending now.
+    fn shift(&self, i: usize, group_index: usize, on: bool) {
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        self.shared
+            .records
+            .lock()
+            .unwrap()
+            .shift(i, group_index, now_ms, on);
     }
 
     async fn act(self: &Arc<Self>, act: Act, runtime: &Runtime) {
@@ -233,15 +248,9 @@ impl Desks {
                 if desk.available(true).await.is_err() {
                     return;
                 }
-                let now_ms = self.start.elapsed().as_millis() as u64;
-                self.shared
-                    .records
-                    .lock()
-                    .unwrap()
-                    .shift(i, group_index, now_ms, true);
+                self.shift(i, group_index, true);
                 if let Some(end) = shift_end {
-                    let mut agenda = self.agenda.lock().unwrap();
-                    self.schedule(&mut agenda, Duration::from_secs_f64(end), Act::LogOut(i));
+                    self.plan(Duration::from_secs_f64(end), Act::LogOut(i));
                 }
             }
             Act::LogOut(i) => {
@@ -253,12 +262,7 @@ impl Desks {
                 if let Some(desk) = desk {
                     let _ = desk.available(false).await;
                 }
-                let now_ms = self.start.elapsed().as_millis() as u64;
-                self.shared
-                    .records
-                    .lock()
-                    .unwrap()
-                    .shift(i, group_index, now_ms, false);
+                self.shift(i, group_index, false);
             }
             Act::Back(i) => {
                 let desk = {
@@ -317,14 +321,7 @@ async fn simulate(
         // run is never recovered, and a day's log would only fill memory.
         Arc::new(DiscardStore::new()),
         Some(center),
-        JournalConfig {
-            durability: Durability::Batched {
-                flush_every_ms: 100,
-            },
-            snapshot_every: 0,
-            external_timers: true,
-            ..JournalConfig::default()
-        },
+        JournalConfig::simulated(),
         BASE_MS,
     )
     .map_err(|e| e.to_string())?;

@@ -88,6 +88,22 @@ impl Default for JournalConfig {
     }
 }
 
+impl JournalConfig {
+    /// For a run that is never recovered — the simulator on virtual time, over a
+    /// [`crate::journal::DiscardStore`]: `batched` (writers never wait for a flush), no
+    /// snapshots, timers fired by the actor runtime.
+    pub fn simulated() -> Self {
+        JournalConfig {
+            durability: Durability::Batched {
+                flush_every_ms: 100,
+            },
+            snapshot_every: 0,
+            external_timers: true,
+            ..JournalConfig::default()
+        }
+    }
+}
+
 /// Why the journal refused something.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

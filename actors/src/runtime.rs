@@ -218,11 +218,7 @@ struct ConversationBatch {
 }
 
 /// The entry of `list` that `is`, made with `new` if there is none yet.
-fn entry<T>(
-    list: &mut Vec<T>,
-    is: impl Fn(&T) -> bool,
-    new: impl FnOnce() -> T,
-) -> &mut T {
+fn entry<T>(list: &mut Vec<T>, is: impl Fn(&T) -> bool, new: impl FnOnce() -> T) -> &mut T {
     match list.iter().position(is) {
         Some(at) => &mut list[at],
         None => {

@@ -78,11 +78,27 @@ pub enum ActorKey {
 /// conversation is live and for the switching window after (housekeeping forgets it).
 #[derive(Clone, Debug, Default)]
 struct CustomerTrack {
-    live: Option<InteractionId>,
+    /// The customer's live interactions, oldest first (usually none or one): a new
+    /// message joins the newest; the customer is kept while any is live.
+    live: Vec<InteractionId>,
     last_activity_ms: TimeMs,
     last_agent: Option<Arc<str>>,
     last: Option<InteractionId>,
     ended_ms: Option<TimeMs>,
+}
+
+impl CustomerTrack {
+    /// The newest live interaction, if any.
+    fn newest_live(&self) -> Option<InteractionId> {
+        self.live.last().copied()
+    }
+
+    /// Counts `interaction` live (kept in id order: ids grow with creation).
+    fn opened(&mut self, interaction: InteractionId) {
+        if let Err(at) = self.live.binary_search(&interaction) {
+            self.live.insert(at, interaction);
+        }
+    }
 }
 
 /// Each customer's interactions the engine still holds — the index
@@ -585,7 +601,7 @@ impl Core {
                         .map(|r| Arc::<str>::from(r.customer.as_str()));
                     if let Some(c) = &customer {
                         let mut t = self.customers.entry(c.to_string()).or_default();
-                        t.live = Some(*interaction);
+                        t.opened(*interaction);
                         t.last_activity_ms = p.at_ms;
                         drop(t);
                         self.histories.add(c, *interaction);
@@ -779,9 +795,7 @@ impl Core {
             });
         if let Some(c) = info.customer {
             if let Some(mut t) = self.customers.get_mut(&*c) {
-                if t.live == Some(interaction) {
-                    t.live = None;
-                }
+                t.live.retain(|i| *i != interaction);
                 t.last = Some(interaction);
                 t.ended_ms = Some(at_ms);
                 t.last_activity_ms = at_ms;
@@ -815,7 +829,7 @@ impl Core {
             };
             if let Some(c) = customer {
                 self.customers.remove_if(&*c, |_, t| {
-                    t.live.is_none() && now.saturating_sub(t.last_activity_ms) > window
+                    t.live.is_empty() && now.saturating_sub(t.last_activity_ms) > window
                 });
             }
         }
@@ -1571,8 +1585,8 @@ impl Runtime {
                     },
                 );
                 let mut t = core.customers.entry(s.customer.clone()).or_default();
-                t.live = Some(s.id);
-                t.last_activity_ms = s.created_ms;
+                t.opened(s.id);
+                t.last_activity_ms = t.last_activity_ms.max(s.created_ms);
                 if s.state == InteractionState::Assigned || s.state == InteractionState::Offered {
                     t.last_agent = s.agent.as_deref().map(Arc::from);
                 }
@@ -1775,7 +1789,7 @@ impl Runtime {
         //    agent may be holding it; a second conversation would strand the reply).
         let track = core.customers.get(&inbound.customer).map(|t| t.clone());
         if let Some(t) = &track
-            && let Some(live) = t.live
+            && let Some(live) = t.newest_live()
         {
             match core.post(live, message(&inbound.text)).await {
                 Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),
@@ -1788,7 +1802,7 @@ impl Runtime {
         }
         // 3. A conversation that just ended: continue it with the same agent.
         if let Some(t) = &track
-            && t.live.is_none()
+            && t.live.is_empty()
             && let (Some(previous), Some(agent), Some(ended)) =
                 (t.last, t.last_agent.clone(), t.ended_ms)
             && now.saturating_sub(ended) <= window

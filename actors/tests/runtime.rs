@@ -271,6 +271,43 @@ async fn an_unanswered_offer_times_out_by_the_agent_actor_and_counts_a_miss() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_customer_with_two_live_conversations_keeps_the_older_after_the_newer_ends() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let older = chat_accepted(&rt, &mut ana, "cust-2", "first question").await;
+    assert_eq!(next(&mut ana).await, Push::Assigned { interaction: older });
+    // A second conversation of the same customer (an email, say) is submitted.
+    let newer = rt
+        .submit(NewInteraction::new("email", "cust-2"))
+        .await
+        .unwrap();
+    let Push::Offer(_) = next(&mut ana).await else {
+        panic!("offer expected")
+    };
+    ana.accept(newer).await.unwrap();
+    assert_eq!(next(&mut ana).await, Push::Assigned { interaction: newer });
+    ana.complete(newer, None).await.unwrap();
+    settle().await;
+    // The older one is still live: the customer's next message joins it.
+    let out = rt
+        .inbound(Inbound::new(
+            "chat",
+            "cust-2",
+            "and about my first question",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out, InboundOutcome::Joined { interaction: older });
+    // Past the switching window the customer is still known while it is live.
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    let out = rt
+        .inbound(Inbound::new("sms", "cust-2", "still there?"))
+        .await
+        .unwrap();
+    assert_eq!(out, InboundOutcome::Joined { interaction: older });
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_customer_switching_channel_joins_the_open_conversation_then_returns_to_the_same_agent() {
     let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
     let mut ana = online(&rt, "ana").await;

@@ -5,10 +5,12 @@
 //!   in `batched` mode;
 //! * recovery time for logs of 100k and 1M records (replayed from the log alone, every
 //!   record's events verified), and bytes on disk per record;
-//! * disk use over a long run with snapshots every 100k records.
+//! * disk use over a long run with snapshots every 100k records;
+//! * forgetting old finished work (`purge_finished_before`, which each snapshot runs
+//!   under the sequencer) with 100k and 1M finished interactions held.
 //!
 //! `cargo bench --bench journal` (all), or name parts: `cargo bench --bench journal --
-//! codec append recovery snapshot disk`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
+//! codec append recovery snapshot disk purge`. `OMNIROUTE_BENCH_QUICK=1` shrinks every size tenfold.
 //!
 //! Each operation is a real engine operation with its record: a submit into a queue
 //! whose agents are away (the interaction waits: `created` + `queued` events), then an
@@ -354,6 +356,36 @@ fn snapshot(waiting: u64) {
     );
 }
 
+/// How long forgetting old finished work takes with `finished` finished interactions
+/// held (one a millisecond): when none is old enough — the usual case at a snapshot —
+/// and when the oldest 1 % is. The engine alone: the time is what the sequencer is held.
+fn purge(finished: u64) {
+    let engine = Engine::new(center()).unwrap();
+    let mut events = Vec::new();
+    for n in 0..finished {
+        events.clear();
+        let id = engine
+            .submit(
+                NewInteraction::new("chat", "c").to_queue("q"),
+                n,
+                &mut events,
+            )
+            .unwrap();
+        engine.abandon(id, n, &mut events).unwrap();
+    }
+    let time = |cutoff: u64| {
+        let started = Instant::now();
+        let purged = engine.purge_finished_before(cutoff);
+        (started.elapsed(), purged)
+    };
+    let (none, none_purged) = time(0);
+    let (some, some_purged) = time(finished / 100);
+    assert_eq!((none_purged, some_purged), (0, (finished / 100) as usize));
+    println!(
+        "purge        finished={finished:<8} nothing due {none:>9.1?}   oldest 1 % ({some_purged}) {some:>9.1?}"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -382,5 +414,9 @@ fn main() {
     }
     if want("disk") {
         disk();
+    }
+    if want("purge") {
+        purge(scaled(100_000));
+        purge(scaled(1_000_000));
     }
 }

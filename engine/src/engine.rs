@@ -40,6 +40,14 @@ pub struct Engine {
     pub(crate) instance: u64,
     /// How many times this engine has forgotten interactions.
     pub(crate) forgets: AtomicU64,
+    /// Finished interactions by when they finished, for purging old ones without
+    /// walking every interaction held (the purge runs under the log's sequencer). Each
+    /// finished interaction has an entry no later than its last history entry; an
+    /// entry may be stale (forgotten since, or active again after it finished) and is
+    /// checked against the interaction when it comes up. Ordered by time: work
+    /// finishes in clock order, so an entry is pushed at the back (no allocation once
+    /// the queue has grown; a clock stepping back inserts in place).
+    pub(crate) finished: Mutex<std::collections::VecDeque<(TimeMs, InteractionId)>>,
 }
 
 /// Numbers each engine built in this process (see [`Engine::forget_epoch`]).
@@ -70,6 +78,18 @@ enum Claim {
 }
 
 impl Engine {
+    /// Notes that `interaction` finished at `at_ms` (see [`Engine::finished`]).
+    pub(crate) fn finished_at(&self, at_ms: TimeMs, interaction: InteractionId) {
+        let mut index = self.finished.lock();
+        match index.back() {
+            Some(&(last, _)) if last > at_ms => {
+                let at = index.partition_point(|&(t, _)| t <= at_ms);
+                index.insert(at, (at_ms, interaction));
+            }
+            _ => index.push_back((at_ms, interaction)),
+        }
+    }
+
     /// Validates `config` and builds an engine. Agents start offline.
     pub fn new(config: CenterConfig) -> Result<Engine> {
         Engine::with_capacity(config, 0)
@@ -90,6 +110,7 @@ impl Engine {
             next_interaction: AtomicU64::new(node + 1),
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             forgets: AtomicU64::new(0),
+            finished: Mutex::new(std::collections::VecDeque::new()),
         };
         let catalog = engine.catalog.load();
         for update in compiled.agent_updates {
@@ -483,6 +504,7 @@ impl Engine {
             i.state = InteractionState::Abandoned;
             let detached = detach(&mut i);
             i.record(HistoryEntry::Abandoned { at_ms: now_ms });
+            self.finished_at(now_ms, interaction);
             out.push(Event::Abandoned {
                 interaction,
                 queue: queue.id.clone(),
@@ -773,6 +795,7 @@ impl Engine {
                 s.release(interaction).expect("assigned work is in hand");
                 s.last_work_ended_ms = now_ms;
                 i.state = InteractionState::Completed;
+                self.finished_at(now_ms, interaction);
                 out.push(Event::Completed {
                     interaction,
                     agent: cell.id.clone(),
@@ -1045,6 +1068,7 @@ impl Engine {
             release_agent(&cell, interaction, now_ms);
             i.state = InteractionState::Completed;
             i.record(HistoryEntry::WrapUpEnded { at_ms: now_ms });
+            self.finished_at(now_ms, interaction);
             out.push(Event::WrapUpEnded {
                 interaction,
                 agent: cell.id.clone(),

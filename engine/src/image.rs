@@ -357,6 +357,7 @@ impl Engine {
                 )));
             }
         }
+        let mut finished = Vec::new();
         for im in &image.interactions {
             let what = || format!("interaction {}", im.id);
             let queue = queue_idx(&im.queue, &what)?;
@@ -455,8 +456,13 @@ impl Engine {
                     i.waiting_in.push(t);
                 }
             }
+            if i.state.is_terminal() {
+                finished.push((i.history.last().map_or(0, |h| h.at_ms()), i.id));
+            }
             engine.interactions.insert(i.id, Arc::new(Mutex::new(i)));
         }
+        finished.sort_unstable();
+        *engine.finished.lock() = finished.into();
         // Every piece of work an agent holds must be an interaction held by that agent,
         // in the matching state: the restart rules and every later operation rely on it.
         for cell in catalog.agents.iter().flatten() {

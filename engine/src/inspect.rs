@@ -337,18 +337,51 @@ impl Engine {
         let before = self.interactions.len();
         self.interactions
             .retain(|_, ic| !ic.lock().state.is_terminal());
+        self.finished.lock().clear();
         self.forgot(before - self.interactions.len())
     }
 
-    /// Forgets the finished interactions (completed or abandoned) that finished before
-    /// `cutoff_ms`; returns how many.
+    /// Forgets the finished interactions (completed or abandoned) whose last activity
+    /// was before `cutoff_ms`; returns how many. Walks only the finished-work index's
+    /// entries older than the cutoff, not every interaction held.
     pub fn purge_finished_before(&self, cutoff_ms: TimeMs) -> usize {
-        let before = self.interactions.len();
-        self.interactions.retain(|_, ic| {
-            let i = ic.lock();
-            !i.state.is_terminal() || i.history.last().is_some_and(|h| h.at_ms() >= cutoff_ms)
-        });
-        self.forgot(before - self.interactions.len())
+        // Taken out under the index's lock, checked without it (an interaction's lock
+        // is taken before the index's when one finishes).
+        let due: Vec<(TimeMs, InteractionId)> = {
+            let mut index = self.finished.lock();
+            let n = index.partition_point(|&(t, _)| t < cutoff_ms);
+            let due = index.drain(..n).collect();
+            // A peak's room is not kept for good.
+            if index.capacity() > 4_096 && index.len() < index.capacity() / 4 {
+                let keep = index.len() * 2;
+                index.shrink_to(keep);
+            }
+            due
+        };
+        let mut purged = 0;
+        for (_, id) in due {
+            let mut active_after = None;
+            let removed = self.interactions.remove_if(&id, |_, ic| {
+                let i = ic.lock();
+                if !i.state.is_terminal() {
+                    return false; // active again: indexed anew when it finishes
+                }
+                match i.history.last().map(|h| h.at_ms()) {
+                    // Active after it finished (a late message, say): kept until then.
+                    Some(last) if last >= cutoff_ms => {
+                        active_after = Some(last);
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            if removed.is_some() {
+                purged += 1;
+            } else if let Some(last) = active_after {
+                self.finished_at(last, id);
+            }
+        }
+        self.forgot(purged)
     }
 
     /// An agent's state.
@@ -663,7 +696,39 @@ impl Engine {
         check_agents(&catalog, &interactions, &mut violations);
         check_interactions(&catalog, &interactions, &mut violations);
         check_targets(&catalog, &interactions, now_ms, &mut violations);
+        self.check_finished_index(&interactions, &mut violations);
         violations
+    }
+
+    /// Every finished interaction has an entry in the finished-work index no later than
+    /// its last activity (else a purge would never forget it).
+    fn check_finished_index(
+        &self,
+        interactions: &HashMap<InteractionId, InteractionRef>,
+        violations: &mut Vec<String>,
+    ) {
+        let mut earliest: HashMap<InteractionId, TimeMs> = HashMap::new();
+        for &(at_ms, id) in self.finished.lock().iter() {
+            earliest.entry(id).or_insert(at_ms);
+        }
+        let mut ids: Vec<&InteractionId> = interactions.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let i = interactions[id].lock();
+            if !i.state.is_terminal() {
+                continue;
+            }
+            let last = i.history.last().map_or(0, |h| h.at_ms());
+            match earliest.get(id) {
+                Some(at_ms) if *at_ms <= last => {}
+                Some(at_ms) => violations.push(format!(
+                    "interaction {id}: finished, indexed at {at_ms} ms, after its last activity at {last} ms"
+                )),
+                None => violations.push(format!(
+                    "interaction {id}: finished but missing from the finished-work index (never purged)"
+                )),
+            }
+        }
     }
 }
 

@@ -1031,6 +1031,46 @@ fn explanations_include_agents_reached_through_overflow() {
 }
 
 #[test]
+fn a_purge_forgets_work_finished_before_its_cutoff_and_a_restored_engine_purges_the_same() {
+    let mut h = Harness::new(center(vec![voice_chat_agent("ana", &[("billing", 5)])]));
+    h.available("ana");
+    let mut finished = Vec::new();
+    let mut live = Vec::new();
+    for n in 0..6u64 {
+        h.advance_to(n * 1_000);
+        let (id, _) = h.submit(NewInteraction::new("chat", &format!("c{n}")));
+        if n % 3 == 2 {
+            live.push(id); // offered to ana, never answered
+        } else {
+            h.step(|e, now, out| e.abandon(id, now, out)).0.unwrap();
+            finished.push((n * 1_000, id));
+        }
+    }
+    assert_eq!(h.engine.check_invariants(h.now), Vec::<String>::new());
+    let restored = Engine::restore_from(&h.engine.export()).unwrap();
+    assert_eq!(restored.check_invariants(h.now), Vec::<String>::new());
+    for engine in [&h.engine, &restored] {
+        // Finished at 0, 1,000 and 3,000 ms: a cutoff of 3,000 forgets the first two.
+        assert_eq!(engine.purge_finished_before(3_000), 2);
+        let ids = engine.interaction_ids();
+        for (at, id) in &finished {
+            assert_eq!(ids.contains(id), *at >= 3_000, "{id} finished at {at}");
+        }
+        for id in &live {
+            assert!(ids.contains(id), "live {id} kept");
+        }
+        assert_eq!(
+            engine.purge_finished_before(3_000),
+            0,
+            "nothing left to purge"
+        );
+        assert_eq!(engine.purge_finished_before(u64::MAX), 2);
+        assert_eq!(engine.interaction_ids(), live);
+        assert_eq!(engine.check_invariants(h.now), Vec::<String>::new());
+    }
+}
+
+#[test]
 fn the_forget_epoch_moves_only_when_the_engine_forgets_work() {
     let mut h = Harness::new(center(vec![voice_chat_agent("ana", &[("billing", 5)])]));
     let start = h.engine.forget_epoch();

@@ -37,6 +37,17 @@ pub struct QueueStats {
     pub windows: Vec<WindowStats>,
 }
 
+/// An interaction of a queue answered or abandoned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QueueOutcome {
+    /// Record sequence.
+    pub seq: u64,
+    /// When.
+    pub at_ms: TimeMs,
+    /// What.
+    pub outcome: Outcome,
+}
+
 /// Messages a queue actor handles.
 pub enum QueueMsg {
     /// (Re)build from the engine (timers and the outcomes still in the engine).
@@ -48,15 +59,9 @@ pub enum QueueMsg {
         /// The event.
         event: Event,
     },
-    /// An interaction of this queue was answered or abandoned.
-    Outcome {
-        /// Record sequence.
-        seq: u64,
-        /// When.
-        at_ms: TimeMs,
-        /// What.
-        outcome: Outcome,
-    },
+    /// Interactions of this queue answered or abandoned, in record order (the router
+    /// sends them in batches).
+    Outcomes(Vec<QueueOutcome>),
     /// A timer the actor armed is due.
     Fire(Timer),
     /// The statistics.
@@ -275,7 +280,7 @@ impl QueueState {
                     }
                 }
             }
-            m @ (QueueMsg::Routed { .. } | QueueMsg::Outcome { .. }) if !state.ready => {
+            m @ (QueueMsg::Routed { .. } | QueueMsg::Outcomes(_)) if !state.ready => {
                 state.stash.push(m)
             }
             QueueMsg::Routed { seq, event } => {
@@ -287,13 +292,11 @@ impl QueueState {
                     }
                 }
             }
-            QueueMsg::Outcome {
-                seq,
-                at_ms,
-                outcome,
-            } => {
-                if seq > state.seen_seq {
-                    state.window.record(at_ms, outcome);
+            QueueMsg::Outcomes(outcomes) => {
+                for o in outcomes {
+                    if o.seq > state.seen_seq {
+                        state.window.record(o.at_ms, o.outcome);
+                    }
                 }
             }
             QueueMsg::Fire(timer) => {

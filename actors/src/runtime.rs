@@ -29,7 +29,7 @@ use crate::bus::{EventBus, Subscription};
 use crate::center::Clock;
 use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg, ConversationView};
 use crate::core::{JournalHandle, RuntimeConfig, RuntimeError, Shared};
-use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueStats};
+use crate::queue::{QueueActor, QueueArgs, QueueMsg, QueueOutcome, QueueStats};
 use crate::session::{AgentView, OfferPush, Push, PushTo, SessionSet};
 use crate::stats::Outcome;
 use crate::timers::Timers;
@@ -289,6 +289,13 @@ fn offer_context(
     .map(Arc::new)
 }
 
+/// Whether `event` asks for a timer.
+fn arms_a_timer(event: &Event) -> bool {
+    let mut any = false;
+    event.timers(|_, _| any = true);
+    any
+}
+
 struct LiveInfo {
     queue: Arc<str>,
     enqueued_ms: TimeMs,
@@ -353,6 +360,40 @@ impl RouterState {
 #[derive(Default)]
 struct RouterState {
     live: FxHashMap<InteractionId, LiveInfo>,
+    /// Outcomes (answered, abandoned) not yet handed to their queue's actor: sent
+    /// [`OUTCOME_BATCH`] at a time, and before anyone reads the queue's statistics.
+    outcomes: FxHashMap<Arc<str>, Vec<QueueOutcome>>,
+}
+
+/// How many outcomes the router gathers for a queue's actor before sending them (one
+/// message instead of one per interaction); a read of the queue's statistics sends
+/// what is gathered first, so no read misses an outcome routed before it.
+const OUTCOME_BATCH: usize = 64;
+
+impl Core {
+    /// Notes an outcome for `queue`'s actor (sent with the next batch).
+    fn note_outcome(&self, st: &mut RouterState, queue: &Arc<str>, outcome: QueueOutcome) {
+        let pending = st.outcomes.entry(queue.clone()).or_default();
+        pending.push(outcome);
+        if pending.len() >= OUTCOME_BATCH {
+            let outcomes = std::mem::take(pending);
+            if let Some(q) = self.queues.get(queue) {
+                let _ = q.cast(QueueMsg::Outcomes(outcomes));
+            }
+        }
+    }
+
+    /// Sends `queue`'s actor the outcomes gathered for it (under the router's lock:
+    /// in order with the router's own sends).
+    fn flush_outcomes(&self, queue: &str) {
+        let mut st = self.router.lock();
+        if let Some(outcomes) = st.outcomes.remove(queue)
+            && !outcomes.is_empty()
+            && let Some(q) = self.queues.get(queue)
+        {
+            let _ = q.cast(QueueMsg::Outcomes(outcomes));
+        }
+    }
 }
 
 /// What the actors share.
@@ -648,21 +689,26 @@ impl Core {
                 }
                 Event::Accepted { interaction, agent } => {
                     if let Some(info) = st.live.get_mut(interaction) {
-                        if !info.answered {
-                            info.answered = true;
-                            let wait_ms = p.at_ms.saturating_sub(info.enqueued_ms);
-                            if let Some(q) = self.queues.get(&info.queue) {
-                                let _ = q.cast(QueueMsg::Outcome {
-                                    seq: p.seq,
-                                    at_ms: p.at_ms,
-                                    outcome: Outcome::Answered { wait_ms },
-                                });
-                            }
-                        }
+                        let first = !info.answered;
+                        info.answered = true;
+                        let (queue, enqueued_ms) = (info.queue.clone(), info.enqueued_ms);
                         if let Some(c) = &info.customer
                             && let Some(mut t) = self.customers.get_mut(&**c)
                         {
                             t.last_agent = Some(agent.clone());
+                        }
+                        if first {
+                            self.note_outcome(
+                                &mut st,
+                                &queue,
+                                QueueOutcome {
+                                    seq: p.seq,
+                                    at_ms: p.at_ms,
+                                    outcome: Outcome::Answered {
+                                        wait_ms: p.at_ms.saturating_sub(enqueued_ms),
+                                    },
+                                },
+                            );
                         }
                     }
                 }
@@ -670,16 +716,18 @@ impl Core {
                     interaction, queue, ..
                 } => {
                     if let Some(info) = st.live.remove(interaction) {
-                        if !info.answered
-                            && let Some(q) = self.queues.get(queue)
-                        {
-                            let _ = q.cast(QueueMsg::Outcome {
-                                seq: p.seq,
-                                at_ms: p.at_ms,
-                                outcome: Outcome::Abandoned {
-                                    wait_ms: p.at_ms.saturating_sub(info.enqueued_ms),
+                        if !info.answered {
+                            self.note_outcome(
+                                &mut st,
+                                queue,
+                                QueueOutcome {
+                                    seq: p.seq,
+                                    at_ms: p.at_ms,
+                                    outcome: Outcome::Abandoned {
+                                        wait_ms: p.at_ms.saturating_sub(info.enqueued_ms),
+                                    },
                                 },
-                            });
+                            );
                         }
                         self.finished(*interaction, info, p.at_ms);
                     }
@@ -725,6 +773,7 @@ impl Core {
                                 }
                             }
                             ("queue", ChangeKind::Removed) => {
+                                st.outcomes.remove(&id);
                                 if let Some((_, q)) = self.queues.remove(&id) {
                                     q.stop(Some("queue removed from the configuration".into()));
                                 }
@@ -740,7 +789,10 @@ impl Core {
                     .events
                     .push(event.clone());
             }
+            // Its actor arms the queue's timers (relaxation, preferred-agent
+            // fallback): nothing to send for waiting work without any.
             if let Event::Queued { queue, .. } = event
+                && arms_a_timer(event)
                 && let Some(q) = self.queues.get(queue)
             {
                 let _ = q.cast(QueueMsg::Routed {
@@ -1939,6 +1991,7 @@ impl Runtime {
 
     /// A queue's live statistics from its actor.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, RuntimeError> {
+        self.core.flush_outcomes(queue);
         let actor = self.core.queues.get(queue).map(|r| r.clone());
         if actor.is_none() && !self.core.shared.read(|e| e.queue(queue, 0).is_ok()).0 {
             return Err(RuntimeError::UnknownQueue(queue.to_string()));

@@ -620,6 +620,41 @@ async fn a_panicking_actor_is_restarted_from_the_engine_without_losing_or_duplic
 }
 
 #[tokio::test(start_paused = true)]
+async fn queue_statistics_count_every_outcome_once_across_batches_and_a_queue_actor_restart() {
+    let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
+    // Nobody is available: everything waits, then the customers leave.
+    let mut ids = Vec::new();
+    for n in 0..150 {
+        let id = rt
+            .submit(NewInteraction::new("chat", &format!("c{n}")).to_queue("q"))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in &ids[..40] {
+        rt.abandon(*id).await.unwrap();
+    }
+    // Fewer than a batch so far: a read still sees them all.
+    let stats = rt.queue_stats("q").await.unwrap();
+    assert_eq!((stats.windows[0].abandoned, stats.depth), (40, 110));
+    for id in &ids[40..100] {
+        rt.abandon(*id).await.unwrap();
+    }
+    // Its actor fails with outcomes gathered for it: the restarted one rebuilds from
+    // the engine and counts each once.
+    assert!(rt.inject_panic(&ActorKey::Queue("q".into())));
+    settle().await;
+    for id in &ids[100..] {
+        rt.abandon(*id).await.unwrap();
+    }
+    settle().await;
+    let stats = rt.queue_stats("q").await.unwrap();
+    assert_eq!((stats.windows[0].abandoned, stats.depth), (150, 0));
+    assert_eq!(stats.windows[0].answered, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_event_stream_carries_routing_events_in_order() {
     let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
     let mut sub = rt.subscribe();

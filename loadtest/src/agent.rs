@@ -87,7 +87,7 @@ pub struct SimAgent {
     /// Its group.
     pub group: AgentGroup,
     /// Agent id.
-    pub id: String,
+    pub id: Arc<str>,
     /// The scenario's queues (each offer's plan depends on its queue).
     pub queues: Arc<Vec<QueueSpec>>,
     /// Its own draws.
@@ -114,7 +114,7 @@ pub fn roster(
             index,
             group_index,
             group: scenario.agent_groups[group_index].clone(),
-            id: def.id,
+            id: Arc::from(def.id),
             queues: queues.clone(),
             rng: SeededRng::new(rng.next_u64()),
             start,
@@ -271,7 +271,7 @@ pub enum Found {
 pub struct Answer<D> {
     desk: Arc<D>,
     shared: Arc<Shared>,
-    agent: String,
+    agent: Arc<str>,
     index: usize,
     start: Instant,
     interaction: InteractionId,
@@ -284,7 +284,7 @@ impl<D: Desk> Answer<D> {
         self.shared.records.lock().unwrap().violate(Violation {
             kind: kind.into(),
             interaction: self.interaction.0,
-            agent: self.agent.clone(),
+            agent: self.agent.to_string(),
             at_ms: ms_since(self.start),
             detail,
         });

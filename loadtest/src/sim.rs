@@ -91,7 +91,8 @@ enum Act {
 struct Due {
     at: Duration,
     seq: u64,
-    act: Act,
+    /// Boxed: the heap moves its entries as it reorders them.
+    act: Box<Act>,
 }
 
 impl PartialEq for Due {
@@ -143,7 +144,7 @@ impl Desks {
         agenda.due.push(Reverse(Due {
             at,
             seq: agenda.seq,
-            act,
+            act: Box::new(act),
         }));
         if earliest {
             self.earlier.notify_one();
@@ -200,7 +201,7 @@ impl Desks {
             let Some(Reverse(due)) = self.agenda.lock().unwrap().due.pop() else {
                 continue;
             };
-            self.act(due.act, &runtime).await;
+            self.act(*due.act, &runtime).await;
         }
     }
 
@@ -479,27 +480,22 @@ async fn simulate(
                 let began = std::time::Instant::now();
                 let submitted = runtime.submit(request).await;
                 let routing_us = began.elapsed().as_micros() as u64;
-                let idx = {
-                    let mut r = shared.records.lock().unwrap();
-                    r.routing_us(routing_us);
-                    let mut record = Record::new(qi, at);
-                    record.channel = channel_index(&stream.channel);
-                    r.arrive(record)
-                };
+                let now = start.elapsed();
+                let mut r = shared.records.lock().unwrap();
+                r.routing_us(routing_us);
+                let mut record = Record::new(qi, at);
+                record.channel = channel_index(&stream.channel);
+                let idx = r.arrive(record);
                 match submitted {
                     Ok(id) => {
-                        let now = start.elapsed();
-                        shared
-                            .records
-                            .lock()
-                            .unwrap()
-                            .submitted(idx, id.0, now.as_millis() as u64);
+                        r.submitted(idx, id.0, now.as_millis() as u64);
                         if let Some(p) = patience {
                             waits.push(Reverse((now + Duration::from_secs_f64(p), idx, id)));
                         }
                     }
-                    Err(e) => shared.records.lock().unwrap().refused(idx, e.to_string()),
+                    Err(e) => r.refused(idx, e.to_string()),
                 }
+                drop(r);
             }
         })
     };

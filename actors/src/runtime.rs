@@ -88,11 +88,6 @@ struct CustomerTrack {
 }
 
 impl CustomerTrack {
-    /// The newest live interaction, if any.
-    fn newest_live(&self) -> Option<InteractionId> {
-        self.live.last().copied()
-    }
-
     /// Counts `interaction` live (kept in id order: ids grow with creation).
     fn opened(&mut self, interaction: InteractionId) {
         if let Err(at) = self.live.binary_search(&interaction) {
@@ -769,6 +764,13 @@ impl Core {
                             ("queue", ChangeKind::Added) => self.spawn_queue(id),
                             ("queue", ChangeKind::Changed) => {
                                 if let Some(q) = self.queues.get(&id) {
+                                    // Outcomes gathered before the change are judged by
+                                    // the threshold in force when they happened.
+                                    if let Some(outcomes) = st.outcomes.remove(&id)
+                                        && !outcomes.is_empty()
+                                    {
+                                        let _ = q.cast(QueueMsg::Outcomes(outcomes));
+                                    }
                                     let _ = q.cast(QueueMsg::Refresh);
                                 }
                             }
@@ -848,6 +850,13 @@ impl Core {
         if let Some(c) = info.customer {
             if let Some(mut t) = self.customers.get_mut(&*c) {
                 t.live.retain(|i| *i != interaction);
+                // The agent who served the one that ended last (with several live, the
+                // last to accept may have served another).
+                if info.answered
+                    && let Some(agent) = info.holder
+                {
+                    t.last_agent = Some(agent);
+                }
                 t.last = Some(interaction);
                 t.ended_ms = Some(at_ms);
                 t.last_activity_ms = at_ms;
@@ -1839,13 +1848,13 @@ impl Runtime {
         }
         // 2. An open conversation: join it, however long the customer was silent (an
         //    agent may be holding it; a second conversation would strand the reply).
+        //    The newest first; one that finished meanwhile (the router has not heard
+        //    yet) gives way to the next.
         let track = core.customers.get(&inbound.customer).map(|t| t.clone());
-        if let Some(t) = &track
-            && let Some(live) = t.newest_live()
-        {
+        for &live in track.iter().flat_map(|t| t.live.iter().rev()) {
             match core.post(live, message(&inbound.text)).await {
                 Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),
-                // Finished meanwhile: start anew below.
+                // Finished meanwhile: the next, or start anew below.
                 Err(RuntimeError::Journal(JournalError::Engine(
                     EngineError::InvalidState { .. } | EngineError::UnknownInteraction(_),
                 ))) => {}
@@ -1854,7 +1863,6 @@ impl Runtime {
         }
         // 3. A conversation that just ended: continue it with the same agent.
         if let Some(t) = &track
-            && t.live.is_empty()
             && let (Some(previous), Some(agent), Some(ended)) =
                 (t.last, t.last_agent.clone(), t.ended_ms)
             && now.saturating_sub(ended) <= window

@@ -655,6 +655,75 @@ async fn queue_statistics_count_every_outcome_once_across_batches_and_a_queue_ac
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_answer_gathered_before_a_threshold_change_is_judged_by_the_old_threshold() {
+    let mut config = center(&["ana"]);
+    config.queues[0].service_level.threshold_ms = 20_000;
+    let rt = start(config, RuntimeConfig::default()).await;
+    let id = rt.submit(NewInteraction::new("chat", "c1")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut ana = online(&rt, "ana").await;
+    let Push::Offer(_) = next(&mut ana).await else {
+        panic!("offer expected")
+    };
+    ana.accept(id).await.unwrap();
+    settle().await;
+    // Answered after ≈ 10 s, within 20 s; then the threshold drops to 5 s.
+    let mut changed = rt.read(|e| e.config());
+    changed.queues[0].service_level.threshold_ms = 5_000;
+    rt.execute(Command::Configure { config: changed })
+        .await
+        .unwrap();
+    settle().await;
+    let stats = rt.queue_stats("q").await.unwrap();
+    assert_eq!(stats.service_level_threshold_ms, 5_000);
+    assert_eq!(
+        (
+            stats.windows[0].answered,
+            stats.windows[0].answered_in_threshold
+        ),
+        (1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_customer_goes_to_the_agent_of_the_conversation_that_ended_last() {
+    let rt = start(center(&["ana", "bob"]), RuntimeConfig::default()).await;
+    let mut ana = online(&rt, "ana").await;
+    let older = chat_accepted(&rt, &mut ana, "cust-3", "first").await;
+    assert_eq!(next(&mut ana).await, Push::Assigned { interaction: older });
+    ana.set_presence(Presence::Away {
+        reason: "busy".into(),
+    })
+    .await
+    .unwrap();
+    let mut bob = online(&rt, "bob").await;
+    let newer = rt
+        .submit(NewInteraction::new("email", "cust-3"))
+        .await
+        .unwrap();
+    let Push::Offer(_) = next(&mut bob).await else {
+        panic!("offer expected")
+    };
+    bob.accept(newer).await.unwrap();
+    assert_eq!(next(&mut bob).await, Push::Assigned { interaction: newer });
+    // Bob's ends first, ana's last: the customer returns to ana.
+    bob.complete(newer, None).await.unwrap();
+    ana.complete(older, None).await.unwrap();
+    settle().await;
+    let out = rt
+        .inbound(Inbound::new("chat", "cust-3", "one more thing"))
+        .await
+        .unwrap();
+    let InboundOutcome::Returning {
+        previous, agent, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((previous, agent.as_str()), (older, "ana"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_event_stream_carries_routing_events_in_order() {
     let rt = start(center(&["ana"]), RuntimeConfig::default()).await;
     let mut sub = rt.subscribe();

@@ -319,7 +319,10 @@ impl Engine {
                 operation: "forget (it is still live)",
             });
         }
-        self.interactions.remove(&id);
+        if let Some((_, ic)) = self.interactions.remove(&id) {
+            let last = ic.lock().history.last().map_or(0, |h| h.at_ms());
+            self.unindex_finished(last, id);
+        }
         self.forgot(1);
         Ok(())
     }
@@ -335,10 +338,24 @@ impl Engine {
     /// Forgets every finished interaction (completed or abandoned); returns how many.
     pub fn purge_finished(&self) -> usize {
         let before = self.interactions.len();
+        // Cleared first: work finishing meanwhile is either removed below or indexed.
+        self.finished.lock().clear();
         self.interactions
             .retain(|_, ic| !ic.lock().state.is_terminal());
-        self.finished.lock().clear();
         self.forgot(before - self.interactions.len())
+    }
+
+    /// Drops the finished-work index's entry of `id`, which finished (last activity)
+    /// at `at_ms` — cheap for recent work, the usual case (entries near the back).
+    fn unindex_finished(&self, at_ms: TimeMs, id: InteractionId) {
+        let mut index = self.finished.lock();
+        let from = index.partition_point(|&(t, _)| t < at_ms);
+        let found = (from..index.len())
+            .take_while(|&k| index[k].0 == at_ms)
+            .find(|&k| index[k].1 == id);
+        if let Some(k) = found {
+            index.remove(k);
+        }
     }
 
     /// Forgets the finished interactions (completed or abandoned) whose last activity
@@ -367,7 +384,9 @@ impl Engine {
                     return false; // active again: indexed anew when it finishes
                 }
                 match i.history.last().map(|h| h.at_ms()) {
-                    // Active after it finished (a late message, say): kept until then.
+                    // Active after it finished: kept until then. (Nothing adds to
+                    // finished work's history today; this keeps the purge exact if
+                    // something ever does.)
                     Some(last) if last >= cutoff_ms => {
                         active_after = Some(last);
                         false
@@ -708,7 +727,14 @@ impl Engine {
         violations: &mut Vec<String>,
     ) {
         let mut earliest: HashMap<InteractionId, TimeMs> = HashMap::new();
+        let mut previous = 0;
         for &(at_ms, id) in self.finished.lock().iter() {
+            if at_ms < previous {
+                violations.push(format!(
+                    "finished-work index out of order: {id} at {at_ms} ms after an entry at {previous} ms"
+                ));
+            }
+            previous = at_ms;
             earliest.entry(id).or_insert(at_ms);
         }
         let mut ids: Vec<&InteractionId> = interactions.keys().collect();

@@ -133,6 +133,22 @@ async fn chat_accepted(
     interaction
 }
 
+/// `request` submitted, offered to and accepted by `agent` (its offer and assignment
+/// pushes taken).
+async fn submitted_and_accepted(
+    rt: &Runtime,
+    agent: &mut AgentSession,
+    request: NewInteraction,
+) -> InteractionId {
+    let id = rt.submit(request).await.unwrap();
+    let Push::Offer(_) = next(agent).await else {
+        panic!("offer expected")
+    };
+    agent.accept(id).await.unwrap();
+    assert_eq!(next(agent).await, Push::Assigned { interaction: id });
+    id
+}
+
 /// A chat message starting a conversation with the virtual agent `bot`.
 fn to_bot(bot: &str, customer: &str, text: &str) -> Inbound {
     let mut inbound = Inbound::new("chat", customer, text);
@@ -277,15 +293,7 @@ async fn a_customer_with_two_live_conversations_keeps_the_older_after_the_newer_
     let older = chat_accepted(&rt, &mut ana, "cust-2", "first question").await;
     assert_eq!(next(&mut ana).await, Push::Assigned { interaction: older });
     // A second conversation of the same customer (an email, say) is submitted.
-    let newer = rt
-        .submit(NewInteraction::new("email", "cust-2"))
-        .await
-        .unwrap();
-    let Push::Offer(_) = next(&mut ana).await else {
-        panic!("offer expected")
-    };
-    ana.accept(newer).await.unwrap();
-    assert_eq!(next(&mut ana).await, Push::Assigned { interaction: newer });
+    let newer = submitted_and_accepted(&rt, &mut ana, NewInteraction::new("email", "cust-2")).await;
     ana.complete(newer, None).await.unwrap();
     settle().await;
     // The older one is still live: the customer's next message joins it.
@@ -697,15 +705,7 @@ async fn a_returning_customer_goes_to_the_agent_of_the_conversation_that_ended_l
     .await
     .unwrap();
     let mut bob = online(&rt, "bob").await;
-    let newer = rt
-        .submit(NewInteraction::new("email", "cust-3"))
-        .await
-        .unwrap();
-    let Push::Offer(_) = next(&mut bob).await else {
-        panic!("offer expected")
-    };
-    bob.accept(newer).await.unwrap();
-    assert_eq!(next(&mut bob).await, Push::Assigned { interaction: newer });
+    let newer = submitted_and_accepted(&rt, &mut bob, NewInteraction::new("email", "cust-3")).await;
     // Bob's ends first, ana's last: the customer returns to ana.
     bob.complete(newer, None).await.unwrap();
     ana.complete(older, None).await.unwrap();

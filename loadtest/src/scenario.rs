@@ -375,6 +375,137 @@ pub struct OfferPlan {
     pub ready_after_s: Option<f64>,
 }
 
+/// `error` found in the `n`-th (from 0) `[[kind]]` table: said with the table's line
+/// when the scenario writes it as a `[[kind]]` header (else with its number).
+fn at_table(text: &str, kind: &str, n: usize, error: String) -> String {
+    let header = format!("[[{kind}]]");
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(&header))
+        .nth(n)
+        .map(|(i, _)| i + 1);
+    match line {
+        Some(l) => format!("line {l}: {header} number {}: {error}", n + 1),
+        None => format!("{header} number {}: {error}", n + 1),
+    }
+}
+
+fn check_queue(
+    q: &mut QueueSpec,
+    base: &Path,
+    seconds: impl Fn(f64) -> bool,
+) -> Result<(), String> {
+    q.handle_time
+        .check(&format!("queues `{}`.handle_time", q.id), base)?;
+    if let Some(p) = &mut q.patience {
+        p.check(&format!("queues `{}`.patience", q.id), base)?;
+    }
+    if q.offer_timeout_s <= 0.0
+        || !seconds(q.offer_timeout_s)
+        || !seconds(q.service_level_s)
+        || !seconds(q.wrap_up_s)
+        || !seconds(q.short_abandon_s)
+    {
+        return Err(format!(
+            "queues `{}`: offer_timeout_s must be above 0, service_level_s, wrap_up_s and short_abandon_s at least 0",
+            q.id
+        ));
+    }
+    Ok(())
+}
+
+fn check_group(
+    g: &mut AgentGroup,
+    base: &Path,
+    seconds: impl Fn(f64) -> bool,
+) -> Result<(), String> {
+    if let Some(d) = &mut g.accept_delay {
+        d.check(&format!("agent_groups `{}`.accept_delay", g.name), base)?;
+    }
+    if let Some(d) = &mut g.handle_time {
+        d.check(&format!("agent_groups `{}`.handle_time", g.name), base)?;
+    }
+    if let Some(d) = &mut g.wrap_up {
+        d.check(&format!("agent_groups `{}`.wrap_up", g.name), base)?;
+    }
+    if !seconds(g.shift_start_s)
+        || g.shift_end_s
+            .is_some_and(|e| !seconds(e) || e <= g.shift_start_s)
+    {
+        return Err(format!(
+            "agent_groups `{}`: shift_start_s must be from 0 on and shift_end_s after it",
+            g.name
+        ));
+    }
+    if !(0.0..=1.0).contains(&g.reject_probability) {
+        return Err(format!(
+            "agent_groups `{}`.reject_probability must be within 0–1",
+            g.name
+        ));
+    }
+    Ok(())
+}
+
+/// The queue that takes arrivals on `channel` given without a queue: the only one.
+fn queue_for_channel(queues: &[QueueSpec], channel: &str) -> Result<String, String> {
+    let takers: Vec<&str> = queues
+        .iter()
+        .filter(|q| q.channels.is_empty() || q.channels.iter().any(|c| c == channel))
+        .map(|q| q.id.as_str())
+        .collect();
+    match takers[..] {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!(
+            "arrivals on `{channel}`: no queue takes this channel"
+        )),
+        _ => Err(format!(
+            "arrivals on `{channel}`: name a `queue` ({} take this channel)",
+            takers.join(", ")
+        )),
+    }
+}
+
+fn check_arrivals(
+    a: &Arrivals,
+    queues: &[QueueSpec],
+    channel_names: &[String],
+) -> Result<(), String> {
+    let Some(queue) = queues.iter().find(|q| q.id == a.queue) else {
+        return Err(format!("arrivals: unknown queue `{}`", a.queue));
+    };
+    if !channel_names.contains(&a.channel) {
+        return Err(format!(
+            "arrivals `{}`: unknown channel `{}` (channels: {})",
+            a.queue,
+            a.channel,
+            channel_names.join(", ")
+        ));
+    }
+    if !queue.channels.is_empty() && !queue.channels.contains(&a.channel) {
+        return Err(format!(
+            "arrivals `{}`: the queue does not take channel `{}` (it takes {})",
+            a.queue,
+            a.channel,
+            queue.channels.join(", ")
+        ));
+    }
+    if !(a.interval_s.is_finite() && a.interval_s > 0.0) {
+        return Err(format!(
+            "arrivals `{}`: interval_s must be above 0",
+            a.queue
+        ));
+    }
+    match (a.rate_per_hour, a.rates_per_hour.is_empty()) {
+        (Some(r), true) if r.is_finite() && r >= 0.0 => Ok(()),
+        (None, false) if a.rates_per_hour.iter().all(|r| r.is_finite() && *r >= 0.0) => Ok(()),
+        _ => Err(format!(
+            "arrivals `{}`: give `rate_per_hour` or `rates_per_hour` (numbers ≥ 0), not both",
+            a.queue
+        )),
+    }
+}
+
 impl AgentGroup {
     /// This group's plan for an offer of `queue` (None: not the scenario's queue).
     pub fn plan(&self, queue: Option<&QueueSpec>, rng: &mut SeededRng) -> OfferPlan {
@@ -455,122 +586,25 @@ impl Scenario {
             ));
         }
         let seconds = |v: f64| v.is_finite() && (0.0..=MAX_SECONDS).contains(&v);
-        for q in &mut s.queues {
-            q.handle_time
-                .check(&format!("queues `{}`.handle_time", q.id), base)?;
-            if let Some(p) = &mut q.patience {
-                p.check(&format!("queues `{}`.patience", q.id), base)?;
-            }
-            if q.offer_timeout_s <= 0.0
-                || !seconds(q.offer_timeout_s)
-                || !seconds(q.service_level_s)
-                || !seconds(q.wrap_up_s)
-                || !seconds(q.short_abandon_s)
-            {
-                return Err(format!(
-                    "queues `{}`: offer_timeout_s must be above 0, service_level_s, wrap_up_s and short_abandon_s at least 0",
-                    q.id
-                ));
-            }
+        for (n, q) in s.queues.iter_mut().enumerate() {
+            let at = |e: String| at_table(text, "queues", n, e);
+            check_queue(q, base, seconds).map_err(at)?;
         }
-        for g in &mut s.agent_groups {
-            if let Some(d) = &mut g.accept_delay {
-                d.check(&format!("agent_groups `{}`.accept_delay", g.name), base)?;
-            }
-            if let Some(d) = &mut g.handle_time {
-                d.check(&format!("agent_groups `{}`.handle_time", g.name), base)?;
-            }
-            if let Some(d) = &mut g.wrap_up {
-                d.check(&format!("agent_groups `{}`.wrap_up", g.name), base)?;
-            }
-            if !seconds(g.shift_start_s)
-                || g.shift_end_s
-                    .is_some_and(|e| !seconds(e) || e <= g.shift_start_s)
-            {
-                return Err(format!(
-                    "agent_groups `{}`: shift_start_s must be from 0 on and shift_end_s after it",
-                    g.name
-                ));
-            }
-            if !(0.0..=1.0).contains(&g.reject_probability) {
-                return Err(format!(
-                    "agent_groups `{}`.reject_probability must be within 0–1",
-                    g.name
-                ));
-            }
+        for (n, g) in s.agent_groups.iter_mut().enumerate() {
+            let at = |e: String| at_table(text, "agent_groups", n, e);
+            check_group(g, base, seconds).map_err(at)?;
         }
         let channel_names: Vec<String> = s.channel_defs().into_iter().map(|c| c.name).collect();
         // Arrivals per channel: the queue is the one that takes the channel.
-        for a in &mut s.arrivals {
-            if !a.queue.is_empty() {
-                continue;
-            }
-            let takers: Vec<&str> = s
-                .queues
-                .iter()
-                .filter(|q| q.channels.is_empty() || q.channels.contains(&a.channel))
-                .map(|q| q.id.as_str())
-                .collect();
-            match takers[..] {
-                [one] => a.queue = one.to_string(),
-                [] => {
-                    return Err(format!(
-                        "arrivals on `{}`: no queue takes this channel",
-                        a.channel
-                    ));
-                }
-                _ => {
-                    return Err(format!(
-                        "arrivals on `{}`: name a `queue` ({} take this channel)",
-                        a.channel,
-                        takers.join(", ")
-                    ));
-                }
+        for (n, a) in s.arrivals.iter_mut().enumerate() {
+            let at = |e: String| at_table(text, "arrivals", n, e);
+            if a.queue.is_empty() {
+                a.queue = queue_for_channel(&s.queues, &a.channel).map_err(at)?;
             }
         }
-        for a in &s.arrivals {
-            let Some(queue) = s.queues.iter().find(|q| q.id == a.queue) else {
-                return Err(format!("arrivals: unknown queue `{}`", a.queue));
-            };
-            if !channel_names.contains(&a.channel) {
-                return Err(format!(
-                    "arrivals `{}`: unknown channel `{}` (channels: {})",
-                    a.queue,
-                    a.channel,
-                    channel_names.join(", ")
-                ));
-            }
-            if !queue.channels.is_empty() && !queue.channels.contains(&a.channel) {
-                return Err(format!(
-                    "arrivals `{}`: the queue does not take channel `{}` (it takes {})",
-                    a.queue,
-                    a.channel,
-                    queue.channels.join(", ")
-                ));
-            }
-            if !(a.interval_s.is_finite() && a.interval_s > 0.0) {
-                return Err(format!(
-                    "arrivals `{}`: interval_s must be above 0",
-                    a.queue
-                ));
-            }
-            match (a.rate_per_hour, a.rates_per_hour.is_empty()) {
-                (Some(r), true) if r.is_finite() && r >= 0.0 => {}
-                (None, false) if a.rates_per_hour.iter().all(|r| r.is_finite() && *r >= 0.0) => {
-                    if a.interval_s <= 0.0 {
-                        return Err(format!(
-                            "arrivals `{}`: interval_s must be above 0",
-                            a.queue
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "arrivals `{}`: give `rate_per_hour` or `rates_per_hour` (numbers ≥ 0), not both",
-                        a.queue
-                    ));
-                }
-            }
+        for (n, a) in s.arrivals.iter().enumerate() {
+            let at = |e: String| at_table(text, "arrivals", n, e);
+            check_arrivals(a, &s.queues, &channel_names).map_err(at)?;
         }
         // The engine checks the rest (skills, channels, capacity) when the center is
         // built.

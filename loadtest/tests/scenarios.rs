@@ -136,8 +136,12 @@ fn mistakes_are_reported_with_where_and_what() {
         "rate_per_hour = 180\nrates_per_hour = [1]",
     ));
     assert!(e.contains("not both"), "{e}");
+    // Mistakes found after parsing say which table, and its line.
+    let line_of = |header: &str| good.lines().position(|l| l.starts_with(header)).unwrap() + 1;
     let e = err(&good.replace("queue = \"support\"", "queue = \"nowhere\""));
     assert!(e.contains("unknown queue `nowhere`"), "{e}");
+    let arrivals = format!("line {}: [[arrivals]] number 1: ", line_of("[[arrivals]]"));
+    assert!(e.starts_with(&arrivals), "{e}");
     let e = err(&good.replace("count = 10", "count = 10\ncuont = 3"));
     assert!(e.contains("cuont"), "{e}");
     let e = err(&good.replace("skills = { support = 5 }", "skills = { support = 11 }"));
@@ -156,6 +160,11 @@ fn mistakes_are_reported_with_where_and_what() {
         "count = 10\nshift_start_s = 100\nshift_end_s = 50",
     ));
     assert!(e.contains("shift_end_s after it"), "{e}");
+    let groups = format!(
+        "line {}: [[agent_groups]] number 1: ",
+        line_of("[[agent_groups]]")
+    );
+    assert!(e.starts_with(&groups), "{e}");
     let e = err(&good.replace("service_level_s = 20", "service_level_s = inf"));
     assert!(e.contains("service_level_s"), "{e}");
     // Arrivals per channel with no queue taking the channel.

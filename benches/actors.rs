@@ -16,7 +16,8 @@
 //!
 //! * `floor`: what one simulated interaction cannot cost less than on the simulator's
 //!   single thread — a full lifecycle through the engine and its log alone (no
-//!   actors), one actor message, one short actor life (spawn, message, stop).
+//!   actors), one actor message (two actors, and round rings of 2, 2,000 and 20,000:
+//!   the cost once the receivers are cold), one short actor life (spawn, message, stop).
 //!
 //! `cargo bench --bench actors` (all) or name parts: `-- latency lifecycles memory floor`.
 //! `OMNIROUTE_BENCH_QUICK=1` runs each for a fraction of the time.
@@ -410,6 +411,13 @@ fn floor() {
         "floor        actor message (cast, the receiver woken, handled): {:.2} µs per hop ({hops} hops)",
         took.as_secs_f64() * 1e6 / hops as f64
     );
+    for actors in [2, 2_000, 20_000] {
+        let took = rt.block_on(ring(actors, hops));
+        println!(
+            "floor        actor message round a ring of {actors:>6} actors: {:.2} µs per hop ({hops} hops)",
+            took.as_secs_f64() * 1e6 / hops as f64
+        );
+    }
     let lives = if quick() { 20_000 } else { 200_000 };
     let took = rt.block_on(actor_lives(lives));
     println!(
@@ -525,6 +533,9 @@ impl ractor::Actor for Pong {
         if let Some(peer) = peer {
             state.0 = Some(peer);
         }
+        if left == u64::MAX {
+            return Ok(()); // an introduction only
+        }
         if left == 0 {
             if let Some(done) = state.1.take() {
                 let _ = done.send(());
@@ -561,6 +572,37 @@ async fn ping_pong(hops: u64) -> Duration {
     let took = started.elapsed();
     a.stop(None);
     b.stop(None);
+    took
+}
+
+/// `actors` actors in a ring passing one message round it `hops` times in all: each hop
+/// wakes the next actor, so with many actors each hop finds the receiver's mailbox,
+/// task and state cold, as the simulator's thousands of actors do.
+async fn ring(actors: usize, hops: u64) -> Duration {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let last = (hops % actors as u64) as usize;
+    let mut done = Some(done);
+    let mut refs = Vec::with_capacity(actors);
+    for n in 0..actors {
+        let (a, _) = ractor::Actor::spawn(None, Pong, if n == last { done.take() } else { None })
+            .await
+            .unwrap();
+        refs.push(a);
+    }
+    for (n, a) in refs.iter().enumerate() {
+        a.cast(Ball(u64::MAX, Some(refs[(n + 1) % actors].clone())))
+            .unwrap();
+    }
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    refs[0].cast(Ball(hops, None)).unwrap();
+    finished.await.unwrap();
+    let took = started.elapsed();
+    for a in &refs {
+        a.stop(None);
+    }
     took
 }
 

@@ -182,22 +182,25 @@ impl ConversationState {
         }
         match &event {
             Event::Created { queue, channel, .. } => {
-                self.view.queue = queue.to_string();
-                self.view.channel = channel.to_string();
+                set(&mut self.view.queue, queue);
+                set(&mut self.view.channel, channel);
                 if self.view.channels.is_empty() {
                     self.view.channels.push(channel.to_string());
                 }
                 self.view.state = InteractionState::Queued;
             }
             Event::Queued { queue, .. } => {
-                self.view.queue = queue.to_string();
+                set(&mut self.view.queue, queue);
                 self.view.state = InteractionState::Queued;
                 self.view.agent = None;
             }
             Event::Offered { agent, queue, .. } => {
-                self.view.queue = queue.to_string();
+                set(&mut self.view.queue, queue);
                 self.view.state = InteractionState::Offered;
-                self.view.agent = Some(agent.to_string());
+                match &mut self.view.agent {
+                    Some(a) => set(a, agent),
+                    None => self.view.agent = Some(agent.to_string()),
+                }
                 if !announced
                     && let Some(a) = self.agent_ref(agent)
                     && let Some(push) = OfferPush::of(
@@ -405,5 +408,13 @@ impl ConversationState {
                 myself.stop(None);
             }
         }
+    }
+}
+
+/// Sets `field` to `to`, keeping its allocation (most events repeat the queue).
+fn set(field: &mut String, to: &str) {
+    if field != to {
+        field.clear();
+        field.push_str(to);
     }
 }

@@ -405,7 +405,7 @@ pub(crate) struct Core {
     /// (at most `idle_conversation_actors`; last in, first out).
     idle_conversations: Mutex<Vec<ActorRef<ConversationMsg>>>,
     identities: DashMap<ActorId, Identity, FxBuildHasher>,
-    customers: DashMap<String, CustomerTrack>,
+    customers: DashMap<Arc<str>, CustomerTrack>,
     /// Customers whose work finished, with when, oldest first: housekeeping forgets
     /// those still idle past the switching window without visiting every customer.
     expiring: Mutex<VecDeque<(TimeMs, Arc<str>)>>,
@@ -636,7 +636,7 @@ impl Core {
                         .as_ref()
                         .map(|r| Arc::<str>::from(r.customer.as_str()));
                     if let Some(c) = &customer {
-                        let mut t = self.customers.entry(c.to_string()).or_default();
+                        let mut t = self.customers.entry(c.clone()).or_default();
                         t.opened(*interaction);
                         t.last_activity_ms = p.at_ms;
                         drop(t);
@@ -1645,7 +1645,7 @@ impl Runtime {
                         .flatten(),
                     },
                 );
-                let mut t = core.customers.entry(s.customer.clone()).or_default();
+                let mut t = core.customers.entry(customer.clone()).or_default();
                 t.opened(s.id);
                 t.last_activity_ms = t.last_activity_ms.max(s.created_ms);
                 if s.state == InteractionState::Assigned || s.state == InteractionState::Offered {
@@ -1850,7 +1850,10 @@ impl Runtime {
         //    agent may be holding it; a second conversation would strand the reply).
         //    The newest first; one that finished meanwhile (the router has not heard
         //    yet) gives way to the next.
-        let track = core.customers.get(&inbound.customer).map(|t| t.clone());
+        let track = core
+            .customers
+            .get(inbound.customer.as_str())
+            .map(|t| t.clone());
         for &live in track.iter().flat_map(|t| t.live.iter().rev()) {
             match core.post(live, message(&inbound.text)).await {
                 Ok(()) => return Ok(InboundOutcome::Joined { interaction: live }),

@@ -583,25 +583,31 @@ async fn ring(actors: usize, hops: u64) -> Duration {
     let last = (hops % actors as u64) as usize;
     let mut done = Some(done);
     let mut refs = Vec::with_capacity(actors);
+    let mut handles = Vec::with_capacity(actors);
     for n in 0..actors {
-        let (a, _) = ractor::Actor::spawn(None, Pong, if n == last { done.take() } else { None })
+        let (a, h) = ractor::Actor::spawn(None, Pong, if n == last { done.take() } else { None })
             .await
             .unwrap();
         refs.push(a);
+        handles.push(h);
     }
     for (n, a) in refs.iter().enumerate() {
         a.cast(Ball(u64::MAX, Some(refs[(n + 1) % actors].clone())))
             .unwrap();
     }
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
+    // Every introduction handled before the clock starts: the actors' tasks were all
+    // woken before this one sleeps, so they run first.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     let started = Instant::now();
     refs[0].cast(Ball(hops, None)).unwrap();
     finished.await.unwrap();
     let took = started.elapsed();
+    // Stopped before the next measurement starts.
     for a in &refs {
         a.stop(None);
+    }
+    for h in handles {
+        h.await.unwrap();
     }
     took
 }

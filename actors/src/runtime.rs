@@ -1865,7 +1865,10 @@ impl Runtime {
             }
         }
         // 3. A conversation that just ended: continue it with the same agent.
+        // (Only with no live conversation known: if every one above finished
+        //    meanwhile, what the copy says of the last one is stale — start anew.)
         if let Some(t) = &track
+            && t.live.is_empty()
             && let (Some(previous), Some(agent), Some(ended)) =
                 (t.last, t.last_agent.clone(), t.ended_ms)
             && now.saturating_sub(ended) <= window

@@ -379,10 +379,17 @@ pub struct OfferPlan {
 /// when the scenario writes it as a `[[kind]]` header (else with its number).
 fn at_table(text: &str, kind: &str, n: usize, error: String) -> String {
     let header = format!("[[{kind}]]");
+    // `[[kind]]`, `[[ kind ]]` or `[["kind"]]`, perhaps indented or with a comment.
+    let is_header = |l: &str| {
+        l.trim_start()
+            .strip_prefix("[[")
+            .and_then(|rest| rest.split_once("]]"))
+            .is_some_and(|(name, _)| name.trim().trim_matches('"') == kind)
+    };
     let line = text
         .lines()
         .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with(&header))
+        .filter(|(_, l)| is_header(l))
         .nth(n)
         .map(|(i, _)| i + 1);
     match line {

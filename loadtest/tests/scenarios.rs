@@ -142,6 +142,10 @@ fn mistakes_are_reported_with_where_and_what() {
     assert!(e.contains("unknown queue `nowhere`"), "{e}");
     let arrivals = format!("line {}: [[arrivals]] number 1: ", line_of("[[arrivals]]"));
     assert!(e.starts_with(&arrivals), "{e}");
+    let spaced = good
+        .replace("[[arrivals]]", "  [[ \"arrivals\" ]] # spaced")
+        .replace("queue = \"support\"", "queue = \"nowhere\"");
+    assert!(err(&spaced).starts_with(&arrivals), "{}", err(&spaced));
     let e = err(&good.replace("count = 10", "count = 10\ncuont = 3"));
     assert!(e.contains("cuont"), "{e}");
     let e = err(&good.replace("skills = { support = 5 }", "skills = { support = 11 }"));

@@ -912,6 +912,14 @@ impl Report {
     pub fn table(&self) -> String {
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
         let secs = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        // Hours, or minutes under an hour (a short run's staffing is not "0.0 h").
+        let hours = |h: f64| {
+            if h < 1.0 {
+                format!("{:.1} min", h * 60.0)
+            } else {
+                format!("{h:.1} h")
+            }
+        };
         let mut out = format!(
             "scenario `{}` seed {}: {:.0} simulated s in {:.2} wall s ({:.0} interactions/s)\n",
             self.scenario, self.seed, self.simulated_s, self.wall_s, self.interactions_per_wall_s
@@ -953,23 +961,23 @@ impl Report {
         }
         for g in &self.groups {
             out.push_str(&format!(
-                "group {:<12} {:>4} agents, staffed {:.1} h, handling {:.1} h, busy (with wrap-up) {:.1} h, occupancy {}\n",
+                "group {:<12} {:>4} agents, staffed {}, handling {}, busy (with wrap-up) {}, occupancy {}\n",
                 g.group,
                 g.agents,
-                g.staffed_hours,
-                g.handle_hours,
-                g.busy_hours,
+                hours(g.staffed_hours),
+                hours(g.handle_hours),
+                hours(g.busy_hours),
                 pct(g.occupancy)
             ));
         }
         for c in &self.channels {
             out.push_str(&format!(
-                "channel {:<10} {:>6} offered, busy {:.1} h (handling {:.1} h) of {:.1} h staffed by its agents, occupancy {}\n",
+                "channel {:<10} {:>6} offered, busy {} (handling {}) of {} staffed by its agents, occupancy {}\n",
                 c.channel,
                 c.offered,
-                c.busy_hours,
-                c.handle_hours,
-                c.staffed_hours,
+                hours(c.busy_hours),
+                hours(c.handle_hours),
+                hours(c.staffed_hours),
                 pct(c.occupancy)
             ));
         }
@@ -1072,5 +1080,18 @@ mod tests {
             Report::build(&s, 1, &clean, std::time::Duration::from_secs(1)).exit_status(),
             0
         );
+    }
+
+    #[test]
+    fn the_table_gives_short_staffing_in_minutes() {
+        let s = crate::scenario::test_scenario("", "count = 2\nchannels = { voice = 1 }");
+        let mut r = records();
+        r.close(0);
+        let mut report = Report::build(&s, 1, &r, std::time::Duration::from_secs(1));
+        report.groups[0].staffed_hours = 0.25;
+        report.groups[0].busy_hours = 2.0;
+        let table = report.table();
+        assert!(table.contains("staffed 15.0 min,"), "{table}");
+        assert!(table.contains("busy (with wrap-up) 2.0 h,"), "{table}");
     }
 }

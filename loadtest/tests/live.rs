@@ -1,13 +1,13 @@
 //! Connect mode driven by a scenario, against a real server on loopback QUIC (in this
 //! process): the scenario's center is configured through the admin API, every agent is
 //! a client session, customers arrive open loop; the run is clean and every customer is
-//! accounted for.
+//! accounted for — and a center changed under a run is caught and fails it.
 
 use omniroute_loadtest::live::{self, Target};
 use omniroute_loadtest::scenario::Scenario;
 use omniroute_transport::actors::center::Clock;
 use omniroute_transport::actors::engine::journal::{
-    Durability, Journal, JournalConfig, MemoryStore,
+    Command, Durability, Journal, JournalConfig, MemoryStore,
 };
 use omniroute_transport::actors::engine::{CenterConfig, ChannelDef};
 use omniroute_transport::actors::{Runtime, RuntimeConfig};
@@ -17,8 +17,9 @@ use omniroute_transport::tls::{SELF_SIGNED_NAME, ServerIdentity};
 use std::path::Path;
 use std::sync::Arc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scenario_runs_against_a_live_server() {
+/// A server on loopback QUIC in this process, with an admin token; its runtime (to
+/// act on the center under a run), its address and certificate.
+async fn serve() -> (Arc<Runtime>, Target, tempfile::TempDir) {
     let now = 1_764_000_000_000;
     let (journal, _) = Journal::open(
         Arc::new(MemoryStore::new()),
@@ -60,12 +61,24 @@ async fn a_scenario_runs_against_a_live_server() {
     );
     tokio::spawn(server::serve(
         endpoint,
-        runtime,
+        runtime.clone(),
         ServerConfig {
             tokens,
             ..Default::default()
         },
     ));
+    let target = Target {
+        addr,
+        cert: dir.path().join("tls").join("cert.pem"),
+        server_name: SELF_SIGNED_NAME.into(),
+        admin_token: "admin-token-for-the-live-test".into(),
+    };
+    (runtime, target, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_against_a_live_server() {
+    let (_runtime, target, _dir) = serve().await;
     let scenario = Scenario::parse(
         r#"
 name = "live"
@@ -94,18 +107,7 @@ rate_per_hour = 36_000
         Path::new("."),
     )
     .unwrap();
-    let report = live::run(
-        &scenario,
-        4,
-        &Target {
-            addr,
-            cert: dir.path().join("tls").join("cert.pem"),
-            server_name: SELF_SIGNED_NAME.into(),
-            admin_token: "admin-token-for-the-live-test".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let report = live::run(&scenario, 4, &target).await.unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     let q = &report.queues[0];
     assert!(q.offered >= 15, "{q:?}");
@@ -118,4 +120,60 @@ rate_per_hour = 36_000
         e.routing_samples > 0 && e.routing_samples <= q.offered && e.routing_p50_us > 0,
         "{e:?}"
     );
+}
+
+/// The center changed under a run — every agent loses the queue's skill once the
+/// scenario has configured it — so customers wait while, as far as the simulator knows,
+/// eligible agents sit free: the run reports the breach with the interaction and the
+/// agent, and its exit status is 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_center_changed_under_a_run_is_reported_and_fails_it() {
+    let (runtime, target, _dir) = serve().await;
+    let scenario = Scenario::parse(
+        r#"
+name = "drift"
+duration_s = 4
+seed = 5
+queues = [{ id = "drift", channels = ["chat"], skills = { drift = 1 }, handle_time = { dist = "fixed", s = 0.2 }, patience = { dist = "fixed", s = 2.5 } }]
+agent_groups = [{ name = "drift-agent", count = 2, skills = { drift = 3 }, channels = { chat = 1 } }]
+arrivals = [{ queue = "drift", channel = "chat", rate_per_hour = 3_600 }]
+"#,
+        Path::new("."),
+    )
+    .unwrap();
+    let drift = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            // Once the run has configured its agents with the skill, take it away.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let mut config = runtime.read(|e| e.config());
+                let skilled = config
+                    .agents
+                    .iter()
+                    .any(|a| a.skills.iter().any(|s| s.skill == "drift"));
+                if !skilled {
+                    continue;
+                }
+                for a in &mut config.agents {
+                    a.skills.retain(|s| s.skill != "drift");
+                }
+                runtime
+                    .execute(Command::Configure { config })
+                    .await
+                    .unwrap();
+                return;
+            }
+        })
+    };
+    let report = live::run(&scenario, 5, &target).await.unwrap();
+    drift.await.unwrap();
+    let breach = report
+        .violations
+        .iter()
+        .find(|v| v.kind == "waiting_while_agent_free")
+        .unwrap_or_else(|| panic!("{:?}", report.violations));
+    assert!(breach.interaction > 0, "{breach:?}");
+    assert!(breach.agent.starts_with("drift-agent"), "{breach:?}");
+    assert_eq!(report.exit_status(), 2);
 }

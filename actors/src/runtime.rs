@@ -1637,9 +1637,13 @@ impl Runtime {
                         enqueued_ms: s.enqueued_ms,
                         customer: Some(customer.clone()),
                         answered: s.answered_ms.is_some(),
+                        // As the router's own record has it: the agent of the offer or
+                        // the work, through wrap-up.
                         holder: matches!(
                             s.state,
-                            InteractionState::Assigned | InteractionState::Offered
+                            InteractionState::Assigned
+                                | InteractionState::Offered
+                                | InteractionState::WrapUp
                         )
                         .then(|| s.agent.as_deref().map(Arc::from))
                         .flatten(),

@@ -1321,6 +1321,18 @@ async fn work_in_wrap_up_at_a_restart_stops_counting_as_live_when_its_wrap_up_en
         .map(|v| v.interaction)
         .collect();
     assert_eq!(history, vec![id]);
+    // Writing again within the switching window, the customer returns to ana.
+    let out = rt
+        .inbound(Inbound::new("chat", "c9", "one more thing"))
+        .await
+        .unwrap();
+    let InboundOutcome::Returning {
+        previous, agent, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((previous, agent.as_str()), (id, "ana"));
 }
 
 #[tokio::test(start_paused = true)]

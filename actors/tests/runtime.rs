@@ -149,6 +149,21 @@ async fn submitted_and_accepted(
     id
 }
 
+/// `customer` writes again on chat and is returning: to which conversation and agent.
+async fn returning(rt: &Runtime, customer: &str) -> (InteractionId, String) {
+    let out = rt
+        .inbound(Inbound::new("chat", customer, "one more thing"))
+        .await
+        .unwrap();
+    let InboundOutcome::Returning {
+        previous, agent, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    (previous, agent)
+}
+
 /// A chat message starting a conversation with the virtual agent `bot`.
 fn to_bot(bot: &str, customer: &str, text: &str) -> Inbound {
     let mut inbound = Inbound::new("chat", customer, text);
@@ -710,17 +725,7 @@ async fn a_returning_customer_goes_to_the_agent_of_the_conversation_that_ended_l
     bob.complete(newer, None).await.unwrap();
     ana.complete(older, None).await.unwrap();
     settle().await;
-    let out = rt
-        .inbound(Inbound::new("chat", "cust-3", "one more thing"))
-        .await
-        .unwrap();
-    let InboundOutcome::Returning {
-        previous, agent, ..
-    } = out
-    else {
-        panic!("{out:?}")
-    };
-    assert_eq!((previous, agent.as_str()), (older, "ana"));
+    assert_eq!(returning(&rt, "cust-3").await, (older, "ana".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1322,17 +1327,7 @@ async fn work_in_wrap_up_at_a_restart_stops_counting_as_live_when_its_wrap_up_en
         .collect();
     assert_eq!(history, vec![id]);
     // Writing again within the switching window, the customer returns to ana.
-    let out = rt
-        .inbound(Inbound::new("chat", "c9", "one more thing"))
-        .await
-        .unwrap();
-    let InboundOutcome::Returning {
-        previous, agent, ..
-    } = out
-    else {
-        panic!("{out:?}")
-    };
-    assert_eq!((previous, agent.as_str()), (id, "ana"));
+    assert_eq!(returning(&rt, "c9").await, (id, "ana".to_string()));
 }
 
 #[tokio::test(start_paused = true)]

@@ -371,23 +371,24 @@ impl Core {
         let pending = st.outcomes.entry(queue.clone()).or_default();
         pending.push(outcome);
         if pending.len() >= OUTCOME_BATCH {
-            let outcomes = std::mem::take(pending);
-            if let Some(q) = self.queues.get(queue) {
-                let _ = q.cast(QueueMsg::Outcomes(outcomes));
-            }
+            self.send_outcomes(st, queue);
         }
     }
 
-    /// Sends `queue`'s actor the outcomes gathered for it (under the router's lock:
-    /// in order with the router's own sends).
-    fn flush_outcomes(&self, queue: &str) {
-        let mut st = self.router.lock();
+    /// Sends `queue`'s actor the outcomes gathered for it (with the router's lock
+    /// held: in order with the router's own sends).
+    fn send_outcomes(&self, st: &mut RouterState, queue: &str) {
         if let Some(outcomes) = st.outcomes.remove(queue)
             && !outcomes.is_empty()
             && let Some(q) = self.queues.get(queue)
         {
             let _ = q.cast(QueueMsg::Outcomes(outcomes));
         }
+    }
+
+    /// [`Core::send_outcomes`] from outside the router.
+    fn flush_outcomes(&self, queue: &str) {
+        self.send_outcomes(&mut self.router.lock(), queue);
     }
 }
 
@@ -763,14 +764,10 @@ impl Core {
                             }
                             ("queue", ChangeKind::Added) => self.spawn_queue(id),
                             ("queue", ChangeKind::Changed) => {
+                                // Outcomes gathered before the change are judged by the
+                                // threshold in force when they happened.
+                                self.send_outcomes(&mut st, &id);
                                 if let Some(q) = self.queues.get(&id) {
-                                    // Outcomes gathered before the change are judged by
-                                    // the threshold in force when they happened.
-                                    if let Some(outcomes) = st.outcomes.remove(&id)
-                                        && !outcomes.is_empty()
-                                    {
-                                        let _ = q.cast(QueueMsg::Outcomes(outcomes));
-                                    }
                                     let _ = q.cast(QueueMsg::Refresh);
                                 }
                             }

@@ -164,6 +164,27 @@ async fn returning(rt: &Runtime, customer: &str) -> (InteractionId, String) {
     (previous, agent)
 }
 
+/// `interaction`'s conversation actor panics, then `customer` writes `text`: the
+/// conversation is what it was (`before`) plus that line — nothing lost, nothing doubled.
+async fn crashed_then_written_to(
+    rt: &Runtime,
+    interaction: InteractionId,
+    customer: &str,
+    text: &str,
+    before: &ConversationViewAlias,
+) {
+    assert!(rt.inject_panic(&ActorKey::Conversation(interaction)));
+    settle().await;
+    rt.inbound(Inbound::new("chat", customer, text))
+        .await
+        .unwrap();
+    settle().await;
+    let after = rt.conversation(interaction).await.unwrap();
+    let mut expected = texts(before);
+    expected.push(text.into());
+    assert_eq!(texts(&after), expected, "nothing lost, nothing doubled");
+}
+
 /// A chat message starting a conversation with the virtual agent `bot`.
 fn to_bot(bot: &str, customer: &str, text: &str) -> Inbound {
     let mut inbound = Inbound::new("chat", customer, text);
@@ -577,16 +598,7 @@ async fn a_panicking_actor_is_restarted_from_the_engine_without_losing_or_duplic
     let before = rt.conversation(id).await.unwrap();
 
     // The conversation actor panics mid-interaction.
-    assert!(rt.inject_panic(&ActorKey::Conversation(id)));
-    settle().await;
-    rt.inbound(Inbound::new("chat", "c1", "second"))
-        .await
-        .unwrap();
-    settle().await;
-    let after = rt.conversation(id).await.unwrap();
-    let mut expected = texts(&before);
-    expected.push("second".into());
-    assert_eq!(texts(&after), expected, "nothing lost, nothing doubled");
+    crashed_then_written_to(&rt, id, "c1", "second", &before).await;
 
     // The agent actor panics: its session survives and is resynchronised.
     while ana.try_next().is_some() {}
@@ -1446,16 +1458,7 @@ async fn a_finished_conversation_s_actor_serves_the_next_one_and_answers_only_fo
     assert!(!texts(&old).contains(&"second".to_string()));
 
     // A reused actor that fails is restarted for its interaction like any other.
-    assert!(rt.inject_panic(&ActorKey::Conversation(second)));
-    settle().await;
-    rt.inbound(Inbound::new("chat", "c2", "again"))
-        .await
-        .unwrap();
-    settle().await;
-    let after = rt.conversation(second).await.unwrap();
-    let mut expected = texts(&view);
-    expected.push("again".into());
-    assert_eq!(texts(&after), expected, "nothing lost, nothing doubled");
+    crashed_then_written_to(&rt, second, "c2", "again", &view).await;
 
     // Two finish at once: the pool keeps one, the other actor stops.
     let mut bob = online(&rt, "bob").await;

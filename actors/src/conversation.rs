@@ -111,7 +111,21 @@ pub(crate) struct ConversationState {
     agents_seen: Vec<String>,
     stash: Vec<ConversationMsg>,
     seen_seq: u64,
+    /// The conversation but for what [`Line`]s give (see [`ConversationState::view`]):
+    /// its transcript stays empty; participants and channels hold only what a rebuild
+    /// found besides the lines.
     view: ConversationView,
+    /// The transcript as it happened, rendered when read (most conversations are
+    /// never read: text built per event would be built for nothing).
+    lines: Vec<Line>,
+}
+
+/// One event or entry of a conversation, in order.
+enum Line {
+    /// An event routed to this actor (most make a line of the transcript; some none).
+    Event(TimeMs, Event),
+    /// A transcript entry rebuilt from the engine's history.
+    Entry(TranscriptEntry),
 }
 
 fn participant_of(entry: &TranscriptEntry) -> Option<String> {
@@ -124,14 +138,38 @@ fn participant_of(entry: &TranscriptEntry) -> Option<String> {
 }
 
 impl ConversationState {
-    fn push_entry(&mut self, entry: TranscriptEntry) {
-        if let Some(p) = participant_of(&entry) {
-            self.view.participants.insert(p);
+    /// The transcript so far.
+    fn transcript(&self) -> Vec<TranscriptEntry> {
+        self.lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Event(at_ms, event) => transcript::from_event(*at_ms, event),
+                Line::Entry(entry) => Some(entry.clone()),
+            })
+            .collect()
+    }
+
+    /// The conversation: the transcript rendered, everyone who took part (the
+    /// customer, agents who accepted it, whoever wrote), the customer's channels in
+    /// first-use order.
+    fn view(&self) -> ConversationView {
+        let mut view = self.view.clone();
+        view.transcript = self.transcript();
+        view.participants.insert("customer".to_string());
+        for line in &self.lines {
+            if let Line::Event(_, Event::Accepted { agent, .. }) = line {
+                view.participants.insert(format!("agent:{agent}"));
+            }
         }
-        if entry.from == Sender::Customer && !self.view.channels.contains(&entry.channel) {
-            self.view.channels.push(entry.channel.clone());
+        for entry in &view.transcript {
+            if let Some(p) = participant_of(entry) {
+                view.participants.insert(p);
+            }
+            if entry.from == Sender::Customer && !view.channels.contains(&entry.channel) {
+                view.channels.push(entry.channel.clone());
+            }
         }
-        self.view.transcript.push(entry);
+        view
     }
 
     fn rebuild(&mut self) {
@@ -151,8 +189,8 @@ impl ConversationState {
         self.view.attributes = s.attributes;
         self.view.state = s.state;
         self.view.agent = s.agent;
-        self.view.participants = BTreeSet::from(["customer".to_string()]);
-        self.view.transcript.clear();
+        self.view.participants.clear();
+        self.lines.clear();
         self.agents_seen.clear();
         for h in &s.history {
             if let omniroute_engine::HistoryEntry::Accepted { agent, .. } = h {
@@ -164,7 +202,7 @@ impl ConversationState {
                 self.agents_seen.push(agent.to_string());
             }
             if let Some(entry) = transcript::from_history(h) {
-                self.push_entry(entry);
+                self.lines.push(Line::Entry(entry));
             }
         }
         self.ready = true;
@@ -177,9 +215,6 @@ impl ConversationState {
     /// `announced`: the record holding the event created the interaction, and the
     /// router sent the context of its offers (this actor sends none for them).
     fn on_event(&mut self, seq: u64, at_ms: TimeMs, event: Event, announced: bool) {
-        if let Some(entry) = transcript::from_event(at_ms, &event) {
-            self.push_entry(entry);
-        }
         match &event {
             Event::Created { queue, channel, .. } => {
                 set(&mut self.view.queue, queue);
@@ -207,17 +242,14 @@ impl ConversationState {
                         &event,
                         self.view.customer.clone(),
                         self.view.attributes.clone(),
-                        self.view.transcript.clone(),
+                        self.transcript_with(at_ms, &event),
                     )
                 {
                     let push = Arc::new(push);
                     let _ = a.cast(AgentMsg::Offer { seq, push });
                 }
             }
-            Event::Accepted { agent, .. } => {
-                self.view.state = InteractionState::Assigned;
-                self.view.participants.insert(format!("agent:{agent}"));
-            }
+            Event::Accepted { .. } => self.view.state = InteractionState::Assigned,
             Event::Rejected { .. } | Event::OfferTimedOut { .. } | Event::OfferRescinded { .. } => {
                 self.view.agent = None;
             }
@@ -237,8 +269,16 @@ impl ConversationState {
             }
             _ => {}
         }
+        self.lines.push(Line::Event(at_ms, event));
         // The agent concerned hears of every event from the router, in the log's
         // order; from here only an offer's context (above).
+    }
+
+    /// The transcript with `event`'s line (not in the lines yet) last.
+    fn transcript_with(&self, at_ms: TimeMs, event: &Event) -> Vec<TranscriptEntry> {
+        let mut t = self.transcript();
+        t.extend(transcript::from_event(at_ms, event));
+        t
     }
 
     /// One record's events about this interaction.
@@ -316,10 +356,11 @@ impl ConversationState {
                 attributes,
                 state: InteractionState::Queued,
                 agent: None,
-                participants: BTreeSet::from(["customer".to_string()]),
+                participants: BTreeSet::new(),
                 channels: Vec::new(),
                 transcript: Vec::new(),
             },
+            lines: Vec::new(),
         }
     }
 
@@ -379,7 +420,7 @@ impl ConversationState {
             }
             ConversationMsg::View { interaction, reply } => {
                 let held = !state.idle && state.view.interaction == interaction;
-                let _ = reply.send(held.then(|| state.view.clone()));
+                let _ = reply.send(held.then(|| state.view()));
             }
             ConversationMsg::Crash(interaction)
                 if state.idle || state.view.interaction != interaction => {}
@@ -400,7 +441,7 @@ impl ConversationState {
             if state.core.recycle_conversation(myself) {
                 // Its memory goes now, not when the actor is next used.
                 state.idle = true;
-                state.view.transcript = Vec::new();
+                state.lines = Vec::new();
                 state.view.attributes.clear();
                 state.view.participants.clear();
                 state.stash = Vec::new();

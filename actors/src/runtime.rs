@@ -101,7 +101,7 @@ impl CustomerTrack {
 /// finished work, 24 h by default), not just for the switching window.
 #[derive(Default)]
 struct Histories {
-    by_customer: DashMap<String, VecDeque<InteractionId>>,
+    by_customer: DashMap<Arc<str>, VecDeque<InteractionId>>,
     /// Finished interactions with their customer, in the order they finished. The
     /// engine purges finished work by when it finished (its last step: the end of its
     /// wrap-up), so housekeeping walks this from the front, forgetting what the engine
@@ -116,12 +116,12 @@ impl Histories {
     /// Interactions looked at per batch (the engine's read lock is taken per batch).
     const BATCH: usize = 4_096;
 
-    fn add(&self, customer: &str, interaction: InteractionId) {
-        match self.by_customer.get_mut(customer) {
+    fn add(&self, customer: &Arc<str>, interaction: InteractionId) {
+        match self.by_customer.get_mut(&**customer) {
             Some(mut v) => v.push_back(interaction),
             None => self
                 .by_customer
-                .entry(customer.to_string())
+                .entry(customer.clone())
                 .or_default()
                 .push_back(interaction),
         }
@@ -158,7 +158,7 @@ impl Histories {
             if !gone.contains(&true) {
                 return;
             }
-            let mut forgotten: Vec<(InteractionId, Arc<str>)> = {
+            let forgotten: Vec<(InteractionId, Arc<str>)> = {
                 // Held entries moved up in place (in order), the purged ones after
                 // them, then drained: linear in the batch.
                 let mut q = self.finished.lock();
@@ -173,19 +173,34 @@ impl Histories {
                 kept = held;
                 drained
             };
-            // Each customer's ids together (one lookup each, and a customer with many
-            // is linear in its list, not in list × ids).
-            forgotten.sort_by(|a, b| a.1.cmp(&b.1));
-            for group in forgotten.chunk_by(|a, b| a.1 == b.1) {
+            // A customer's work is indexed as it was created and mostly finishes in
+            // that order: its oldest entry, as a rule — taken off the front at once.
+            // The rest wait, then go by customer (a customer with many is linear in
+            // its list, not in list × ids).
+            let mut rest: Vec<(InteractionId, Arc<str>)> = Vec::new();
+            for (id, customer) in forgotten {
+                let empty = match self.by_customer.get_mut(&*customer) {
+                    Some(mut v) if v.front() == Some(&id) => {
+                        v.pop_front();
+                        v.is_empty()
+                    }
+                    Some(v) => {
+                        drop(v);
+                        rest.push((id, customer));
+                        continue;
+                    }
+                    None => false,
+                };
+                if empty {
+                    self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+                }
+            }
+            rest.sort_by(|a, b| a.1.cmp(&b.1));
+            for group in rest.chunk_by(|a, b| a.1 == b.1) {
                 let customer = &group[0].1;
                 let empty = match self.by_customer.get_mut(&**customer) {
                     Some(mut v) => {
                         match group {
-                            // A customer's work is indexed as it was created and mostly
-                            // finishes in that order: its oldest entry, as a rule.
-                            [(id, _)] if v.front() == Some(id) => {
-                                v.pop_front();
-                            }
                             [(id, _)] => v.retain(|x| x != id),
                             _ => {
                                 let ids: FxHashSet<InteractionId> =
@@ -1596,12 +1611,13 @@ impl Runtime {
             let mut finished = Vec::new();
             for id in engine.interaction_ids() {
                 if let Ok(s) = engine.interaction(id) {
-                    core.histories.add(&s.customer, id);
+                    let customer = Arc::<str>::from(s.customer.as_str());
+                    core.histories.add(&customer, id);
                     if !s.state.is_terminal() {
                         live.push(s);
                     } else {
                         let at = s.history.last().map_or(0, |h| h.at_ms());
-                        finished.push((at, id, Arc::<str>::from(s.customer.as_str())));
+                        finished.push((at, id, customer));
                     }
                 }
             }

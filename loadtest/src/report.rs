@@ -197,6 +197,12 @@ impl Records {
         self.watch.arrived(id, queue, channel, at_ms);
     }
 
+    /// Room for `n` interactions more (the run's arrivals are drawn up front).
+    pub fn expect(&mut self, n: usize) {
+        self.interactions.reserve(n);
+        self.by_id.reserve(n);
+    }
+
     /// A push read from agent `agent`'s session at `at_ms` (capacity and presence as
     /// the simulator sees them; an offer beyond capacity is a violation).
     pub fn push_seen(&mut self, agent: usize, push: &Push, at_ms: u64) {

@@ -389,8 +389,7 @@ async fn simulate(
         })
         .collect();
     {
-        let mut r = shared.records.lock().unwrap();
-        r.interactions.reserve(plan.len());
+        shared.records.lock().unwrap().expect(plan.len());
     }
     let all_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let arrivals = {

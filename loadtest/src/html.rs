@@ -135,28 +135,33 @@ pub fn render(report: &Report) -> String {
             secs(q.average_handle_time_s)
         ));
     }
-    page.push_str("</table>\n<h2>Agent groups</h2>\n<table><tr><th>group</th><th>agents</th><th>staffed h</th><th>handling h</th><th>busy h (with wrap-up)</th><th>occupancy</th></tr>\n");
+    page.push_str("</table>\n<h2>Agent groups</h2>\n<table><tr><th>group</th><th>agents</th><th>staffed h</th><th>handling h</th><th>busy h (with wrap-up)</th><th>occupied h</th><th>occupancy</th><th>at once</th></tr>\n");
+    let at_once = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.2}"));
     for g in &report.groups {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&g.group),
             g.agents,
             g.staffed_hours,
             g.handle_hours,
             g.busy_hours,
-            pct(g.occupancy)
+            g.occupied_hours,
+            pct(g.occupancy),
+            at_once(g.concurrency)
         ));
     }
-    page.push_str("</table>\n<h2>Channels</h2>\n<table><tr><th>channel</th><th>offered</th><th>handling h</th><th>busy h (with wrap-up)</th><th>staffed h (its agents)</th><th>occupancy</th></tr>\n");
+    page.push_str("</table>\n<h2>Channels</h2>\n<table><tr><th>channel</th><th>offered</th><th>handling h</th><th>busy h (with wrap-up)</th><th>occupied h</th><th>staffed h (its agents)</th><th>occupancy</th><th>at once</th></tr>\n");
     for c in &report.channels {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>\n",
             esc(&c.channel),
             c.offered,
             c.handle_hours,
             c.busy_hours,
+            c.occupied_hours,
             c.staffed_hours,
-            pct(c.occupancy)
+            pct(c.occupancy),
+            at_once(c.concurrency)
         ));
     }
     let e = &report.engine;

@@ -61,6 +61,13 @@ impl Record {
         Some(self.wrap_up_ended_ms.or(self.completed_ms)? - self.answered_ms?)
     }
 
+    /// The agent's index and when it held this work: accept → end of wrap-up (or
+    /// completion without wrap-up), ms.
+    fn busy_span(&self) -> Option<(usize, u64, u64)> {
+        let to = self.wrap_up_ended_ms.or(self.completed_ms)?;
+        Some((self.agent?, self.answered_ms?, to))
+    }
+
     /// Completed, abandoned, refused, or known to be still waiting at the end.
     pub fn finished(&self) -> bool {
         self.completed_ms.is_some()
@@ -68,6 +75,27 @@ impl Record {
             || self.refused.is_some()
             || self.still_waiting
     }
+}
+
+/// Time agents held at least one of `records`' interactions, ms: each agent's busy
+/// spans merged, so work carried at once counts once.
+fn occupied_ms<'a>(records: impl Iterator<Item = &'a Record>) -> u64 {
+    let mut spans: Vec<(usize, u64, u64)> = records.filter_map(Record::busy_span).collect();
+    spans.sort_unstable();
+    let mut total = 0;
+    let mut open: Option<(usize, u64, u64)> = None;
+    for (agent, from, to) in spans {
+        match &mut open {
+            Some((a, _, end)) if *a == agent && from <= *end => *end = (*end).max(to),
+            _ => {
+                if let Some((_, start, end)) = open {
+                    total += end - start;
+                }
+                open = Some((agent, from, to));
+            }
+        }
+    }
+    total + open.map_or(0, |(_, start, end)| end - start)
 }
 
 /// A broken rule, with what it concerns.
@@ -549,10 +577,17 @@ pub struct GroupReport {
     pub staffed_hours: f64,
     /// Handle time (accept → complete) of the group's work, hours.
     pub handle_hours: f64,
-    /// Busy time (accept → end of wrap-up) of the group's work, hours.
+    /// Busy time (accept → end of wrap-up) of the group's work, hours: the sum over
+    /// its interactions (two chats at once count twice).
     pub busy_hours: f64,
-    /// busy ÷ staffed (over 1 when agents carry several interactions at once).
+    /// Time its agents held at least one interaction (accept → end of wrap-up; work
+    /// carried at once counts once), hours.
+    pub occupied_hours: f64,
+    /// occupied ÷ staffed: the share of logged-in time spent working (at most 1).
     pub occupancy: Option<f64>,
+    /// busy ÷ occupied: interactions held at once on average while working (1 for
+    /// agents who take one at a time).
+    pub concurrency: Option<f64>,
 }
 
 /// One channel's share of the agents' time.
@@ -564,12 +599,18 @@ pub struct ChannelReport {
     pub offered: u64,
     /// Handle time (accept → complete) of its work, hours.
     pub handle_hours: f64,
-    /// Busy time (accept → end of wrap-up) of its work, hours.
+    /// Busy time (accept → end of wrap-up) of its work, hours (summed, as for groups).
     pub busy_hours: f64,
+    /// Time its agents held at least one interaction of this channel, hours.
+    pub occupied_hours: f64,
     /// Logged-in time of the agents who handle the channel, hours.
     pub staffed_hours: f64,
-    /// busy ÷ staffed (over 1 when agents carry several at once).
+    /// occupied ÷ staffed (at most 1; a blended agent's logged-in time counts for
+    /// each of its channels).
     pub occupancy: Option<f64>,
+    /// busy ÷ occupied: this channel's interactions held at once on average while
+    /// its agents worked on it.
+    pub concurrency: Option<f64>,
 }
 
 /// The engine's side.
@@ -775,13 +816,16 @@ impl Report {
                 };
                 let handle_ms: u64 = mine().filter_map(Record::handle_ms).sum();
                 let busy_ms: u64 = mine().filter_map(Record::busy_ms).sum();
+                let occupied_ms = occupied_ms(mine());
                 GroupReport {
                     group: g.name.clone(),
                     agents: g.count,
                     staffed_hours: staffed_ms as f64 / 3.6e6,
                     handle_hours: handle_ms as f64 / 3.6e6,
                     busy_hours: busy_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| busy_ms as f64 / staffed_ms as f64),
+                    occupied_hours: occupied_ms as f64 / 3.6e6,
+                    occupancy: (staffed_ms > 0).then(|| occupied_ms as f64 / staffed_ms as f64),
+                    concurrency: (occupied_ms > 0).then(|| busy_ms as f64 / occupied_ms as f64),
                 }
             })
             .collect();
@@ -842,6 +886,7 @@ impl Report {
                 let mine = || records.interactions.iter().filter(|r| r.channel == ci);
                 let handle_ms: u64 = mine().filter_map(Record::handle_ms).sum();
                 let busy_ms: u64 = mine().filter_map(Record::busy_ms).sum();
+                let occupied_ms = occupied_ms(mine());
                 ChannelReport {
                     channel: c.name.clone(),
                     offered: records
@@ -851,8 +896,10 @@ impl Report {
                         .count() as u64,
                     handle_hours: handle_ms as f64 / 3.6e6,
                     busy_hours: busy_ms as f64 / 3.6e6,
+                    occupied_hours: occupied_ms as f64 / 3.6e6,
                     staffed_hours: staffed_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| busy_ms as f64 / staffed_ms as f64),
+                    occupancy: (staffed_ms > 0).then(|| occupied_ms as f64 / staffed_ms as f64),
+                    concurrency: (occupied_ms > 0).then(|| busy_ms as f64 / occupied_ms as f64),
                 }
             })
             .collect();
@@ -926,6 +973,11 @@ impl Report {
                 format!("{h:.1} h")
             }
         };
+        // Interactions held at once while working, where agents carry several.
+        let at_once = |c: Option<f64>| match c {
+            Some(c) if c >= 1.005 => format!(", {c:.2} at once"),
+            _ => String::new(),
+        };
         let mut out = format!(
             "scenario `{}` seed {}: {:.0} simulated s in {:.2} wall s ({:.0} interactions/s)\n",
             self.scenario, self.seed, self.simulated_s, self.wall_s, self.interactions_per_wall_s
@@ -967,24 +1019,26 @@ impl Report {
         }
         for g in &self.groups {
             out.push_str(&format!(
-                "group {:<12} {:>4} agents, staffed {}, handling {}, busy (with wrap-up) {}, occupancy {}\n",
+                "group {:<12} {:>4} agents, staffed {}, handling {}, busy (with wrap-up) {}, occupancy {}{}\n",
                 g.group,
                 g.agents,
                 hours(g.staffed_hours),
                 hours(g.handle_hours),
                 hours(g.busy_hours),
-                pct(g.occupancy)
+                pct(g.occupancy),
+                at_once(g.concurrency)
             ));
         }
         for c in &self.channels {
             out.push_str(&format!(
-                "channel {:<10} {:>6} offered, busy {} (handling {}) of {} staffed by its agents, occupancy {}\n",
+                "channel {:<10} {:>6} offered, busy {} (handling {}) of {} staffed by its agents, occupancy {}{}\n",
                 c.channel,
                 c.offered,
                 hours(c.busy_hours),
                 hours(c.handle_hours),
                 hours(c.staffed_hours),
-                pct(c.occupancy)
+                pct(c.occupancy),
+                at_once(c.concurrency)
             ));
         }
         let e = &self.engine;
@@ -1086,6 +1140,41 @@ mod tests {
             Report::build(&s, 1, &clean, std::time::Duration::from_secs(1)).exit_status(),
             0
         );
+    }
+
+    #[test]
+    fn occupied_time_counts_work_carried_at_once_once_per_agent() {
+        let span = |agent: usize, from: u64, to: u64| Record {
+            agent: Some(agent),
+            answered_ms: Some(from),
+            completed_ms: Some(to),
+            ..Default::default()
+        };
+        let mut wrapped = span(1, 500, 600);
+        wrapped.wrap_up_ended_ms = Some(700);
+        let records = [
+            // Agent 0: 0–100 and 50–150 overlap (150), 150–200 touches (50), 300–400.
+            span(0, 0, 100),
+            span(0, 50, 150),
+            span(0, 150, 200),
+            span(0, 300, 400),
+            // Agent 1: the same hours as agent 0's first: counted for agent 1 too.
+            span(1, 0, 100),
+            // Its wrap-up counts (500–700), and work inside it adds nothing.
+            wrapped,
+            span(1, 550, 650),
+            // Not answered, or not finished: no span.
+            Record::default(),
+            Record {
+                agent: Some(1),
+                answered_ms: Some(900),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(occupied_ms(records.iter()), 200 + 100 + 100 + 200);
+        let busy: u64 = records.iter().filter_map(Record::busy_ms).sum();
+        assert_eq!(busy, 100 + 100 + 50 + 100 + 100 + 200 + 100);
+        assert_eq!(occupied_ms([].iter()), 0);
     }
 
     #[test]

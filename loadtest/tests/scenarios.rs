@@ -220,8 +220,11 @@ fn occupancy_counts_wrap_up_as_busy_and_handle_time_does_not() {
         (missing - missing.round()).abs() < 1e-3,
         "whole wrap-ups: {wrap_s}"
     );
+    // One call at a time: occupied is busy, and occupancy busy ÷ staffed.
+    assert!((g.occupied_hours - g.busy_hours).abs() < 1e-9, "{g:?}");
     let occupancy = g.occupancy.unwrap();
     assert!((occupancy - g.busy_hours / g.staffed_hours).abs() < 1e-9);
+    assert_eq!(g.concurrency, Some(1.0));
     // Handle time is accept → complete: the wrap-up is not in it.
     let aht = q.average_handle_time_s.unwrap();
     assert!((aht - g.handle_hours * 3_600.0 / q.answered as f64).abs() < 1e-6);
@@ -310,6 +313,45 @@ fn blocking_and_channel_maxima_shape_the_work_and_are_honoured() {
     };
     assert_eq!(r.overall.offered, plain.overall.offered);
     assert_ne!(asa(&r), asa(&plain));
+    // Occupancy counts an agent's time once however much it carries at once: it stays
+    // within the logged-in time, and the work held at once is what makes busy exceed
+    // it (the shipped blended and Spanish agents take chats and emails side by side).
+    for (name, occupied, busy, staffed, occupancy, at_once) in plain
+        .groups
+        .iter()
+        .map(|g| {
+            let n = g.group.as_str();
+            (
+                n,
+                g.occupied_hours,
+                g.busy_hours,
+                g.staffed_hours,
+                g.occupancy,
+                g.concurrency,
+            )
+        })
+        .chain(plain.channels.iter().map(|c| {
+            let n = c.channel.as_str();
+            (
+                n,
+                c.occupied_hours,
+                c.busy_hours,
+                c.staffed_hours,
+                c.occupancy,
+                c.concurrency,
+            )
+        }))
+    {
+        let (occupancy, at_once) = (occupancy.unwrap(), at_once.unwrap());
+        assert!(occupied <= busy + 1e-9 && occupied <= staffed, "{name}");
+        assert!((occupancy - occupied / staffed).abs() < 1e-9, "{name}");
+        assert!((at_once - busy / occupied).abs() < 1e-9, "{name}");
+        assert!(occupancy <= 1.0, "{name}: {occupancy}");
+    }
+    let group = |n: &str| plain.groups.iter().find(|g| g.group == n).unwrap();
+    // Voice agents take one call at a time; Spanish agents several chats.
+    assert!((group("voice").concurrency.unwrap() - 1.0).abs() < 1e-9);
+    assert!(group("spanish").concurrency.unwrap() > 1.05);
 }
 
 #[test]

@@ -77,6 +77,57 @@ impl Record {
     }
 }
 
+/// Engine id → record index. The engine hands out ids in order, so mostly a vector
+/// by id (the ids in use are the latest: its end stays in cache, where a hash table's
+/// entries would be anywhere); an id far outside the range seen (another client's,
+/// in connect mode) goes to a map.
+#[derive(Default)]
+struct IdIndex {
+    /// The first id seen: `dense[id - base]`.
+    base: Option<u64>,
+    /// Record index + 1 (0: none).
+    dense: Vec<u32>,
+    sparse: rustc_hash::FxHashMap<u64, usize>,
+}
+
+impl IdIndex {
+    /// How far past the dense end an id may land and still extend it.
+    const GAP: u64 = 1 << 16;
+
+    fn insert(&mut self, id: u64, index: usize) {
+        let base = *self.base.get_or_insert(id);
+        let slot = id
+            .checked_sub(base)
+            .filter(|&at| at < self.dense.len() as u64 + Self::GAP && index < u32::MAX as usize);
+        match slot {
+            Some(at) => {
+                let at = at as usize;
+                if at >= self.dense.len() {
+                    self.dense.resize(at + 1, 0);
+                }
+                self.dense[at] = index as u32 + 1;
+            }
+            None => {
+                self.sparse.insert(id, index);
+            }
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<usize> {
+        let dense = self
+            .base
+            .and_then(|base| id.checked_sub(base))
+            .and_then(|at| self.dense.get(at as usize))
+            .filter(|&&i| i != 0)
+            .map(|&i| i as usize - 1);
+        dense.or_else(|| self.sparse.get(&id).copied())
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.dense.reserve(n);
+    }
+}
+
 /// Time agents held at least one of `records`' interactions, ms: each agent's busy
 /// spans merged, so work carried at once counts once.
 fn occupied_ms<'a>(records: impl Iterator<Item = &'a Record>) -> u64 {
@@ -169,7 +220,7 @@ pub struct Records {
     /// The simulator's view of agents and waiting work, and its checks.
     pub watch: Watch,
     /// Engine id → index in `interactions`.
-    by_id: rustc_hash::FxHashMap<u64, usize>,
+    by_id: IdIndex,
     /// Wall-clock time spent setting up before the run's clock started.
     pub setup_wall: std::time::Duration,
 }
@@ -213,7 +264,7 @@ impl Records {
 
     /// The record of engine interaction `id`, once its submit returned.
     pub fn index_of(&self, id: u64) -> Option<usize> {
-        self.by_id.get(&id).copied()
+        self.by_id.get(id)
     }
 
     /// Interaction `i`'s submit returned its id at `at_ms`.
@@ -1140,6 +1191,32 @@ mod tests {
             Report::build(&s, 1, &clean, std::time::Duration::from_secs(1)).exit_status(),
             0
         );
+    }
+
+    #[test]
+    fn the_id_index_finds_every_id_in_order_or_not() {
+        let mut x = IdIndex::default();
+        assert_eq!(x.get(5), None);
+        // In order from 1,000, a gap, ids below the first and far beyond: all found.
+        let ids = [
+            1_000,
+            1_001,
+            1_003,
+            999,
+            0,
+            1_000 + (1 << 20),
+            u64::MAX,
+            1_002,
+        ];
+        for (i, id) in ids.iter().enumerate() {
+            x.insert(*id, i);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(x.get(*id), Some(i), "id {id}");
+        }
+        assert_eq!(x.get(1_004), None);
+        assert_eq!(x.get(1_000 + (1 << 19)), None);
+        assert_eq!(x.dense.len(), 4, "far ids are not in the vector");
     }
 
     #[test]

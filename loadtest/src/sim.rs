@@ -521,19 +521,18 @@ async fn simulate(
         if !ticks.is_multiple_of(12) {
             continue;
         }
+        // Every simulated minute, finished interactions the simulator no longer needs
+        // leave the engine (a logged operation, as the server's retention does at
+        // snapshots): the engine stays the size of the live work, and runs faster for
+        // it (every 30 minutes what was older than 10 cost ≈ 10 % of a 1,000-agent
+        // day: docs/BENCHMARKS.md).
+        let _ = runtime
+            .execute(Command::PurgeFinished {
+                finished_before_ms: now_ms.saturating_sub(60_000),
+            })
+            .await;
         // The engine's own invariants (work conservation among them): it walks every
         // interaction the engine holds, so every 30 simulated minutes.
-        if ticks.is_multiple_of(12 * 5) {
-            // Finished interactions the simulator no longer needs leave the engine
-            // (a logged operation, as the server's retention does at snapshots): the
-            // engine stays the size of the live work, and runs faster for it (every
-            // 30 minutes what was older than 10 cost ≈ 5 % of a 1,000-agent day).
-            let _ = runtime
-                .execute(Command::PurgeFinished {
-                    finished_before_ms: now_ms.saturating_sub(60_000),
-                })
-                .await;
-        }
         let broken = if ticks.is_multiple_of(12 * 30) {
             runtime.read(|e| e.check_invariants(now_ms))
         } else {

@@ -79,31 +79,41 @@ impl Record {
 
 /// Engine id → record index. The engine hands out ids in order, so mostly a vector
 /// by id (the ids in use are the latest: its end stays in cache, where a hash table's
-/// entries would be anywhere); an id far outside the range seen (another client's,
-/// in connect mode) goes to a map.
+/// entries would be anywhere); an id far outside the range seen, or one that would
+/// leave the vector mostly empty (in connect mode, when other clients take most of a
+/// server's ids), goes to a map.
 #[derive(Default)]
 struct IdIndex {
     /// The first id seen: `dense[id - base]`.
     base: Option<u64>,
     /// Record index + 1 (0: none).
     dense: Vec<u32>,
+    /// Slots of `dense` in use.
+    filled: usize,
     sparse: rustc_hash::FxHashMap<u64, usize>,
 }
 
 impl IdIndex {
     /// How far past the dense end an id may land and still extend it.
     const GAP: u64 = 1 << 16;
+    /// The vector grows to at most this many slots per one in use (past `GAP`).
+    const SPREAD: u64 = 8;
 
     fn insert(&mut self, id: u64, index: usize) {
         let base = *self.base.get_or_insert(id);
-        let slot = id
-            .checked_sub(base)
-            .filter(|&at| at < self.dense.len() as u64 + Self::GAP && index < u32::MAX as usize);
+        let len = self.dense.len() as u64;
+        let bound = Self::SPREAD * (self.filled as u64 + 1) + Self::GAP;
+        let slot = id.checked_sub(base).filter(|&at| {
+            (at < len || (at < len + Self::GAP && at < bound)) && index < u32::MAX as usize
+        });
         match slot {
             Some(at) => {
                 let at = at as usize;
                 if at >= self.dense.len() {
                     self.dense.resize(at + 1, 0);
+                }
+                if self.dense[at] == 0 {
+                    self.filled += 1;
                 }
                 self.dense[at] = index as u32 + 1;
             }
@@ -132,21 +142,58 @@ impl IdIndex {
 /// spans merged, so work carried at once counts once.
 fn occupied_ms<'a>(records: impl Iterator<Item = &'a Record>) -> u64 {
     let mut spans: Vec<(usize, u64, u64)> = records.filter_map(Record::busy_span).collect();
+    merged_ms(&mut spans).iter().map(|(_, ms)| ms).sum()
+}
+
+/// Each agent's spans `(agent, from, to)` merged where they overlap or touch: the time
+/// each agent (in order) spent in at least one, ms.
+fn merged_ms(spans: &mut [(usize, u64, u64)]) -> Vec<(usize, u64)> {
     spans.sort_unstable();
-    let mut total = 0;
+    let mut totals: Vec<(usize, u64)> = Vec::new();
     let mut open: Option<(usize, u64, u64)> = None;
-    for (agent, from, to) in spans {
+    let mut close = |(agent, start, end): (usize, u64, u64)| match totals.last_mut() {
+        Some((a, total)) if *a == agent => *total += end - start,
+        _ => totals.push((agent, end - start)),
+    };
+    for &(agent, from, to) in spans.iter() {
         match &mut open {
             Some((a, _, end)) if *a == agent && from <= *end => *end = (*end).max(to),
             _ => {
-                if let Some((_, start, end)) = open {
-                    total += end - start;
+                if let Some(done) = open {
+                    close(done);
                 }
                 open = Some((agent, from, to));
             }
         }
     }
-    total + open.map_or(0, |(_, start, end)| end - start)
+    if let Some(done) = open {
+        close(done);
+    }
+    totals
+}
+
+/// Each agent's staffed time, ms: logged in, or holding work after its shift ended
+/// (an agent finishing a call past the end of its shift is at work), until `end_ms`.
+fn staffed_ms(records: &Records, end_ms: u64) -> Vec<u64> {
+    let mut spans: Vec<(usize, u64, u64)> = records
+        .agents
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, shifts))| {
+            shifts
+                .iter()
+                .map(move |(from, to)| (i, *from, to.unwrap_or(end_ms)))
+        })
+        .filter(|(_, from, to)| to > from)
+        .chain(records.interactions.iter().filter_map(Record::busy_span))
+        .collect();
+    let mut staffed = vec![0; records.agents.len()];
+    for (agent, ms) in merged_ms(&mut spans) {
+        if let Some(s) = staffed.get_mut(agent) {
+            *s = ms;
+        }
+    }
+    staffed
 }
 
 /// A broken rule, with what it concerns.
@@ -624,7 +671,7 @@ pub struct GroupReport {
     pub group: String,
     /// Agents.
     pub agents: u32,
-    /// Logged-in time of the group, hours.
+    /// Staffed time of the group, hours: logged in, or holding work past a shift's end.
     pub staffed_hours: f64,
     /// Handle time (accept → complete) of the group's work, hours.
     pub handle_hours: f64,
@@ -654,7 +701,7 @@ pub struct ChannelReport {
     pub busy_hours: f64,
     /// Time its agents held at least one interaction of this channel, hours.
     pub occupied_hours: f64,
-    /// Logged-in time of the agents who handle the channel, hours.
+    /// Staffed time (as for groups) of the agents who handle the channel, hours.
     pub staffed_hours: f64,
     /// occupied ÷ staffed (at most 1; a blended agent's logged-in time counts for
     /// each of its channels).
@@ -847,6 +894,7 @@ impl Report {
         overall.service_level_threshold_s = None;
 
         let end = records.finished_ms;
+        let staffed = staffed_ms(records, end);
         let groups = scenario
             .agent_groups
             .iter()
@@ -855,9 +903,9 @@ impl Report {
                 let staffed_ms: u64 = records
                     .agents
                     .iter()
-                    .filter(|(group, _)| *group == gi)
-                    .flat_map(|(_, shifts)| shifts.iter())
-                    .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
+                    .zip(&staffed)
+                    .filter(|((group, _), _)| *group == gi)
+                    .map(|(_, ms)| ms)
                     .sum();
                 let mine = || {
                     records
@@ -924,15 +972,13 @@ impl Report {
             .enumerate()
             .filter(|(ci, _)| records.interactions.iter().any(|r| r.channel == *ci))
             .map(|(ci, c)| {
-                let staffed_ms: u64 = records
-                    .agents
+                let staffed_ms: u64 = staffed
                     .iter()
                     .zip(&agent_defs)
                     .filter(|(_, (_, def))| {
                         def.capacity.channels.iter().any(|x| x.channel == c.name)
                     })
-                    .flat_map(|((_, shifts), _)| shifts.iter())
-                    .map(|(s, e)| e.unwrap_or(end).saturating_sub(*s))
+                    .map(|(ms, _)| ms)
                     .sum();
                 let mine = || records.interactions.iter().filter(|r| r.channel == ci);
                 let handle_ms: u64 = mine().filter_map(Record::handle_ms).sum();
@@ -1217,6 +1263,18 @@ mod tests {
         assert_eq!(x.get(1_004), None);
         assert_eq!(x.get(1_000 + (1 << 19)), None);
         assert_eq!(x.dense.len(), 4, "far ids are not in the vector");
+        // Ids 100 apart (a client with 1 % of a server's ids): all found, and the
+        // vector stays within its bound of slots per id in it.
+        let mut y = IdIndex::default();
+        for i in 0..20_000u64 {
+            y.insert(7 + i * 100, i as usize);
+        }
+        for i in 0..20_000u64 {
+            assert_eq!(y.get(7 + i * 100), Some(i as usize));
+        }
+        let bound = IdIndex::SPREAD as usize * (y.filled + 1) + IdIndex::GAP as usize;
+        assert!(y.dense.len() <= bound, "{} > {bound}", y.dense.len());
+        assert!(!y.sparse.is_empty());
     }
 
     #[test]

@@ -231,6 +231,35 @@ fn occupancy_counts_wrap_up_as_busy_and_handle_time_does_not() {
 }
 
 #[test]
+fn work_finished_after_a_shift_ends_counts_as_staffed_time() {
+    // Shifts end at 10 minutes, calls take 20: every agent busy at the end of its shift
+    // works on past it, and that time is staffed (occupancy stays a share of it).
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let late = text.replace("duration_s = 28_800", "duration_s = 900").replace(
+        "channels = { voice = 1 }     # one call at a time",
+        "channels = { voice = 1 }\nshift_end_s = 600\nhandle_time = { dist = \"fixed\", s = 1200 }",
+    );
+    assert_ne!(late, text);
+    let s = Scenario::parse(&late, Path::new(".")).unwrap();
+    let r = sim::run(&s, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let g = &r.groups[0];
+    let shifts_h = 10.0 * 600.0 / 3_600.0;
+    // Everyone took a call in the first ten minutes (180 calls an hour for 10 agents)
+    // and held it 20 minutes.
+    assert!(r.queues[0].answered >= 10, "{:?}", r.queues[0]);
+    assert!(
+        g.staffed_hours > shifts_h + 10.0 * 600.0 / 3_600.0 - 1e-9,
+        "{g:?}"
+    );
+    assert!(g.occupied_hours <= g.staffed_hours + 1e-9, "{g:?}");
+    let occupancy = g.occupancy.unwrap();
+    assert!(occupancy <= 1.0 && occupancy > 0.5, "{g:?}");
+    let c = &r.channels[0];
+    assert!((c.staffed_hours - g.staffed_hours).abs() < 1e-9, "{c:?}");
+}
+
+#[test]
 fn auto_accepted_offers_are_answered_without_an_accept() {
     let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
     let auto = Scenario::parse(

@@ -1114,6 +1114,13 @@ impl Report {
                 secs(q.average_handle_time_s),
             ));
         }
+        // Work no agent was left to take: in none of the columns above.
+        for q in self.queues.iter().filter(|q| q.still_waiting > 0) {
+            out.push_str(&format!(
+                "queue {} still had {} waiting at the end, with no agent left on shift to take them\n",
+                q.queue, q.still_waiting
+            ));
+        }
         for g in &self.groups {
             out.push_str(&format!(
                 "group {:<12} {:>4} agents, staffed {}, handling {}, busy (with wrap-up) {}, occupancy {}{}\n",
@@ -1231,6 +1238,14 @@ mod tests {
         let report = Report::build(&s, 1, &r, std::time::Duration::from_secs(1));
         assert_eq!(report.violations.len(), 1);
         assert_eq!(report.exit_status(), 2);
+        // The table says what still waited (in none of its columns).
+        assert!(
+            report
+                .table()
+                .contains("still had 1 waiting at the end, with no agent left on shift"),
+            "{}",
+            report.table()
+        );
         let mut clean = records();
         clean.close(0);
         assert_eq!(

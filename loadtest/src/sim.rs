@@ -205,6 +205,12 @@ impl Desks {
         }
     }
 
+    /// Every agent's shift is over and none has anything left to do.
+    fn gone_for_good(&self) -> bool {
+        let agenda = self.agenda.lock().unwrap();
+        agenda.logged_out.iter().all(|out| *out) && agenda.due.is_empty()
+    }
+
     /// Plans `act` at `at` (since the run's start).
     fn plan(&self, at: Duration, act: Act) {
         let mut agenda = self.agenda.lock().unwrap();
@@ -502,7 +508,7 @@ async fn simulate(
     // Let it run: work conservation checked every 5 simulated seconds (from the
     // simulator's own view), progress and a sample every simulated minute, the engine's
     // own invariants every 30 minutes; until the arrivals are over and every
-    // interaction is finished (or a day passed).
+    // interaction is finished, nothing more can happen to what is left, or a day passed.
     let limit = end + Duration::from_secs(24 * 3_600);
     let mut ticks = 0u64;
     loop {
@@ -550,9 +556,12 @@ async fn simulate(
             progress(elapsed.as_secs_f64(), &r);
         }
         let open = shared.records.lock().unwrap().open();
-        if (elapsed >= end && all_in.load(std::sync::atomic::Ordering::Acquire) && open == 0)
-            || elapsed >= limit
-        {
+        let over = elapsed >= end && all_in.load(std::sync::atomic::Ordering::Acquire);
+        // Work left with every agent gone for good and no customer left to give up:
+        // nothing more can happen to it (it is reported as still waiting), so the run
+        // ends here rather than at the limit (a day of staffed time for nothing).
+        let stuck = over && arrivals.is_finished() && desks.gone_for_good();
+        if (over && open == 0) || stuck || elapsed >= limit {
             break;
         }
     }

@@ -260,6 +260,40 @@ fn work_finished_after_a_shift_ends_counts_as_staffed_time() {
 }
 
 #[test]
+fn work_left_when_every_shift_is_over_ends_the_run_and_is_reported() {
+    // Shifts end at 10 minutes, customers keep coming for 30 and never give up: what
+    // arrives late waits for nobody. The run ends when nothing more can happen, not a
+    // simulated day later (which would also count a day of staffed time).
+    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
+    let late = text
+        .replace("duration_s = 28_800", "duration_s = 1_800")
+        .replace("patience = { dist = \"exponential\", mean_s = 120 }\n", "")
+        .replace(
+            "channels = { voice = 1 }     # one call at a time",
+            "channels = { voice = 1 }\nshift_end_s = 600",
+        );
+    assert_ne!(late, text);
+    let s = Scenario::parse(&late, Path::new(".")).unwrap();
+    let r = sim::run(&s, 7, &mut |_, _| {}).unwrap();
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let q = &r.queues[0];
+    assert!(q.still_waiting > 20, "{q:?}");
+    assert_eq!(
+        q.answered + q.abandoned + q.still_waiting,
+        q.offered,
+        "{q:?}"
+    );
+    assert!(r.simulated_s < 1_800.0 + 3_600.0, "{}", r.simulated_s);
+    assert!(r.table().contains("waiting at the end"), "{}", r.table());
+    // Staffed: the shifts and the calls finished after them, not the wait for nobody.
+    assert!(
+        r.groups[0].staffed_hours < 10.0 * 1_800.0 / 3_600.0,
+        "{:?}",
+        r.groups[0]
+    );
+}
+
+#[test]
 fn auto_accepted_offers_are_answered_without_an_accept() {
     let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
     let auto = Scenario::parse(

@@ -230,19 +230,36 @@ fn occupancy_counts_wrap_up_as_busy_and_handle_time_does_not() {
     assert!((aht - g.handle_hours * 3_600.0 / q.answered as f64).abs() < 1e-6);
 }
 
-#[test]
-fn work_finished_after_a_shift_ends_counts_as_staffed_time() {
-    // Shifts end at 10 minutes, calls take 20: every agent busy at the end of its shift
-    // works on past it, and that time is staffed (occupancy stays a share of it).
+/// The small center for `duration_s` seconds with the agents' shifts ending at 600 s
+/// (`agents`: more lines for the group; `edit`: a replacement in the file), run clean.
+fn small_with_short_shifts(
+    duration_s: &str,
+    agents: &str,
+    edit: Option<(&str, &str)>,
+) -> omniroute_loadtest::report::Report {
     let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
-    let late = text.replace("duration_s = 28_800", "duration_s = 900").replace(
-        "channels = { voice = 1 }     # one call at a time",
-        "channels = { voice = 1 }\nshift_end_s = 600\nhandle_time = { dist = \"fixed\", s = 1200 }",
-    );
+    let mut late = text
+        .replace("duration_s = 28_800", &format!("duration_s = {duration_s}"))
+        .replace(
+            "channels = { voice = 1 }     # one call at a time",
+            &format!("channels = {{ voice = 1 }}\nshift_end_s = 600\n{agents}"),
+        );
+    if let Some((from, to)) = edit {
+        assert!(late.contains(from), "{from}");
+        late = late.replace(from, to);
+    }
     assert_ne!(late, text);
     let s = Scenario::parse(&late, Path::new(".")).unwrap();
     let r = sim::run(&s, 7, &mut |_, _| {}).unwrap();
     assert!(r.violations.is_empty(), "{:?}", r.violations);
+    r
+}
+
+#[test]
+fn work_finished_after_a_shift_ends_counts_as_staffed_time() {
+    // Shifts end at 10 minutes, calls take 20: every agent busy at the end of its shift
+    // works on past it, and that time is staffed (occupancy stays a share of it).
+    let r = small_with_short_shifts("900", "handle_time = { dist = \"fixed\", s = 1200 }", None);
     let g = &r.groups[0];
     let shifts_h = 10.0 * 600.0 / 3_600.0;
     // Everyone took a call in the first ten minutes (180 calls an hour for 10 agents)
@@ -264,18 +281,11 @@ fn work_left_when_every_shift_is_over_ends_the_run_and_is_reported() {
     // Shifts end at 10 minutes, customers keep coming for 30 and never give up: what
     // arrives late waits for nobody. The run ends when nothing more can happen, not a
     // simulated day later (which would also count a day of staffed time).
-    let text = std::fs::read_to_string(shipped("small.toml")).unwrap();
-    let late = text
-        .replace("duration_s = 28_800", "duration_s = 1_800")
-        .replace("patience = { dist = \"exponential\", mean_s = 120 }\n", "")
-        .replace(
-            "channels = { voice = 1 }     # one call at a time",
-            "channels = { voice = 1 }\nshift_end_s = 600",
-        );
-    assert_ne!(late, text);
-    let s = Scenario::parse(&late, Path::new(".")).unwrap();
-    let r = sim::run(&s, 7, &mut |_, _| {}).unwrap();
-    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let r = small_with_short_shifts(
+        "1_800",
+        "",
+        Some(("patience = { dist = \"exponential\", mean_s = 120 }\n", "")),
+    );
     let q = &r.queues[0];
     assert!(q.still_waiting > 20, "{q:?}");
     assert_eq!(

@@ -540,3 +540,43 @@ fn replications_report_their_throughput_over_all_runs() {
         "{line}"
     );
 }
+
+/// Every key of `value` (objects' field names, at any depth).
+fn keys(value: &serde_json::Value, into: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                into.insert(k.clone());
+                keys(v, into);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, into)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_field_of_the_json_reports_is_documented() {
+    // docs/SIMULATOR.md is the reports' schema: each field the JSON has is named there
+    // (in backticks), for a run's report and for a replications summary.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/SIMULATOR.md"))
+            .unwrap();
+    let text = std::fs::read_to_string(shipped("omnichannel.toml")).unwrap();
+    let s = Scenario::parse(
+        &text.replace("duration_s = 28_800", "duration_s = 3_600"),
+        Path::new("."),
+    )
+    .unwrap();
+    let mut found = std::collections::BTreeSet::new();
+    let report = sim::run(&s, 1, &mut |_, _| {}).unwrap();
+    keys(&serde_json::to_value(&report).unwrap(), &mut found);
+    let summary = omniroute_loadtest::replications::run(&s, &[1, 2], 1).unwrap();
+    keys(&serde_json::to_value(&summary).unwrap(), &mut found);
+    assert!(found.len() > 50, "{found:?}");
+    let missing: Vec<&String> = found
+        .iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")) && !doc.contains(&format!("`{k}[]`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/SIMULATOR.md: {missing:?}");
+}

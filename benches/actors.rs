@@ -24,7 +24,7 @@
 
 /// The binary's allocator (see the workspace Cargo.toml).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: omniroute_actors::alloc::MiMalloc = omniroute_actors::alloc::MiMalloc;
 
 use omniroute_actors::center::Clock;
 use omniroute_actors::engine::journal::{Durability, Journal, JournalConfig, SledStore};

@@ -10,9 +10,9 @@ mod cli;
 mod drive;
 mod serve;
 
-/// mimalloc: see the workspace Cargo.toml (measured in `cargo bench --bench actors`).
+/// mimalloc (`omniroute_actors::alloc`; why: the workspace Cargo.toml).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: omniroute_actors::alloc::MiMalloc = omniroute_actors::alloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use omniroute_engine::journal::{Journal, JournalConfig, SledStore};

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod alloc;
 pub mod bus;
 pub mod center;
 pub mod conversation;

@@ -12,8 +12,9 @@ use omniroute_loadtest::sim;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mimalloc, as the server's (`omniroute_actors::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: omniroute_actors::alloc::MiMalloc = omniroute_actors::alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

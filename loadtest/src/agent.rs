@@ -170,7 +170,7 @@ impl SimAgent {
                 None => pushes.recv().await,
             };
             let Some(push) = push else { return };
-            match self.react(push, &desk, &shared, logged_out) {
+            match self.react(push, &desk, &shared, logged_out, self.now_ms()) {
                 Reaction::Answer(answer, plan) => {
                     tokio::spawn(answer.run(plan));
                 }
@@ -182,16 +182,17 @@ impl SimAgent {
         }
     }
 
-    /// Records a push and says what the agent does about it.
+    /// Records a push read at `now_ms` and says what the agent does about it.
     pub fn react<D: Desk>(
         &mut self,
         push: Push,
         desk: &Arc<D>,
         shared: &Arc<Shared>,
         logged_out: bool,
+        now_ms: u64,
     ) -> Reaction<D> {
         let mut r = shared.records.lock().unwrap();
-        r.push_seen(self.index, &push, self.now_ms());
+        r.push_seen(self.index, &push, now_ms);
         match push {
             Push::Offer(offer) => {
                 let Some(record) = self.locate(&mut r, &offer) else {

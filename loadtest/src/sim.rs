@@ -162,8 +162,12 @@ impl Desks {
         let Some(desk) = agenda.desks[i].clone() else {
             return;
         };
-        let reaction = agenda.agents[i].react(push, &desk, &self.shared, agenda.logged_out[i]);
+        // One reading of the clock for the push and what it leads to (the run's clock
+        // is tokio's paused one: a lock each time it is read).
         let now = self.start.elapsed();
+        let now_ms = now.as_millis() as u64;
+        let reaction =
+            agenda.agents[i].react(push, &desk, &self.shared, agenda.logged_out[i], now_ms);
         match reaction {
             Reaction::Answer(answer, plan) => {
                 let at = now + answer.delay(&plan);

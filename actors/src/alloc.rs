@@ -100,6 +100,43 @@ mod tests {
     }
 
     #[test]
+    fn a_realloc_across_the_plain_and_aligned_calls_keeps_the_alignment_and_bytes() {
+        // The new size decides the call: (32, 16) shrunk to 8 must not come back from a
+        // plain 8-byte class; (8, 16) grown to 32 may; and so on.
+        let a = MiMalloc;
+        for (size, align, new_size) in [
+            (32, 16, 8),
+            (8, 16, 32),
+            (48, 16, 24),
+            (24, 16, 48),
+            (16, 16, 1),
+            (4_096, 16, 8),
+            (64, 8, 4),
+            (8, 8, 4),
+        ] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // Several at once: a later block of a class is where a stride would show.
+            // SAFETY: non-zero sizes; each block freed once, with its current layout.
+            unsafe {
+                let blocks: Vec<*mut u8> = (0..16)
+                    .map(|i| {
+                        let p = a.alloc(layout);
+                        std::ptr::write_bytes(p, 0x40 | i as u8, size);
+                        a.realloc(p, layout, new_size)
+                    })
+                    .collect();
+                let new_layout = Layout::from_size_align(new_size, align).unwrap();
+                for (i, p) in blocks.into_iter().enumerate() {
+                    assert_eq!(p as usize % align, 0, "{size} → {new_size}, align {align}");
+                    let kept = size.min(new_size);
+                    assert!((0..kept).all(|k| *p.add(k) == 0x40 | i as u8), "kept");
+                    a.dealloc(p, new_layout);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_block_is_aligned_as_asked_zeroed_when_asked_and_keeps_its_bytes() {
         let a = MiMalloc;
         // Several blocks of each layout at once (a size class's later blocks are where

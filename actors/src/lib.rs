@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+#[cfg(feature = "mimalloc")]
 pub mod alloc;
 pub mod bus;
 pub mod center;

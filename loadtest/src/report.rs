@@ -1125,7 +1125,7 @@ impl Report {
         // Work no agent was left to take: in none of the columns above.
         for q in self.queues.iter().filter(|q| q.still_waiting > 0) {
             out.push_str(&format!(
-                "queue {} still had {} waiting at the end, with no agent left on shift to take them\n",
+                "queue {} still had {} waiting when the run ended (no agent took them)\n",
                 q.queue, q.still_waiting
             ));
         }
@@ -1250,7 +1250,7 @@ mod tests {
         assert!(
             report
                 .table()
-                .contains("still had 1 waiting at the end, with no agent left on shift"),
+                .contains("still had 1 waiting when the run ended"),
             "{}",
             report.table()
         );

@@ -121,6 +121,8 @@ struct Agenda {
     /// Each agent's session once its shift started.
     desks: Vec<Option<Arc<AgentSession>>>,
     logged_out: Vec<bool>,
+    /// An act taken off the agenda is running (it may plan more).
+    acting: bool,
 }
 
 /// Every simulated agent on virtual time, driven by one task from one agenda: an
@@ -202,17 +204,23 @@ impl Desks {
                     continue;
                 }
             }
-            let Some(Reverse(due)) = self.agenda.lock().unwrap().due.pop() else {
+            let Some(Reverse(due)) = ({
+                let mut agenda = self.agenda.lock().unwrap();
+                let due = agenda.due.pop();
+                agenda.acting = due.is_some();
+                due
+            }) else {
                 continue;
             };
             self.act(*due.act, &runtime).await;
+            self.agenda.lock().unwrap().acting = false;
         }
     }
 
-    /// Every agent's shift is over and none has anything left to do.
+    /// Every agent's shift is over and none has anything left to do (or doing).
     fn gone_for_good(&self) -> bool {
         let agenda = self.agenda.lock().unwrap();
-        agenda.logged_out.iter().all(|out| *out) && agenda.due.is_empty()
+        agenda.logged_out.iter().all(|out| *out) && agenda.due.is_empty() && !agenda.acting
     }
 
     /// Plans `act` at `at` (since the run's start).
@@ -563,7 +571,8 @@ async fn simulate(
         let over = elapsed >= end && all_in.load(std::sync::atomic::Ordering::Acquire);
         // Work left with every agent gone for good and no customer left to give up:
         // nothing more can happen to it (it is reported as still waiting), so the run
-        // ends here rather than at the limit (a day of staffed time for nothing).
+        // ends here rather than at the limit (a simulated day of samples for nothing,
+        // and a day more in the run's clock, which throughput is reckoned over).
         let stuck = over && arrivals.is_finished() && desks.gone_for_good();
         if (over && open == 0) || stuck || elapsed >= limit {
             break;

@@ -2,6 +2,7 @@
 //! Poisson arrivals and exponential handle times is M/M/c, whose waits Erlang C gives
 //! exactly. Also: the same scenario and seed give the same run.
 
+use omniroute_loadtest::replications::{self, Stat};
 use omniroute_loadtest::scenario::Scenario;
 use omniroute_loadtest::sim;
 use std::path::Path;
@@ -125,10 +126,12 @@ fn erlang_a(c: u32, lambda: f64, mu: f64, theta: f64) -> (f64, f64) {
     (theta * lq / lambda, lq / lambda)
 }
 
-#[test]
-fn customers_who_give_up_match_erlang_a() {
-    // 5 agents, 4.5 Erlangs offered, patience 60 s on average: many wait, some leave.
-    let (c, lambda_h, mean, patience) = (5, 90.0, 180.0, 60.0);
+/// 5 agents, 4.5 Erlangs offered (90 calls an hour, 180 s each), patience 60 s on
+/// average: many wait, some leave — M/M/5+M for `hours`.
+const ERLANG_A: (u32, f64, f64, f64) = (5, 90.0, 180.0, 60.0);
+
+fn erlang_a_scenario(hours: f64) -> Scenario {
+    let (c, lambda_h, mean, patience) = ERLANG_A;
     let text = format!(
         r#"
 duration_s = {duration}
@@ -147,17 +150,33 @@ queue = "q"
 channel = "voice"
 rate_per_hour = {lambda_h}
 "#,
-        duration = 200.0 * 3_600.0
+        duration = hours * 3_600.0
     );
-    let s = Scenario::parse(&text, Path::new(".")).unwrap();
+    Scenario::parse(&text, Path::new(".")).unwrap()
+}
+
+/// Erlang A's abandon share and mean wait (answered or not) for [`ERLANG_A`].
+fn erlang_a_theory() -> (f64, f64) {
+    let (c, lambda_h, mean, patience) = ERLANG_A;
+    erlang_a(c, lambda_h / 3_600.0, 1.0 / mean, 1.0 / patience)
+}
+
+/// A run's mean wait of every customer, answered (arrival → accept) or not (arrival →
+/// leaving), seconds.
+fn mean_wait_of_all(q: &omniroute_loadtest::report::QueueReport) -> f64 {
+    (q.answered_waits.mean_s * q.answered as f64 + q.abandoned_waits.mean_s * q.abandoned as f64)
+        / (q.answered + q.abandoned) as f64
+}
+
+#[test]
+fn customers_who_give_up_match_erlang_a() {
+    let s = erlang_a_scenario(200.0);
     let report = sim::run(&s, 3, &mut |_, _| {}).unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     let q = &report.queues[0];
-    let (p_ab, mean_wait) = erlang_a(c, lambda_h / 3_600.0, 1.0 / mean, 1.0 / patience);
+    let (p_ab, mean_wait) = erlang_a_theory();
     let sim_ab = q.abandoned as f64 / q.offered as f64;
-    let sim_wait = (q.answered_waits.mean_s * q.answered as f64
-        + q.abandoned_waits.mean_s * q.abandoned as f64)
-        / q.offered as f64;
+    let sim_wait = mean_wait_of_all(q);
     eprintln!(
         "offered {}: abandoned {sim_ab:.4} (Erlang A {p_ab:.4}), mean wait {sim_wait:.2} s (Erlang A {mean_wait:.2} s)",
         q.offered
@@ -172,13 +191,12 @@ rate_per_hour = {lambda_h}
     );
 }
 
-#[test]
-fn priorities_match_the_non_preemptive_m_m_c_formula() {
-    // Two queues served by the same 4 agents; "gold" has priority over "basic". With one
-    // service rate, an M/M/c non-preemptive priority queue's mean waits are
-    // W_k = C(c, a) / (cμ) / ((1 − σ_{k−1})(1 − σ_k)), σ_k the load of classes 1..k.
-    let (c, mean) = (4u32, 120.0);
-    let (gold_h, basic_h) = (30.0, 60.0);
+/// Two queues served by the same 4 agents (120 s calls); "gold" (30 an hour) has
+/// priority over "basic" (60 an hour).
+const PRIORITIES: (u32, f64, f64, f64) = (4, 120.0, 30.0, 60.0);
+
+fn priority_scenario(hours: f64) -> Scenario {
+    let (c, mean, gold_h, basic_h) = PRIORITIES;
     let text = format!(
         r#"
 duration_s = {duration}
@@ -206,17 +224,30 @@ queue = "basic"
 channel = "voice"
 rate_per_hour = {basic_h}
 "#,
-        duration = 300.0 * 3_600.0
+        duration = hours * 3_600.0
     );
-    let s = Scenario::parse(&text, Path::new(".")).unwrap();
-    let report = sim::run(&s, 9, &mut |_, _| {}).unwrap();
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    Scenario::parse(&text, Path::new(".")).unwrap()
+}
+
+/// The mean waits of [`PRIORITIES`]' two classes: with one service rate, an M/M/c
+/// non-preemptive priority queue's are W_k = C(c, a) / (cμ) / ((1 − σ_{k−1})(1 − σ_k)),
+/// σ_k the load of classes 1..k.
+fn priority_theory() -> (f64, f64) {
+    let (c, mean, gold_h, basic_h) = PRIORITIES;
     let mu = 1.0 / mean;
     let (l1, l2) = (gold_h / 3_600.0, basic_h / 3_600.0);
     let cmu = c as f64 * mu;
     let (s1, s2) = (l1 / cmu, (l1 + l2) / cmu);
     let w0 = erlang_c(c, (l1 + l2) / mu) / cmu;
-    let (w_gold, w_basic) = (w0 / (1.0 - s1), w0 / ((1.0 - s1) * (1.0 - s2)));
+    (w0 / (1.0 - s1), w0 / ((1.0 - s1) * (1.0 - s2)))
+}
+
+#[test]
+fn priorities_match_the_non_preemptive_m_m_c_formula() {
+    let s = priority_scenario(300.0);
+    let report = sim::run(&s, 9, &mut |_, _| {}).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let (w_gold, w_basic) = priority_theory();
     let (gold, basic) = (&report.queues[0], &report.queues[1]);
     let (g, b) = (
         gold.average_speed_of_answer_s.unwrap(),
@@ -274,4 +305,42 @@ fn replications_put_erlang_c_inside_their_confidence_interval() {
         assert_eq!(a.queues[0].service_level, b.queues[0].service_level);
         assert_eq!(a.queues[0].answered, b.queues[0].answered);
     }
+}
+
+#[test]
+fn replications_put_erlang_a_and_the_priority_formula_inside_their_intervals() {
+    // As for Erlang C above: six independent replications, their mean and its 95 %
+    // interval (Student's t), which must hold the theory — a tolerance from the runs'
+    // own spread, not one chosen by hand.
+    let seeds: Vec<u64> = (1..=6).collect();
+    let inside = |what: &str, stat: &Stat, theory: f64| {
+        eprintln!("{what}: {stat:?} vs {theory:.4}");
+        assert_eq!(stat.n, 6, "{what}");
+        assert!(stat.ci95 > 0.0, "{what}: {stat:?}");
+        assert!(
+            (stat.mean - theory).abs() <= stat.ci95,
+            "{what}: {stat:?} vs {theory}"
+        );
+    };
+
+    // Erlang A: the abandon share, and the mean wait of every customer.
+    let summary = replications::run(&erlang_a_scenario(100.0), &seeds, 2).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    let (p_ab, mean_wait) = erlang_a_theory();
+    let q = &summary.queues[0];
+    inside("abandon share", q.abandon_rate.as_ref().unwrap(), p_ab);
+    let waits: Vec<f64> = summary
+        .runs
+        .iter()
+        .map(|r| mean_wait_of_all(&r.queues[0]))
+        .collect();
+    inside("mean wait", &Stat::of(&waits).unwrap(), mean_wait);
+
+    // Priorities: each class's mean wait.
+    let summary = replications::run(&priority_scenario(100.0), &seeds, 2).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    let (w_gold, w_basic) = priority_theory();
+    let asa = |i: usize| summary.queues[i].average_speed_of_answer_s.clone().unwrap();
+    inside("gold wait", &asa(0), w_gold);
+    inside("basic wait", &asa(1), w_basic);
 }

@@ -117,14 +117,11 @@ impl Histories {
     const BATCH: usize = 4_096;
 
     fn add(&self, customer: &Arc<str>, interaction: InteractionId) {
-        match self.by_customer.get_mut(&**customer) {
-            Some(mut v) => v.push_back(interaction),
-            None => self
-                .by_customer
-                .entry(customer.clone())
-                .or_default()
-                .push_back(interaction),
-        }
+        // One lookup (the key is shared, not copied).
+        self.by_customer
+            .entry(customer.clone())
+            .or_default()
+            .push_back(interaction);
     }
 
     /// Whether the engine may have forgotten indexed work since the last check (its
@@ -179,6 +176,14 @@ impl Histories {
             // its list, not in list × ids).
             let mut rest: Vec<(InteractionId, Arc<str>)> = Vec::new();
             for (id, customer) in forgotten {
+                // A customer with only this one indexed (most): one lookup.
+                if self
+                    .by_customer
+                    .remove_if(&*customer, |_, v| v.len() == 1 && v.front() == Some(&id))
+                    .is_some()
+                {
+                    continue;
+                }
                 let empty = match self.by_customer.get_mut(&*customer) {
                     Some(mut v) if v.front() == Some(&id) => {
                         v.pop_front();

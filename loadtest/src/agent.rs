@@ -20,6 +20,40 @@ use tokio::time::Instant;
 pub struct Shared {
     /// Everything recorded so far.
     pub records: Mutex<Records>,
+    /// Agents whose shift is not over yet (or has not begun) and answers in progress,
+    /// in connect mode (each agent's own task): none left, nothing more will happen to
+    /// work still waiting.
+    pub working: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// Shared records, no one working yet.
+    pub fn new(records: Records) -> Self {
+        Shared {
+            records: Mutex::new(records),
+            working: Default::default(),
+        }
+    }
+}
+
+/// One of [`Shared::working`] while it lives.
+struct Working(Arc<Shared>);
+
+impl Working {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared
+            .working
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Working(shared.clone())
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0
+            .working
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The five things an agent does with its session; errors are the refusal's text.
@@ -144,6 +178,8 @@ impl SimAgent {
         mut pushes: impl Pushes,
         shared: Arc<Shared>,
     ) {
+        // Until its shift ends (or the session fails): it may still take work.
+        let mut on_shift = Some(Working::new(&shared));
         tokio::time::sleep_until(self.start + secs(self.group.shift_start_s)).await;
         if desk.available(true).await.is_err() {
             return;
@@ -164,6 +200,7 @@ impl SimAgent {
                         logged_out = true;
                         let _ = desk.available(false).await;
                         shared.records.lock().unwrap().shift(index, group_index, self.now_ms(), false);
+                        drop(on_shift.take());
                         continue;
                     }
                 },
@@ -172,7 +209,11 @@ impl SimAgent {
             let Some(push) = push else { return };
             match self.react(push, &desk, &shared, logged_out, self.now_ms()) {
                 Reaction::Answer(answer, plan) => {
-                    tokio::spawn(answer.run(plan));
+                    let working = Working::new(&shared);
+                    tokio::spawn(async move {
+                        answer.run(plan).await;
+                        drop(working);
+                    });
                 }
                 Reaction::Back => {
                     let _ = desk.available(true).await;

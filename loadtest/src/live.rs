@@ -15,7 +15,7 @@ use omniroute_transport::proto::{ClientMsg, PresenceArg, Role};
 use omniroute_transport::tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the server is and how to administer it.
@@ -87,11 +87,13 @@ pub(crate) async fn create_tokens(
 
 /// Puts the scenario's center into the server and makes the tokens; returns the
 /// admin session, the channel token and the agents' tokens (in scenario order).
+/// The admin session, then tokens: the channel's, a supervisor's (to ask the server
+/// about work left at the end) and every agent's.
 async fn setup(
     t: &Target,
     scenario: &Scenario,
     run_tag: &str,
-) -> Result<(Arc<Client>, String, Vec<String>), String> {
+) -> Result<(Arc<Client>, String, String, Vec<String>), String> {
     let admin = Arc::new(session(t, &t.admin_token).await?);
     let mut config: CenterConfig = admin
         .request_as(ClientMsg::GetConfig { id: admin.id() })
@@ -128,10 +130,12 @@ async fn setup(
         .into_iter()
         .map(|(_, a)| (format!("{run_tag}-{}", a.id), Role::Agent, Some(a.id)))
         .collect();
+    names.push((format!("{run_tag}-supervisor"), Role::Supervisor, None));
     names.push((format!("{run_tag}-channel"), Role::Channel, None));
     let mut tokens = create_tokens(admin.clone(), names).await?;
     let channel = tokens.pop().expect("the channel token is last");
-    Ok((admin, channel, tokens))
+    let supervisor = tokens.pop().expect("the supervisor token is before it");
+    Ok((admin, channel, supervisor, tokens))
 }
 
 /// A QUIC client session is a simulated agent's desk in connect mode.
@@ -181,13 +185,13 @@ impl Desk for Client {
 pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Report, String> {
     let wall = Instant::now();
     let run_tag = format!("lt{seed}");
-    let (admin, channel_token, agent_tokens) = setup(target, scenario, &run_tag).await?;
+    let (admin, channel_token, supervisor_token, agent_tokens) =
+        setup(target, scenario, &run_tag).await?;
+    let supervisor = session(target, &supervisor_token).await?;
     let mut records = Records::new(scenario);
     // Pushes and replies cross the network: a breach must last 2 s to count.
     records.watch.grace_ms = 2_000;
-    let shared = Arc::new(Shared {
-        records: Mutex::new(records),
-    });
+    let shared = Arc::new(Shared::new(records));
     let mut rng = SeededRng::new(seed);
     // Every session is opened before the clock starts.
     let mut sessions = Vec::with_capacity(agent_tokens.len());
@@ -371,12 +375,16 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         .map_err(|e| e.to_string())?
         .map_err(|_| "the arrival thread panicked".to_string())?;
     // Wait for the work in hand (or no progress for 5 minutes); customers' patience
-    // timers of answered customers are not waited for.
+    // timers of answered customers are not waited for. Work left once every agent's
+    // shift is over, no answer is in progress and no customer is left to give up will
+    // stay as it is: no need to wait for it.
     let mut last = (usize::MAX, Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let open = shared.records.lock().unwrap().open();
-        if open == 0 {
+        let stuck = shared.working.load(std::sync::atomic::Ordering::Acquire) == 0
+            && tasks.iter().all(|t| t.is_finished());
+        if open == 0 || stuck {
             break;
         }
         if open != last.0 {
@@ -395,10 +403,44 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     }
     let finished = ms();
     engine_check(&admin, &shared, finished).await;
+    still_waiting(&supervisor, &shared).await;
     let mut records =
         std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
     records.close(finished);
     Ok(Report::build(scenario, seed, &records, wall.elapsed()))
+}
+
+/// Marks the interactions the records leave open that the server says still wait in a
+/// queue (or on an offer), unanswered: work no agent took, not work lost (which the
+/// records' close reports).
+async fn still_waiting(supervisor: &Client, shared: &Shared) {
+    let open: Vec<(usize, u64)> = {
+        let r = shared.records.lock().unwrap();
+        r.interactions
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.finished() && x.answered_ms.is_none())
+            .filter_map(|(i, x)| Some((i, x.id?)))
+            .collect()
+    };
+    for (i, id) in open {
+        let view: Result<omniroute_transport::actors::conversation::ConversationView, ClientError> =
+            supervisor
+                .request_as(ClientMsg::Conversation {
+                    id: supervisor.id(),
+                    interaction: InteractionId(id),
+                })
+                .await;
+        if view.is_ok_and(|v| {
+            matches!(
+                v.state,
+                omniroute_transport::actors::engine::InteractionState::Queued
+                    | omniroute_transport::actors::engine::InteractionState::Offered
+            )
+        }) {
+            shared.records.lock().unwrap().still_waiting(i);
+        }
+    }
 }
 
 /// Runs the engine's own invariant check in the server (`check_invariants`, an admin

@@ -362,13 +362,11 @@ async fn simulate(
         .map_err(|e| e.to_string())?,
     );
     let start = Instant::now();
-    let shared = Arc::new(Shared {
-        records: Mutex::new({
-            let mut r = Records::new(scenario);
-            r.setup_wall = wall.elapsed();
-            r
-        }),
-    });
+    let shared = Arc::new(Shared::new({
+        let mut r = Records::new(scenario);
+        r.setup_wall = wall.elapsed();
+        r
+    }));
     let mut rng = SeededRng::new(seed);
     let end = Duration::from_secs_f64(scenario.duration_s);
 

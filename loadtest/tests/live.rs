@@ -76,11 +76,15 @@ async fn serve() -> (Arc<Runtime>, Target, tempfile::TempDir) {
     (runtime, target, dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scenario_runs_against_a_live_server() {
+/// The scenario `text` run with `seed` against a server of its own.
+async fn run_live(text: &str, seed: u64) -> omniroute_loadtest::report::Report {
     let (_runtime, target, _dir) = serve().await;
-    let scenario = Scenario::parse(
-        r#"
+    let scenario = Scenario::parse(text, Path::new(".")).unwrap();
+    live::run(&scenario, seed, &target).await.unwrap()
+}
+
+/// A small chat center for a few seconds of real time.
+const LIVE: &str = r#"
 name = "live"
 duration_s = 3
 seed = 4
@@ -103,11 +107,11 @@ wrap_up = { dist = "fixed", s = 0.05 }
 queue = "live"
 channel = "chat"
 rate_per_hour = 36_000
-"#,
-        Path::new("."),
-    )
-    .unwrap();
-    let report = live::run(&scenario, 4, &target).await.unwrap();
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_against_a_live_server() {
+    let report = run_live(LIVE, 4).await;
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     let q = &report.queues[0];
     assert!(q.offered >= 15, "{q:?}");
@@ -176,4 +180,29 @@ arrivals = [{ queue = "drift", channel = "chat", rate_per_hour = 3_600 }]
     assert!(breach.interaction > 0, "{breach:?}");
     assert!(breach.agent.starts_with("drift-agent"), "{breach:?}");
     assert_eq!(report.exit_status(), 2);
+}
+
+/// Agents whose shifts end while customers keep coming (and never give up): once the
+/// shifts are over and nothing is in progress the run ends — it does not wait minutes
+/// for work nobody will take — and the server confirms what still waits, which is then
+/// neither lost nor a violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_left_when_every_shift_is_over_ends_a_live_run_and_is_confirmed_waiting() {
+    // The small center's agents log off after a second; its customers never give up.
+    let text = LIVE
+        .replace("patience = { dist = \"exponential\", mean_s = 1 }\n", "")
+        .replace("reject_probability = 0.1\n", "shift_end_s = 1\n");
+    assert!(!text.contains("patience") && text.contains("shift_end_s"));
+    let report = run_live(&text, 5).await;
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let q = &report.queues[0];
+    assert!(q.answered > 0 && q.still_waiting >= 10, "{q:?}");
+    assert_eq!(
+        q.offered,
+        q.answered + q.abandoned + q.refused + q.still_waiting,
+        "{q:?}"
+    );
+    // Ended once nothing more could happen (a few seconds), not after the 5 minutes
+    // without progress that end a run otherwise.
+    assert!(report.simulated_s < 60.0, "{}", report.simulated_s);
 }

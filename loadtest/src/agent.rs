@@ -37,10 +37,11 @@ impl Shared {
 }
 
 /// One of [`Shared::working`] while it lives.
-struct Working(Arc<Shared>);
+pub struct Working(Arc<Shared>);
 
 impl Working {
-    fn new(shared: &Arc<Shared>) -> Self {
+    /// Counts one more working until dropped.
+    pub fn new(shared: &Arc<Shared>) -> Self {
         shared
             .working
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -171,15 +172,16 @@ impl SimAgent {
         ms_since(self.start)
     }
 
-    /// Works the shift: until the push stream ends.
+    /// Works the shift: until the push stream ends. `on_shift` (counted before the
+    /// task started) is let go when the shift ends: the agent takes no more work.
     pub async fn run<D: Desk>(
         mut self,
         desk: Arc<D>,
         mut pushes: impl Pushes,
         shared: Arc<Shared>,
+        on_shift: Working,
     ) {
-        // Until its shift ends (or the session fails): it may still take work.
-        let mut on_shift = Some(Working::new(&shared));
+        let mut on_shift = Some(on_shift);
         tokio::time::sleep_until(self.start + secs(self.group.shift_start_s)).await;
         if desk.available(true).await.is_err() {
             return;

@@ -86,9 +86,8 @@ pub(crate) async fn create_tokens(
 }
 
 /// Puts the scenario's center into the server and makes the tokens; returns the
-/// admin session, the channel token and the agents' tokens (in scenario order).
-/// The admin session, then tokens: the channel's, a supervisor's (to ask the server
-/// about work left at the end) and every agent's.
+/// admin session, the channel's token, a supervisor's (to ask the server about work
+/// left at the end; deleted then) and the agents' (in scenario order).
 async fn setup(
     t: &Target,
     scenario: &Scenario,
@@ -187,7 +186,8 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     let run_tag = format!("lt{seed}");
     let (admin, channel_token, supervisor_token, agent_tokens) =
         setup(target, scenario, &run_tag).await?;
-    let supervisor = session(target, &supervisor_token).await?;
+    // Only for the lookup at the end: a server that refuses it still runs the scenario.
+    let supervisor = session(target, &supervisor_token).await;
     let mut records = Records::new(scenario);
     // Pushes and replies cross the network: a breach must last 2 s to count.
     records.watch.grace_ms = 2_000;
@@ -235,7 +235,8 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
         },
     );
     for (agent, (client, pushes)) in roster.into_iter().zip(sessions) {
-        tokio::spawn(agent.run(client, pushes, shared.clone()));
+        let on_shift = agent::Working::new(&shared);
+        tokio::spawn(agent.run(client, pushes, shared.clone(), on_shift));
     }
 
     // The arrival plan, drawn up front (open loop).
@@ -377,22 +378,41 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     // Wait for the work in hand (or no progress for 5 minutes); customers' patience
     // timers of answered customers are not waited for. Work left once every agent's
     // shift is over, no answer is in progress and no customer is left to give up will
-    // stay as it is: no need to wait for it.
+    // stay as it is: no need to wait for it — once that has held for the checks' grace
+    // (a push already sent may still be on its way).
     let mut last = (usize::MAX, Instant::now());
-    loop {
+    let mut stuck_since: Option<Instant> = None;
+    let stuck = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let open = shared.records.lock().unwrap().open();
-        let stuck = shared.working.load(std::sync::atomic::Ordering::Acquire) == 0
-            && tasks.iter().all(|t| t.is_finished());
-        if open == 0 || stuck {
-            break;
+        let (open, customers_done) = {
+            let r = shared.records.lock().unwrap();
+            // Customer n is record n; an answered one's patience is not waited for.
+            let done = tasks.iter().enumerate().all(|(n, t)| {
+                t.is_finished()
+                    || r.interactions
+                        .get(n)
+                        .is_some_and(|x| x.answered_ms.is_some())
+            });
+            (r.open(), done)
+        };
+        if open == 0 {
+            break false;
+        }
+        let idle = shared.working.load(std::sync::atomic::Ordering::Acquire) == 0 && customers_done;
+        match (idle, stuck_since) {
+            (false, _) => stuck_since = None,
+            (true, None) => stuck_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() >= Duration::from_secs(2) => break true,
+            (true, Some(_)) => {}
         }
         if open != last.0 {
             last = (open, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(300) {
-            break;
+            // No progress, but agents still on shift (or customers still patient): work
+            // still open is a stall, left to the records' close to report.
+            break false;
         }
-    }
+    };
     progress.abort();
     sampler.abort();
     for t in tasks {
@@ -403,17 +423,37 @@ pub async fn run(scenario: &Scenario, seed: u64, target: &Target) -> Result<Repo
     }
     let finished = ms();
     engine_check(&admin, &shared, finished).await;
-    still_waiting(&supervisor, &shared).await;
+    if stuck {
+        still_waiting(supervisor.as_ref(), &shared, finished).await;
+    }
+    // The supervisor's token reads any conversation: it goes with the run (one left by
+    // a run that failed is replaced by the next run's).
+    let _ = admin
+        .request(ClientMsg::DeleteToken {
+            id: admin.id(),
+            name: format!("{run_tag}-supervisor"),
+        })
+        .await;
     let mut records =
         std::mem::replace(&mut *shared.records.lock().unwrap(), Records::new(scenario));
     records.close(finished);
     Ok(Report::build(scenario, seed, &records, wall.elapsed()))
 }
 
-/// Marks the interactions the records leave open that the server says still wait in a
-/// queue (or on an offer), unanswered: work no agent took, not work lost (which the
-/// records' close reports).
-async fn still_waiting(supervisor: &Client, shared: &Shared) {
+/// Whether an interaction in `state` at the end of a run whose agents are all gone
+/// waits for an agent (in a queue: their offers were withdrawn when they logged out).
+fn left_waiting(state: &omniroute_transport::actors::engine::InteractionState) -> bool {
+    matches!(
+        state,
+        omniroute_transport::actors::engine::InteractionState::Queued
+    )
+}
+
+/// Once every agent is gone, marks the interactions the records leave open that the
+/// server says still wait in a queue: work no agent took, not work lost (which the
+/// records' close reports). Without the server's answer they stay open, and why is
+/// reported.
+async fn still_waiting(supervisor: Result<&Client, &String>, shared: &Shared, at_ms: u64) {
     let open: Vec<(usize, u64)> = {
         let r = shared.records.lock().unwrap();
         r.interactions
@@ -423,23 +463,39 @@ async fn still_waiting(supervisor: &Client, shared: &Shared) {
             .filter_map(|(i, x)| Some((i, x.id?)))
             .collect()
     };
+    let mut unknown: Option<(usize, String)> = None;
     for (i, id) in open {
-        let view: Result<omniroute_transport::actors::conversation::ConversationView, ClientError> =
-            supervisor
-                .request_as(ClientMsg::Conversation {
-                    id: supervisor.id(),
-                    interaction: InteractionId(id),
-                })
-                .await;
-        if view.is_ok_and(|v| {
-            matches!(
-                v.state,
-                omniroute_transport::actors::engine::InteractionState::Queued
-                    | omniroute_transport::actors::engine::InteractionState::Offered
-            )
-        }) {
-            shared.records.lock().unwrap().still_waiting(i);
+        let view = match supervisor {
+            Ok(s) => s
+                .request_as::<omniroute_transport::actors::conversation::ConversationView>(
+                    ClientMsg::Conversation {
+                        id: s.id(),
+                        interaction: InteractionId(id),
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("no supervisor session: {e}")),
+        };
+        match view {
+            Ok(v) if left_waiting(&v.state) => shared.records.lock().unwrap().still_waiting(i),
+            Ok(_) => {}
+            Err(e) => {
+                let n = unknown.as_ref().map_or(0, |(n, _)| *n);
+                unknown = Some((n + 1, unknown.map_or(e, |(_, first)| first)));
+            }
         }
+    }
+    if let Some((n, first)) = unknown {
+        shared.records.lock().unwrap().violate(Violation {
+            kind: "still_waiting_unknown".into(),
+            interaction: 0,
+            agent: String::new(),
+            at_ms,
+            detail: format!(
+                "{n} open interactions could not be looked up in the server ({first}): they count as unaccounted"
+            ),
+        });
     }
 }
 
@@ -464,5 +520,27 @@ async fn engine_check(admin: &Client, shared: &Shared, at_ms: u64) {
             at_ms,
             detail: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_waiting;
+    use omniroute_transport::actors::engine::InteractionState as S;
+
+    #[test]
+    fn only_queued_work_counts_as_left_waiting_once_every_agent_is_gone() {
+        assert!(left_waiting(&S::Queued));
+        // An offer outliving every agent's logout, work held or finished: not waiting
+        // for an agent, so not excused from the records' accounting.
+        for s in [
+            S::Offered,
+            S::Assigned,
+            S::WrapUp,
+            S::Completed,
+            S::Abandoned,
+        ] {
+            assert!(!left_waiting(&s), "{s:?}");
+        }
     }
 }

@@ -184,20 +184,17 @@ impl Histories {
                 {
                     continue;
                 }
-                let empty = match self.by_customer.get_mut(&*customer) {
+                // Not its only one (only housekeeping takes entries out): at the front
+                // it goes at once and the list stays non-empty; elsewhere, below.
+                match self.by_customer.get_mut(&*customer) {
                     Some(mut v) if v.front() == Some(&id) => {
                         v.pop_front();
-                        v.is_empty()
                     }
                     Some(v) => {
                         drop(v);
                         rest.push((id, customer));
-                        continue;
                     }
-                    None => false,
-                };
-                if empty {
-                    self.by_customer.remove_if(&*customer, |_, v| v.is_empty());
+                    None => {}
                 }
             }
             rest.sort_by(|a, b| a.1.cmp(&b.1));

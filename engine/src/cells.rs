@@ -467,6 +467,11 @@ impl Interaction {
     pub fn record(&mut self, entry: HistoryEntry) {
         Arc::make_mut(&mut self.history).push(entry);
     }
+
+    /// When its last history entry was written (0 with none).
+    pub fn last_activity_ms(&self) -> TimeMs {
+        self.history.last().map_or(0, |h| h.at_ms())
+    }
 }
 
 pub(crate) type InteractionRef = Arc<Mutex<Interaction>>;

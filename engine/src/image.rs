@@ -457,7 +457,7 @@ impl Engine {
                 }
             }
             if i.state.is_terminal() {
-                finished.push((i.history.last().map_or(0, |h| h.at_ms()), i.id));
+                finished.push((i.last_activity_ms(), i.id));
             }
             engine.interactions.insert(i.id, Arc::new(Mutex::new(i)));
         }

@@ -320,7 +320,7 @@ impl Engine {
             });
         }
         if let Some((_, ic)) = self.interactions.remove(&id) {
-            let last = ic.lock().history.last().map_or(0, |h| h.at_ms());
+            let last = ic.lock().last_activity_ms();
             self.unindex_finished(last, id);
         }
         self.forgot(1);
@@ -744,7 +744,7 @@ impl Engine {
             if !i.state.is_terminal() {
                 continue;
             }
-            let last = i.history.last().map_or(0, |h| h.at_ms());
+            let last = i.last_activity_ms();
             match earliest.get(id) {
                 Some(at_ms) if *at_ms <= last => {}
                 Some(at_ms) => violations.push(format!(

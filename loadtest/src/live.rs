@@ -463,7 +463,7 @@ async fn still_waiting(supervisor: Result<&Client, &String>, shared: &Shared, at
             .filter_map(|(i, x)| Some((i, x.id?)))
             .collect()
     };
-    let mut unknown: Option<(usize, String)> = None;
+    let (mut unknown, mut first_error) = (0, None);
     for (i, id) in open {
         let view = match supervisor {
             Ok(s) => s
@@ -481,19 +481,19 @@ async fn still_waiting(supervisor: Result<&Client, &String>, shared: &Shared, at
             Ok(v) if left_waiting(&v.state) => shared.records.lock().unwrap().still_waiting(i),
             Ok(_) => {}
             Err(e) => {
-                let n = unknown.as_ref().map_or(0, |(n, _)| *n);
-                unknown = Some((n + 1, unknown.map_or(e, |(_, first)| first)));
+                unknown += 1;
+                first_error.get_or_insert(e);
             }
         }
     }
-    if let Some((n, first)) = unknown {
+    if let Some(first) = first_error {
         shared.records.lock().unwrap().violate(Violation {
             kind: "still_waiting_unknown".into(),
             interaction: 0,
             agent: String::new(),
             at_ms,
             detail: format!(
-                "{n} open interactions could not be looked up in the server ({first}): they count as unaccounted"
+                "{unknown} open interactions could not be looked up in the server ({first}): they count as unaccounted"
             ),
         });
     }

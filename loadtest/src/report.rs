@@ -172,6 +172,11 @@ fn merged_ms(spans: &mut [(usize, u64, u64)]) -> Vec<(usize, u64)> {
     totals
 }
 
+/// `part` ÷ `whole`, if there is a whole.
+fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
 /// Each agent's staffed time, ms: logged in, or holding work after its shift ended
 /// (an agent finishing a call past the end of its shift is at work), until `end_ms`.
 fn staffed_ms(records: &Records, end_ms: u64) -> Vec<u64> {
@@ -931,8 +936,8 @@ impl Report {
                     handle_hours: handle_ms as f64 / 3.6e6,
                     busy_hours: busy_ms as f64 / 3.6e6,
                     occupied_hours: occupied_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| occupied_ms as f64 / staffed_ms as f64),
-                    concurrency: (occupied_ms > 0).then(|| busy_ms as f64 / occupied_ms as f64),
+                    occupancy: ratio(occupied_ms, staffed_ms),
+                    concurrency: ratio(busy_ms, occupied_ms),
                 }
             })
             .collect();
@@ -1003,8 +1008,8 @@ impl Report {
                     busy_hours: busy_ms as f64 / 3.6e6,
                     occupied_hours: occupied_ms as f64 / 3.6e6,
                     staffed_hours: staffed_ms as f64 / 3.6e6,
-                    occupancy: (staffed_ms > 0).then(|| occupied_ms as f64 / staffed_ms as f64),
-                    concurrency: (occupied_ms > 0).then(|| busy_ms as f64 / occupied_ms as f64),
+                    occupancy: ratio(occupied_ms, staffed_ms),
+                    concurrency: ratio(busy_ms, occupied_ms),
                 }
             })
             .collect();

@@ -404,9 +404,7 @@ async fn simulate(
                 .map(|d| d.sample(&mut rng))
         })
         .collect();
-    {
-        shared.records.lock().unwrap().expect(plan.len());
-    }
+    shared.records.lock().unwrap().expect(plan.len());
     let all_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let arrivals = {
         let (runtime, shared) = (runtime.clone(), shared.clone());

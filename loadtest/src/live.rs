@@ -525,8 +525,33 @@ async fn engine_check(admin: &Client, shared: &Shared, at_ms: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::left_waiting;
+    use super::{Shared, left_waiting, still_waiting};
+    use crate::report::{Record, Records};
     use omniroute_transport::actors::engine::InteractionState as S;
+
+    #[test]
+    fn a_lookup_the_server_refuses_is_reported_and_the_work_stays_open() {
+        let s = crate::scenario::test_scenario("", "count = 1\nchannels = { voice = 1 }");
+        let shared = Shared::new(Records::new(&s));
+        {
+            let mut r = shared.records.lock().unwrap();
+            for n in 0..3 {
+                let i = r.arrive(Record::new(0, n));
+                r.submitted(i, 40 + n, n);
+            }
+        }
+        let refused = "the server refused the supervisor token".to_string();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(still_waiting(Err(&refused), &shared, 9));
+        let r = shared.records.lock().unwrap();
+        assert_eq!(r.open(), 3, "nothing excused without the server's word");
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        let v = &r.violations[0];
+        assert_eq!(v.kind, "still_waiting_unknown");
+        assert!(v.detail.starts_with("3 open interactions") && v.detail.contains(&refused));
+    }
 
     #[test]
     fn only_queued_work_counts_as_left_waiting_once_every_agent_is_gone() {
